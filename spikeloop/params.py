@@ -195,13 +195,13 @@ class Params:
     error_source: ErrorSource = ErrorSource.TARGET
     error_delay: int = 0             # steps σ' and ẑ are delayed to meet a late error
     chunk_steps: int = 500
-    r0_mv: float = 0.02              # RMaxProp step: |Δw| ≤ r0 per chunk
+    r0_mv: float = 0.1               # RMaxProp step: |Δw| ≤ r0 per chunk
     eps: float = 1e-3                # RMaxProp ε, in the unit of |m|
     ratio_bits: int = 8              # precision of g / q
     lr_shift: int = 10               # fixed optimiser: Δw = trunc(m / 2^lr_shift) in LSBs
     w_max_mv: float = 8.0
     w_init_mean_mv: float = 0.0
-    w_init_std_mv: float = 1.0
+    w_init_std_mv: float = 0.5
     regulariser: bool = False
     rho: float = 1e-3
     reg_exponent: int = 4
