@@ -14,9 +14,9 @@ from spikeloop.params import Decay, Fmt
 __all__ = ["sat", "shift_trunc", "decay", "decay_signed", "lowpass", "lowpass_signed"]
 
 
-def sat(x, fmt: Fmt, out=None):
+def sat(x, fmt: Fmt):
     """Clamp to the range of ``fmt`` (the one saturation rule: no add ever wraps)."""
-    return np.clip(x, fmt.min, fmt.max, out=out)
+    return np.minimum(np.maximum(x, fmt.min), fmt.max)
 
 
 def shift_trunc(t, s: int):
@@ -24,7 +24,8 @@ def shift_trunc(t, s: int):
     t = np.asarray(t)
     if s == 0:
         return t
-    return (t + np.where(t < 0, (1 << s) - 1, 0).astype(t.dtype)) >> s
+    sign = t >> (8 * t.dtype.itemsize - 1)          # −1 where negative, else 0
+    return (t + (sign & ((1 << s) - 1))) >> s
 
 
 def decay(x, d: Decay):

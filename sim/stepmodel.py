@@ -23,7 +23,7 @@ class StepModel:
     def _batched(self, a, n, name, dtype):
         a = np.asarray(a)
         if a.ndim == 1:
-            a = np.broadcast_to(a, (self.batch, a.shape[0]))
+            a = a[None] if self.batch == 1 else np.broadcast_to(a, (self.batch, a.shape[0]))
         if a.shape != (self.batch, n):
             raise ValueError(f"{name} must have shape ({n},) or ({self.batch}, {n}), not {a.shape}")
         return a.astype(dtype, copy=False)

@@ -352,38 +352,38 @@ class Params:
     def decay_q(self) -> Decay:
         return self._decay("q")
 
-    @property
+    @cached_property
     def refractory_steps(self) -> int:
         return int(round(self.tau_ref_ms / self.dt_ms))
 
-    @property
+    @cached_property
     def threshold_q(self) -> int:
         return self.formats["u"].quantise(self.threshold_mv)
 
-    @property
+    @cached_property
     def w_max_q(self) -> int:
         return int(round(self.w_max_mv * self.formats["w"].one))
 
-    @property
+    @cached_property
     def r0_q(self) -> int:
         return int(round(self.r0_mv * self.formats["w"].one))
 
-    @property
+    @cached_property
     def eps_q(self) -> int:
         return max(1, int(round(self.eps * self.formats["q"].one)))
 
-    @property
+    @cached_property
     def rho_q(self) -> int:
         """ρ in UQ0.16 (per step, per unit of rate^a)."""
         return max(1, int(round(self.rho * (1 << 16))))
 
-    @property
+    @cached_property
     def el_shift(self) -> int:
         """ẑ·σ' is shifted right by this to land in the 'el' format."""
         F = self.formats
         return F["zh"].frac + F["sigma"].frac - F["el"].frac
 
-    @property
+    @cached_property
     def m_shift(self) -> int:
         """λ·|e| is shifted right by this to land in the 'm' format."""
         F = self.formats
