@@ -1,0 +1,140 @@
+"""Throughput of the software models: synapse-steps per second of the golden and float models.
+
+Each size runs both models on the same frozen-Poisson input (20 Hz) and random targets, batch 1,
+for the same number of steps after a warm-up. Measurements are interleaved (golden, float,
+golden, float, ...) and the best of ``repeats`` is kept for each, so background load affects both
+alike. The numbers are meant for one core: BLAS/OpenMP threads are limited to one with
+``threadpoolctl`` when it is installed; otherwise the ``spikeloop`` CLI sets
+``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` (to 1, unless already set)
+before numpy is imported, and the result records what was in effect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+import spikeloop
+from spikeloop.params import Params
+
+__all__ = ["bench_model", "format_table", "DEFAULT_SIZES"]
+
+#: (n_in, n_hidden, n_out) of the default benchmark networks.
+DEFAULT_SIZES = ((100, 0, 1), (100, 32, 100), (256, 0, 256))
+
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _thread_limit():
+    """A context limiting BLAS/OpenMP pools to one thread, and a description of how."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        info = {"method": "environment"}
+        info.update({v: os.environ.get(v) for v in _THREAD_VARS})
+        return contextlib.nullcontext(), info
+    return threadpool_limits(limits=1), {"method": "threadpoolctl", "limit": 1}
+
+
+def _run(model, x, y, start: int, steps: int) -> float:
+    T = len(x)
+    t0 = time.perf_counter()
+    for n in range(start, start + steps):
+        model.step(x[n % T], y[n % T])
+    return time.perf_counter() - t0
+
+
+def bench_model(sizes=DEFAULT_SIZES, steps: int | None = None, seconds: float = 0.5,
+                repeats: int = 3, warmup: int = 20, seed: int = 0, out=None) -> dict:
+    """Synapse-steps per second of GoldenModel and FloatModel for each ``(n_in, n_hidden, n_out)``.
+
+    Parameters
+    ----------
+    sizes : sequence of (n_in, n_hidden, n_out)
+    steps : int, optional
+        Steps per measurement (the same for both models). Default: chosen from the warm-up so that
+        the slower model takes about ``seconds`` per measurement (at least 50 steps).
+    seconds : float
+        Target duration of one measurement when ``steps`` is not given.
+    repeats : int
+        Measurements per model; the best (shortest) is kept.
+    warmup : int
+        Steps each model runs before the measurements.
+    seed : int
+        Seed of the network weights and of the stimulus.
+    out : text stream, optional
+        Where the table is printed (default ``sys.stdout``; ``False`` prints nothing).
+
+    Returns
+    -------
+    dict
+        ``version``, ``python``, ``numpy``, ``machine``, ``threads`` (how threads were limited),
+        ``repeats`` and ``results``: per size ``n_in``, ``n_hidden``, ``n_out``, ``n_synapses``,
+        ``steps``, ``golden`` and ``float`` (each ``seconds``, ``steps_per_s``,
+        ``synapse_steps_per_s``) and ``ratio`` (golden ÷ float synapse-steps/s).
+    """
+    from spikeloop.sim.golden import GoldenModel
+    from spikeloop.sim.reference import FloatModel
+    from spikeloop.sim.stimuli import frozen_poisson
+
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive integer, not {steps!r}")
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"seconds must be a positive number, not {seconds!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, not {repeats!r}")
+    limit, threads = _thread_limit()
+    results = []
+    with limit:
+        for size in sizes:
+            try:
+                n_in, n_hidden, n_out = (int(v) for v in size)
+            except (TypeError, ValueError):
+                raise ValueError(f"a size must be (n_in, n_hidden, n_out), not {size!r}") from None
+            p = Params(n_in=n_in, n_hidden=n_hidden, n_out=n_out, chunk_steps=500)
+            dt_s = p.dt_ms / 1000.0
+            x = frozen_poisson(n_in, p.chunk_steps, 20.0, dt_s, seed)
+            y = frozen_poisson(n_out, p.chunk_steps, 5.0, dt_s, seed + 1)
+            models = {"golden": GoldenModel(p, seeds=[seed]), "float": FloatModel(p, seeds=[seed])}
+            per_step = {name: _run(m, x, y, 0, warmup) / max(warmup, 1) for name, m in models.items()}
+            n = steps or max(50, math.ceil(seconds / max(max(per_step.values()), 1e-9)))
+            best = {name: math.inf for name in models}
+            pos = warmup
+            for _ in range(repeats):
+                for name, m in models.items():        # interleaved: golden, float, golden, ...
+                    best[name] = min(best[name], _run(m, x, y, pos, n))
+                pos += n
+            row = dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out, n_synapses=p.n_synapses, steps=n)
+            for name, sec in best.items():
+                row[name] = dict(seconds=sec, steps_per_s=n / sec, synapse_steps_per_s=p.n_synapses * n / sec)
+            row["ratio"] = row["golden"]["synapse_steps_per_s"] / row["float"]["synapse_steps_per_s"]
+            results.append(row)
+    res = dict(version=spikeloop.__version__, python=platform.python_version(),
+               numpy=np.__version__, machine=platform.machine(), threads=threads,
+               repeats=repeats, results=results)
+    if out is not False:
+        print(format_table(res), file=out or sys.stdout)
+    return res
+
+
+def format_table(res: dict) -> str:
+    """The benchmark result as a text table."""
+    head = (f"{'n_in-n_hid-n_out':>17} {'synapses':>9} {'steps':>7} "
+            f"{'golden syn·step/s':>18} {'float syn·step/s':>17} {'golden/float':>12}")
+    lines = [head, "-" * len(head)]
+    for r in res["results"]:
+        size = f"{r['n_in']}-{r['n_hidden']}-{r['n_out']}"
+        lines.append(f"{size:>17} {r['n_synapses']:>9} {r['steps']:>7} "
+                     f"{r['golden']['synapse_steps_per_s']:>18.3g} "
+                     f"{r['float']['synapse_steps_per_s']:>17.3g} {r['ratio']:>12.2f}")
+    t = res["threads"]
+    how = ("threadpoolctl (1 thread)" if t.get("method") == "threadpoolctl" else
+           ", ".join(f"{k}={t.get(k)}" for k in _THREAD_VARS))
+    lines.append(f"best of {res['repeats']}, batch 1; numpy {res['numpy']}, {res['machine']}; threads: {how}")
+    return "\n".join(lines)

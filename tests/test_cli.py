@@ -1,0 +1,150 @@
+"""The ``spikeloop`` command line: help, argument errors, info and bench (training: test_train.py)."""
+
+import json
+
+import pytest
+
+from spikeloop.host.cli import main
+from spikeloop.sim.raster import write_ras
+
+SUBCOMMANDS = [[], ["info"], ["demo"], ["train"], ["train", "fig2"], ["bench"], ["bench", "model"]]
+
+
+@pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w) or "top")
+def test_help_exits_0(words, capsys):
+    assert main(words + ["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: spikeloop")
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("spikeloop ")
+
+
+def test_no_command_exits_2(capsys):
+    assert main([]) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_info_runs(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for text in ("spikeloop", "n_in=100", "(463, 9)", "SQ9.10", "UQ0.8", "model", "float",
+                 "amaranth", "cocotb", "verilator"):
+        assert text in out, text
+
+
+# --------------------------------------------------------------------------- argument errors
+
+def _err(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_missing_input_file(tmp_path, capsys):
+    tgt = tmp_path / "tgt.ras"
+    write_ras(tgt, [0.01], [0])
+    missing = tmp_path / "nope.ras"
+    rc = main(["train", "--input", str(missing), "--target", str(tgt), "--trials", "2",
+               "--out", str(tmp_path / "out")])
+    assert rc == 2
+    assert _err(capsys) == f"spikeloop: error: --input: no such file: {missing}\n"
+
+
+def test_missing_config_file(tmp_path, capsys):
+    rc = main(["train", "fig2", "--config", str(tmp_path / "p.json"), "--out", str(tmp_path)])
+    assert rc == 2
+    assert _err(capsys) == f"spikeloop: error: --config: no such file: {tmp_path / 'p.json'}\n"
+
+
+@pytest.mark.parametrize("words", [["train", "fig2"], ["train", "--trials", "2"]])
+def test_invalid_feedback(words, capsys):
+    assert main(words + ["--feedback", "sideways"]) == 2
+    err = _err(capsys)
+    assert "error: argument --feedback: invalid choice: 'sideways'" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "ten"])
+@pytest.mark.parametrize("words", [["train"], ["train", "fig2"], ["demo"]])
+def test_non_positive_trials(words, value, capsys):
+    assert main(words + ["--trials", value]) == 2
+    assert f"error: argument --trials: must be a positive integer, not '{value}'" in _err(capsys)
+
+
+def test_bad_r0_drop(capsys):
+    assert main(["train", "fig2", "--r0-drop", "300x10"]) == 2
+    assert "argument --r0-drop: must be TRIAL:FACTOR (e.g. 300:10), not '300x10'" in _err(capsys)
+
+
+def test_file_mode_needs_its_arguments(capsys):
+    assert main(["train", "--trials", "3"]) == 2
+    assert _err(capsys) == ("spikeloop: error: the following arguments are required: --input, "
+                            "--target, --out (or use 'train fig2')\n")
+
+
+def test_bad_config_value_is_a_clean_error(tmp_path, capsys):
+    cfg = tmp_path / "p.json"
+    cfg.write_text(json.dumps({"w_max_mv": 1000.0}))
+    assert main(["train", "fig2", "--config", str(cfg), "--trials", "1", "--out", str(tmp_path)]) == 2
+    err = _err(capsys)
+    assert err.startswith("spikeloop: error: w_max_mv must be within the 'w' format")
+
+
+def test_unknown_config_key_is_a_clean_error(tmp_path, capsys):
+    cfg = tmp_path / "p.toml"
+    cfg.write_text("n_inputs = 3\n")
+    assert main(["train", "fig2", "--config", str(cfg), "--trials", "1", "--out", str(tmp_path)]) == 2
+    assert _err(capsys).startswith("spikeloop: error: unknown parameter(s) n_inputs")
+
+
+def test_bench_what_must_be_model(capsys):
+    assert main(["bench", "rtl"]) == 2
+    assert "argument what: invalid choice: 'rtl'" in _err(capsys)
+
+
+# --------------------------------------------------------------------------- bench
+
+def test_bench_model_tiny(tmp_path, capsys):
+    path = tmp_path / "b.json"
+    rc = main(["bench", "model", "--sizes", "5x0x1", "4x3x2", "--steps", "5", "--repeats", "2",
+               "--json", str(path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "golden/float" in out and "4-3-2" in out
+    res = json.loads(path.read_text())
+    assert res["repeats"] == 2 and len(res["results"]) == 2
+    r = res["results"][1]
+    assert (r["n_in"], r["n_hidden"], r["n_out"], r["n_synapses"], r["steps"]) == (4, 3, 2, 18, 5)
+    for name in ("golden", "float"):
+        assert r[name]["synapse_steps_per_s"] > 0
+        assert r[name]["synapse_steps_per_s"] == pytest.approx(18 * r[name]["steps_per_s"])
+    assert r["ratio"] == pytest.approx(r["golden"]["synapse_steps_per_s"] / r["float"]["synapse_steps_per_s"])
+
+
+def test_bench_model_function_defaults_to_auto_steps():
+    from spikeloop.host.bench import bench_model
+    res = bench_model(sizes=((3, 0, 1),), seconds=0.01, repeats=1, warmup=2, out=False)
+    assert res["results"][0]["steps"] >= 50
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        bench_model(sizes=((3, 0, 1),), steps=0, out=False)
+
+
+def test_cli_pins_threads_before_numpy_loads(tmp_path):
+    """Run as a program, the CLI limits BLAS/OpenMP to one thread unless the user set otherwise."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["OMP_NUM_THREADS"] = "3"
+    path = tmp_path / "b.json"
+    r = subprocess.run([sys.executable, "-m", "spikeloop.host.cli", "bench", "model", "--sizes",
+                        "3x0x1", "--steps", "3", "--repeats", "1", "--json", str(path)],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    threads = json.loads(path.read_text())["threads"]
+    if threads["method"] == "environment":
+        assert threads["OPENBLAS_NUM_THREADS"] == "1" and threads["MKL_NUM_THREADS"] == "1"
+        assert threads["OMP_NUM_THREADS"] == "3"
