@@ -230,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=_positive_int, default=3, metavar="N",
                    help="measurements per model, the best is kept (default 3)")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("plot", help="learning curves of several runs on one axis",
+                       description="Draw the mean ± sd relative cost of training runs (their "
+                                   "metrics.json), e.g. the golden model against the float reference.")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="output directories of `train`")
+    p.add_argument("--out", type=Path, required=True, metavar="PNG", help="image to write")
+    p.set_defaults(func=_cmd_plot)
     return parser
 
 
@@ -465,6 +472,23 @@ def _cmd_bench(args) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=1) + "\n")
         print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    import json
+    from spikeloop.host.plots import plot_compare_curves
+    runs = {}
+    for d in args.runs:
+        path = d / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no metrics.json (is {d} the --out of a training run?)")
+        m = json.loads(path.read_text())
+        label = {"model": "golden model", "float": "float reference"}.get(m["backend"], m["backend"])
+        runs[f"{label} ({d.name})" if label in [k.split(" (")[0] for k in runs] else label] = \
+            m["per_trial"]["rel_cost"]
+    plot_compare_curves(runs, args.out, title="learning curves (cost relative to each seed's first trial)")
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_learning_curve", "plot_raster", "REL_COST_FLOOR"]
+__all__ = ["plot_learning_curve", "plot_raster", "plot_compare_curves", "REL_COST_FLOOR"]
 
 #: Relative costs are drawn no lower than this on the log axis (a cost of exactly 0, i.e. output
 #: identical to the target, would otherwise vanish from the plot).
@@ -146,4 +146,37 @@ def plot_raster(path, inputs, targets, before: dict, after: dict, *, dt_ms: floa
     ax_u.set_xlim(0, T * dt_ms)
     ax_u.legend(fontsize=7, loc="lower right")
     fig.subplots_adjust(left=0.1, right=0.97, top=0.95, bottom=0.08)
+    return _save(fig, path)
+
+
+def plot_compare_curves(runs: dict, path, *, success_level=0.1, title: str | None = None) -> Path:
+    """Mean ± sd relative cost of several runs (e.g. golden model vs float reference) on one axis.
+
+    ``runs`` maps a label to a ``(trials, seeds)`` array of relative costs.
+    """
+    fig = Figure(figsize=(7.0, 4.2))
+    ax = fig.add_subplot()
+    n_max = 1
+    for k, (label, rc) in enumerate(runs.items()):
+        rc = np.asarray(rc, dtype=np.float64)
+        if rc.ndim != 2:
+            raise ValueError(f"rel_cost of {label!r} must be shaped (trials, seeds), not {rc.shape}")
+        trial = np.arange(rc.shape[0])
+        n_max = max(n_max, rc.shape[0])
+        with np.errstate(invalid="ignore"):
+            mean, sd = np.nanmean(rc, axis=1), np.nanstd(rc, axis=1)
+        ax.fill_between(trial, np.maximum(mean - sd, REL_COST_FLOOR), np.maximum(mean + sd, REL_COST_FLOOR),
+                        color=f"C{k}", alpha=0.18, lw=0)
+        ax.plot(trial, np.maximum(mean, REL_COST_FLOOR), color=f"C{k}", lw=1.4,
+                label=f"{label}: mean ± sd over {rc.shape[1]} seeds")
+    ax.axhline(success_level, color="0.3", ls=":", lw=1, label=f"success level ({success_level:g})")
+    ax.set_yscale("log")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("van Rossum cost / first trial")
+    ax.set_xlim(0, n_max - 1)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)

@@ -145,8 +145,8 @@ class GoldenModel(StepModel):
         x = self._batched(x, p.n_in, "x", bool)
         inputs = [x] + ([self._x_hid] if p.n_hidden else [])
         for L, xin in zip(self.layers, inputs):
-            self._neurons(L, xin)
-            self._pre_trace(L, xin)
+            self.neuron_pass(L, self.drive(L, xin))
+            self.pre_trace_pass(L, xin)
         out = self.layers[-1]
         if p.n_hidden:
             self._x_hid = self.layers[0].S.copy()
@@ -172,14 +172,20 @@ class GoldenModel(StepModel):
             hid.e = sat(fixed.shift_trunc(acc, s), F["err"])
 
         for L in self.layers:
-            self._learn(L)
+            self.learn_pass(L)
         self.t += 1
         if self.t % p.chunk_steps == 0:
             for L in self.layers:
-                self._chunk_end(L)
+                self.chunk_end_pass(L)
         return out.S.copy()
 
-    def _neurons(self, L: _Layer, x):
+    @staticmethod
+    def drive(L: _Layer, x) -> np.ndarray:
+        """``Σ_j w_ij x_j`` per neuron, exact (BLAS on float64 copies of the integer weights)."""
+        return np.matmul(L.w_f, x[:, :, None].astype(np.float64))[:, :, 0].astype(np.int64)
+
+    def neuron_pass(self, L: _Layer, drive):
+        """LIF update of every neuron of ``L`` (docs/model.md section 1); ``drive`` is ``Σ_j w_ij x_j``."""
         p, F = self.p, self.p.formats
         refr = L.ref > 0
         V = sat(fixed.lowpass_signed(L.U, L.I, p.decay_mem), F["u"])
@@ -189,7 +195,6 @@ class GoldenModel(StepModel):
         L.ref = np.where(refr, L.ref - 1, np.where(L.S, p.refractory_steps, 0))
         addr = np.minimum(np.abs(V - p.threshold_q) >> p.sigma_shift, len(self._sig_table) - 1)
         L.sigma = self._sig_table[addr]
-        drive = np.matmul(L.w_f, x[:, :, None].astype(np.float64))[:, :, 0].astype(np.int64)
         L.I = sat(fixed.decay_signed(L.I, p.decay_syn) + drive, F["i"])
         if p.regulariser and L is self.layers[0] and p.n_hidden:
             fr = F["rate"]
@@ -199,12 +204,13 @@ class GoldenModel(StepModel):
                 pw = np.minimum((pw * L.rate) >> fr.frac, 1 << 40)
             L.racc = np.minimum(L.racc + pw, (1 << 47) - 1)
 
-    def _pre_trace(self, L: _Layer, x):
+    def pre_trace_pass(self, L: _Layer, x):
+        """Presynaptic traces z, ẑ of every input of ``L`` (section 2)."""
         p, F = self.p, self.p.formats
         L.z = fixed.decay(sat(L.z + x * F["z"].one, F["z"]), p.decay_syn)
         L.zh = fixed.lowpass(L.zh, L.z, p.decay_mem)   # stays within the 'z' range
 
-    def _learn(self, L: _Layer):
+    def learn_pass(self, L: _Layer):
         """Eligibility and gradient accumulation: the O(n_pre·n_post) pass, in place."""
         p, c = self.p, L.const
         sig, zh = L.sigma, L.zh
@@ -244,7 +250,7 @@ class GoldenModel(StepModel):
             np.multiply(L.el, c["syn_M"], out=L.el)
             np.right_shift(L.el, c["syn_K"], out=L.el)
 
-    def _chunk_end(self, L: _Layer):
+    def chunk_end_pass(self, L: _Layer):
         """Weight update every ``chunk_steps`` steps (docs/model.md, "Chunk end")."""
         p, F = self.p, self.p.formats
         m = L.m.astype(np.int64)

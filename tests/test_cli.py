@@ -148,3 +148,19 @@ def test_cli_pins_threads_before_numpy_loads(tmp_path):
     if threads["method"] == "environment":
         assert threads["OPENBLAS_NUM_THREADS"] == "1" and threads["MKL_NUM_THREADS"] == "1"
         assert threads["OMP_NUM_THREADS"] == "3"
+
+
+def test_plot_compares_runs_on_one_axis(tmp_path):
+    from spikeloop.host.cli import main
+    for backend in ("model", "float"):
+        assert main(["train", "fig2", "--trials", "2", "--seeds", "2", "--backend", backend,
+                     "--out", str(tmp_path / backend), "--progress", "never"]) == 0
+    png = tmp_path / "cmp.png"
+    assert main(["plot", str(tmp_path / "model"), str(tmp_path / "float"), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_plot_refuses_a_directory_without_metrics(tmp_path, capsys):
+    from spikeloop.host.cli import main
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+    assert "no metrics.json" in capsys.readouterr().err

@@ -97,7 +97,7 @@ def test_sigma_table_symmetric_and_monotone():
             L.U[:] = p.threshold_q + sign * dv      # V = U when I = U: set I = U
             L.I[:] = L.U
             L.ref[:] = 0
-            g._neurons(L, np.zeros((1, p.n_in), bool))
+            g.neuron_pass(L, np.zeros((1, 1), np.int64))
             vals.append(int(L.sigma[0, 0]))
         sig[sign] = vals
     assert sig[1] == sig[-1]
