@@ -175,12 +175,13 @@ def ensure_verilator_env() -> Path:
 @contextlib.contextmanager
 def verilator_env() -> Iterator[Path]:
     """Context manager form of :func:`ensure_verilator_env`; restores the env on exit."""
-    with _patched_environ(_verilator_env_vars()):
+    with patched_environ(_verilator_env_vars()):
         yield verilator_bin_dir()
 
 
 @contextlib.contextmanager
-def _patched_environ(updates: Mapping[str, str]) -> Iterator[None]:
+def patched_environ(updates: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a ``with`` block, then restore them."""
     saved = {k: os.environ.get(k) for k in updates}
     os.environ.update(updates)
     try:
@@ -404,7 +405,7 @@ def build_and_test(
     test_log = None if verbose else work / "test.log"
     results_xml = work / "results.xml"
 
-    with _patched_environ(run_env), _extra_sys_path(extra_paths):
+    with patched_environ(run_env), _extra_sys_path(extra_paths):
         runner = get_runner(sim)
         # Quieten the runner's "Running command ..." INFO chatter.
         if not verbose:

@@ -33,6 +33,8 @@ from amaranth import Cat, Elaboratable, Module, Signal
 from amaranth.lib import io
 from amaranth.lib.wiring import Flow
 
+from spikeloop.sim.rtl_runner import patched_environ
+
 __all__ = ["SynthHarness", "parse_nextpnr_report", "synth_ice40", "yowasp_env"]
 
 # Amaranth looks a tool up as the env var named after it (``tool_env_var``).
@@ -77,16 +79,8 @@ def yowasp_env(override: bool = False) -> Iterator[dict[str, str]]:
         path = _find_tool(script)
         if path:
             updates[var] = path
-    saved = {k: os.environ.get(k) for k in updates}
-    os.environ.update(updates)
-    try:
+    with patched_environ(updates):
         yield {var: os.environ.get(var, "") for var in _YOWASP_TOOLS}
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 class SynthHarness(Elaboratable):
