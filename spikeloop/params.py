@@ -297,8 +297,12 @@ class Params:
                              f"w_max_mv, not {self.r0_mv!r}")
         if F["u"].frac != F["i"].frac or F["u"].frac != F["w"].frac:
             raise ParamError("formats 'u', 'i' and 'w' must have the same frac (all in mV)")
-        if F["zh"].frac != F["z"].frac:
-            raise ParamError("formats 'z' and 'zh' must have the same frac")
+        if F["zh"].frac != F["z"].frac or F["zh"].bits < F["z"].bits:
+            raise ParamError("format 'zh' must have the frac of 'z' and at least its bits "
+                             "(ẑ is a low-pass of z and is never saturated)")
+        if F["rate"].bits > 23:
+            raise ParamError(f"format 'rate' must be at most 23 bits (its powers are formed in 64 bits), "
+                             f"not {F['rate'].bits}")
         if F["el"].frac != F["elf"].frac:
             raise ParamError("formats 'el' and 'elf' must have the same frac")
         if self.el_shift < 0:

@@ -71,3 +71,13 @@ def test_derived_constants():
     assert Params(n_hidden=32, n_out=100).layers == ((100, 32), (32, 100))
     assert p.el_shift == 8 and p.m_shift == 10
     assert p.decay_codes == {} and Params(decay_codes={"mem": [7, 3]}).decay_mem == Decay(7, 3)
+
+
+@pytest.mark.parametrize("formats, message", [
+    ({"zh": Fmt(14, 12, False)}, "format 'zh' must have the frac of 'z' and at least its bits"),
+    ({"rate": Fmt(24, 12, False)}, "format 'rate' must be at most 23 bits (its powers are formed in 64 bits), not 24"),
+])
+def test_formats_the_arithmetic_cannot_hold_are_refused(formats, message):
+    with pytest.raises(ParamError) as exc:
+        Params(formats=formats)
+    assert message in str(exc.value)
