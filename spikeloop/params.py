@@ -313,6 +313,8 @@ class Params:
             raise ParamError("format 'q' must have the frac of 'm' and hold |m| (bits >= m.bits - 1)")
         if F["z"].one > F["z"].max or F["rate"].one > F["rate"].max or F["err"].one > F["err"].max:
             raise ParamError("formats 'z', 'rate' and 'err' must hold 1.0 (one spike)")
+        if self.rho > 1.0:
+            raise ParamError(f"rho must be in (0, 1] (per step; racc·ρ is formed in 64 bits), not {self.rho!r}")
         if self.regulariser and not self.n_hidden:
             raise ParamError("regulariser acts on the hidden layer: it needs n_hidden > 0")
         if self.refractory_steps >= 256:

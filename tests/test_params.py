@@ -27,6 +27,7 @@ from spikeloop.params import Decay, Fmt, Kernel, ParamError, Params
     ({"decay_codes": {"mem": [600, 9]}}, "a decay code's M must be an integer in 1..2^K-1 = 511, not 600"),
     ({"decay_codes": {"fast": [1, 2]}}, "decay_codes has no decay 'fast'"),
     ({"error_delay": 100}, "error_delay must be an integer in 0..64, not 100"),
+    ({"rho": 2.0}, "rho must be in (0, 1]"),
 ])
 def test_bad_values_raise_with_what_was_expected(kwargs, message):
     with pytest.raises(ParamError) as exc:
