@@ -62,6 +62,7 @@ __all__ = [
     "RunResult",
     "TestCaseResult",
     "build_and_test",
+    "default_build_dir",
     "design_verilog",
     "test_params",
     "verilator_bin_dir",
@@ -70,6 +71,16 @@ __all__ = [
 
 #: Environment variable carrying ``params`` (JSON) into the cocotb test.
 PARAMS_ENV_VAR = "SPIKELOOP_TEST_PARAMS"
+
+#: Environment variable naming where Verilator builds are cached (default ``~/.cache/spikeloop/rtl``).
+CACHE_ENV_VAR = "SPIKELOOP_RTL_CACHE"
+
+
+def default_build_dir() -> Path:
+    """Where builds are cached across runs and clones: keyed by a hash of the Verilog, build
+    options and tool versions, so a stale entry can never be picked up for a changed design."""
+    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "spikeloop" / "rtl")
+
 
 #: Always-on Verilator options (on top of the caller's ``build_args``).
 VERILATOR_DEFAULT_ARGS = ("-Wno-fatal",)

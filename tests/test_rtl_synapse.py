@@ -26,11 +26,11 @@ from spikeloop.hdl.chunk import RACC_BITS, ChunkUnit, RegCoef
 from spikeloop.hdl.synapse import SynapseUnit
 from spikeloop.params import Fmt, Kernel, Optimiser, Params
 from spikeloop.sim.golden import GoldenModel
-from spikeloop.sim.rtl_runner import CocotbTestFailure, build_and_test
+from spikeloop.sim.rtl_runner import CocotbTestFailure, build_and_test, default_build_dir
 
 HERE = Path(__file__).parent
 COCOTB = HERE / "cocotb_synapse.py"
-BUILD = HERE.parent / "build" / "rtl-tests"
+BUILD = default_build_dir()      # Verilator builds cached across runs
 
 BATCH, N_POST, N_PRE = 25, 20, 10          # 5000 synapses per parameter set
 BUBBLE = 0.3

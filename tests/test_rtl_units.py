@@ -29,11 +29,11 @@ from spikeloop.hdl.pretrace import PreTraceUnit
 from spikeloop.params import Decay, Fmt, Params
 from spikeloop.sim import fixed
 from spikeloop.sim.golden import GoldenModel
-from spikeloop.sim.rtl_runner import CocotbTestFailure, build_and_test
+from spikeloop.sim.rtl_runner import CocotbTestFailure, build_and_test, default_build_dir
 
 HERE = Path(__file__).parent
 TEST_MODULE = HERE / "cocotb_units.py"
-BUILD_DIR = HERE.parent / "build" / "rtl-tests"      # git-ignored; Verilator builds are cached
+BUILD_DIR = default_build_dir()      # Verilator builds cached across runs
 N_VECTORS = 5000
 BUBBLE = 0.3
 
