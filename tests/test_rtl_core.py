@@ -11,7 +11,7 @@ from spikeloop.params import Params
 from spikeloop.sim.rtl_runner import CocotbTestFailure, build_and_test, default_build_dir
 
 HERE = Path(__file__).parent
-TEST_MODULE = HERE / "cocotb_core.py"
+TEST_MODULE = "spikeloop.sim.cocotb_core"
 
 #: Steps per configuration (the slow run raises it with SPIKELOOP_CORE_STEPS).
 STEPS = int(os.environ.get("SPIKELOOP_CORE_STEPS", "200"))
@@ -120,3 +120,20 @@ def test_core_refuses_bad_lanes():
         Core(Params(n_in=8, n_out=2), lanes=3)
     with pytest.raises(ValueError, match="multiple of lanes"):
         Core(Params(n_in=8, n_out=2), lanes=16, in_width=8)
+
+
+def test_verify_command_reports_bit_exact(tmp_path, capsys):
+    from spikeloop.host.cli import main
+    cfg = tmp_path / "p.json"
+    core_params(16, 3).save(cfg)
+    assert main(["verify", "--config", str(cfg), "--steps", "60", "--lanes", "4", "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("bit-exact: 60 steps, 15 state variables")
+
+
+def test_verify_command_refuses_unsupported_options(tmp_path, capsys):
+    from spikeloop.host.cli import main
+    cfg = tmp_path / "p.json"
+    Params(n_in=8, n_hidden=4, n_out=2).save(cfg)
+    assert main(["verify", "--config", str(cfg), "--steps", "5"]) == 2
+    assert "does not support" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""cocotb 2.x tests for ``spikeloop.hdl.core.Core``, run through ``tests/test_rtl_core.py``.
+"""cocotb 2.x tests for ``spikeloop.hdl.core.Core``, run by ``tests/test_rtl_core.py`` and ``spikeloop verify``.
 
 Test parameters (JSON)::
 
@@ -257,7 +257,7 @@ async def step_lockstep(dut):
         t_sim += t1 - t0
         t_gold += t2 - t1
         t_read += t3 - t2
-    info = {"steps": steps, "output_spikes": n_spikes,
+    info = {"steps": steps, "output_spikes": n_spikes, "variables": len(gm.snapshot()),
             "cycles": {k: sorted(v) for k, v in cycles.items()},
             "t_sim_s": t_sim, "t_golden_s": t_gold, "t_readout_s": t_read, "read": PARAMS.get("read", "direct")}
     dut._log.info("core lockstep: %s", info)
