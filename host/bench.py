@@ -138,3 +138,59 @@ def format_table(res: dict) -> str:
            ", ".join(f"{k}={t.get(k)}" for k in _THREAD_VARS))
     lines.append(f"best of {res['repeats']}, batch 1; numpy {res['numpy']}, {res['machine']}; threads: {how}")
     return "\n".join(lines)
+
+
+#: ``bench rtl`` sizes (n_in, n_hidden, n_out) and lane counts.
+RTL_SIZES = ((100, 0, 1), (100, 32, 100), (256, 0, 256))
+RTL_LANES = (1, 2, 4)
+
+
+def bench_rtl(sizes=RTL_SIZES, lanes=RTL_LANES, steps: int = 4, in_width: int = 8) -> dict:
+    """Cycles per step, synapse updates per cycle and lane, and the simulated cycles per second
+    of the Verilator harness for the ``Core`` (sizes it cannot build yet are reported as such)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from spikeloop.hdl.core import Core, cycles_per_step
+    from spikeloop.params import Params
+    from spikeloop.sim.rtl_runner import build_and_test, default_build_dir
+
+    rows = []
+    for n_in, n_hid, n_out in sizes:
+        for P in lanes:
+            row = {"size": f"{n_in}-{n_hid}-{n_out}", "lanes": P}
+            p = Params(n_in=n_in, n_hidden=n_hid, n_out=n_out, chunk_steps=max(2, steps - 1))
+            try:
+                core = Core(p, lanes=P, in_width=max(in_width, P))
+            except ValueError as e:
+                rows.append({**row, "error": str(e)})
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                stats = Path(tmp) / "stats.json"
+                res = build_and_test(lambda: core, "core", "spikeloop.sim.cocotb_core",
+                                     build_dir=default_build_dir(), testcase="free_run", seed=1,
+                                     params={"params": p.to_dict(), "lanes": P,
+                                             "in_width": max(in_width, P), "seed": 1,
+                                             "steps": steps, "stats": str(stats)})
+                info = json.loads(stats.read_text())
+            plain = info["cycles"]["plain"][0]
+            assert plain == cycles_per_step(p, P), "cycles differ from the documented formula"
+            rows.append({**row, "synapses": p.n_synapses, "cycles_per_step": plain,
+                         "cycles_per_chunk_end_step": info["cycles"].get("chunk", [None])[0],
+                         "updates_per_cycle_per_lane": p.n_synapses / P / plain,
+                         "sim_cycles_per_s": info["sim_cycles_per_s"],
+                         "build_s": res.build_time_s})
+    return {"rows": rows, "steps": steps}
+
+
+def format_rtl_table(res: dict) -> str:
+    lines = [f"{'size':>12} {'lanes':>5} {'cycles/step':>11} {'upd/cycle/lane':>14} {'sim cycles/s':>12}",
+             "-" * 58]
+    for r in res["rows"]:
+        if "error" in r:
+            lines.append(f"{r['size']:>12} {r['lanes']:>5}  {r['error']}")
+        else:
+            lines.append(f"{r['size']:>12} {r['lanes']:>5} {r['cycles_per_step']:>11} "
+                         f"{r['updates_per_cycle_per_lane']:>14.3f} {r['sim_cycles_per_s']:>12.3g}")
+    return "\n".join(lines)

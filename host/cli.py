@@ -219,7 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="throughput of the software models",
                        description="Measure synapse-steps per second of the golden and the float "
                                    "model (batch 1, one core, interleaved, best of 3).")
-    p.add_argument("what", choices=("model",), help="what to benchmark ('rtl' and 'link' to come)")
+    p.add_argument("what", choices=("model", "rtl"),
+                   help="'model': golden vs float throughput; 'rtl': the Core's cycles per step, "
+                        "updates per cycle and lane, and the Verilator harness's cycles/s "
+                        "('link' to come)")
+    p.add_argument("--lanes", type=_positive_int, nargs="+", metavar="P",
+                   help="rtl: lane counts (default 1 2 4)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--sizes", type=_size, nargs="+", metavar="INxHIDxOUT",
                    help="network sizes (default 100x0x1 100x32x100 256x0x256)")
@@ -481,9 +486,16 @@ def _cmd_train(args) -> int:
 
 def _cmd_bench(args) -> int:
     import json
-    from spikeloop.host.bench import DEFAULT_SIZES, bench_model
-    res = bench_model(sizes=tuple(args.sizes) if args.sizes else DEFAULT_SIZES, steps=args.steps,
-                      seconds=args.seconds, repeats=args.repeats)
+    from spikeloop.host.bench import (DEFAULT_SIZES, RTL_LANES, RTL_SIZES, bench_model, bench_rtl,
+                                      format_rtl_table)
+    if args.what == "rtl":
+        res = bench_rtl(sizes=tuple(args.sizes) if args.sizes else RTL_SIZES,
+                        lanes=tuple(args.lanes) if args.lanes else RTL_LANES,
+                        steps=args.steps or 4)
+        print(format_rtl_table(res))
+    else:
+        res = bench_model(sizes=tuple(args.sizes) if args.sizes else DEFAULT_SIZES, steps=args.steps,
+                          seconds=args.seconds, repeats=args.repeats)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=1) + "\n")

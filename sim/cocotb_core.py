@@ -24,7 +24,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
-from spikeloop.hdl.core import AccessMap, Reg, Space
+from spikeloop.hdl.core import AccessMap, Reg, Space, cycles_per_step
 from spikeloop.hdl.layouts import pack, unpack
 from spikeloop.params import Params
 from spikeloop.sim.golden import GoldenModel
@@ -123,7 +123,7 @@ class TB:
         await FallingEdge(d.clk)
         d.start.value = 0
         out = await self.receive(self.map.t_beats)
-        for _ in range(100):
+        for _ in range(cycles_per_step(self.p, self.P, chunk=True) // 64 + 100):
             if not d.busy.value:
                 break
             await ClockCycles(d.clk, 64)
@@ -300,3 +300,28 @@ async def access_port_roundtrip(dut):
     for l in range(lanes):
         direct = tb._direct(f"syn{l}", p.n_out * m.cols)
         assert direct == [written[(Space.SYN, a * lanes + l)] for a in range(p.n_out * m.cols)]
+
+
+@cocotb.test()
+async def free_run(dut):
+    """Throughput probe for ``spikeloop bench rtl``: ``steps`` steps of random spikes with no
+    stalls and no state readout; records cycles per step and simulated cycles per second."""
+    from cocotb.utils import get_sim_time
+    p, lanes, in_width, seed = setup()
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    tb = TB(dut, p, lanes, in_width, rng, stall=0.0, backpressure=0.0)
+    await tb.reset()
+    steps = int(PARAMS.get("steps", 20))
+    cycles = {}
+    t_start, c_start = time.perf_counter(), get_sim_time("ns") / 10
+    for n in range(steps):
+        await tb.step(nrng.random(p.n_in) < 0.05, nrng.random(p.n_out) < 0.02)
+        kind = "chunk" if (n + 1) % p.chunk_steps == 0 else "plain"
+        cycles.setdefault(kind, set()).add(dut.cycles.value.to_unsigned())
+    wall, sim_cycles = time.perf_counter() - t_start, get_sim_time("ns") / 10 - c_start
+    info = {"steps": steps, "cycles": {k: sorted(v) for k, v in cycles.items()},
+            "sim_cycles": sim_cycles, "wall_s": wall, "sim_cycles_per_s": sim_cycles / wall}
+    if PARAMS.get("stats"):
+        with open(PARAMS["stats"], "w") as f:
+            json.dump(info, f)

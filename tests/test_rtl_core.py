@@ -137,3 +137,12 @@ def test_verify_command_refuses_unsupported_options(tmp_path, capsys):
     Params(n_in=8, n_hidden=4, n_out=2).save(cfg)
     assert main(["verify", "--config", str(cfg), "--steps", "5"]) == 2
     assert "does not support" in capsys.readouterr().err
+
+
+def test_bench_rtl_reports_cycles_and_refuses_what_it_cannot_build():
+    from spikeloop.host.bench import bench_rtl
+    res = bench_rtl(sizes=((16, 0, 3), (8, 4, 2)), lanes=(4,), steps=3)
+    ok, refused = res["rows"]
+    assert ok["cycles_per_step"] == cycles_per_step(Params(n_in=16, n_out=3), 4)
+    assert 0 < ok["updates_per_cycle_per_lane"] <= 1 and ok["sim_cycles_per_s"] > 0
+    assert "does not support" in refused["error"]
