@@ -52,6 +52,11 @@ class ErrorSource(enum.Enum):
     TARGET = "target"           # the host streams target spikes; the chip filters Ŝ − S
 
 
+def int_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Smallest and largest integer of a ``bits``-wide word (two's complement if ``signed``)."""
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
 @dataclass(frozen=True)
 class Fmt:
     """A fixed-point word: ``bits`` wide, ``frac`` fractional bits, two's complement if ``signed``."""
@@ -67,11 +72,11 @@ class Fmt:
 
     @property
     def min(self) -> int:
-        return -(1 << (self.bits - 1)) if self.signed else 0
+        return int_range(self.bits, self.signed)[0]
 
     @property
     def max(self) -> int:
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+        return int_range(self.bits, self.signed)[1]
 
     @property
     def one(self) -> int:

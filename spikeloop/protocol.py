@@ -28,7 +28,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from spikeloop.params import ErrorSource, Feedback, Kernel, Optimiser, Params
+from spikeloop.params import ErrorSource, Feedback, Kernel, Optimiser, Params, int_range
 
 __all__ = [
     "PROTOCOL_VERSION", "MAGIC", "DELIMITER", "HEADER", "HEADER_SIZE", "CRC_SIZE", "DEFAULT_MAX_PAYLOAD",
@@ -522,11 +522,11 @@ class WordFormat:
 
     @property
     def min(self) -> int:
-        return -(1 << (self.bits - 1)) if self.signed else 0
+        return int_range(self.bits, self.signed)[0]
 
     @property
     def max(self) -> int:
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+        return int_range(self.bits, self.signed)[1]
 
 
 @dataclass(frozen=True)
