@@ -99,9 +99,9 @@ def test_unknown_config_key_is_a_clean_error(tmp_path, capsys):
     assert _err(capsys).startswith("spikeloop: error: unknown parameter(s) n_inputs")
 
 
-def test_bench_what_must_be_model(capsys):
-    assert main(["bench", "rtl"]) == 2
-    assert "argument what: invalid choice: 'rtl'" in _err(capsys)
+def test_bench_what_must_be_model_or_rtl(capsys):
+    assert main(["bench", "link"]) == 2
+    assert "argument what: invalid choice: 'link'" in _err(capsys)
 
 
 # --------------------------------------------------------------------------- bench
