@@ -35,44 +35,23 @@ class UsageError(ValueError):
 
 # --------------------------------------------------------------------------- argument types
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return v
+def _number(kind, strict: bool, what: str):
+    """An argparse type: ``kind`` (int or float) that must be > 0 (``strict``) or >= 0."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            v = math.nan
+        if not (math.isfinite(v) and (v > 0 if strict else v >= 0)):
+            raise argparse.ArgumentTypeError(f"must be a {what}, not {text!r}")
+        return v
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text!r}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, not {text!r}")
-    return v
+_positive_int = _number(int, True, "positive integer")
+_non_negative_int = _number(int, False, "non-negative integer")
+_positive_float = _number(float, True, "positive number")
+_non_negative_float = _number(float, False, "non-negative number")
 
 
 def _r0_drop(text: str) -> tuple[int, float]:
