@@ -481,9 +481,8 @@ REGISTERS: tuple[Register, ...] = (
     Register("CYCLES", 0x02, 32, 0, _RO, "Clock cycles the last step took"),
     Register("CHUNK_PHASE", 0x03, 20, 0, _RW, "STEP_COUNT mod chunk_steps (steps into the current chunk)"),
     Register("CHUNK_COUNT", 0x04, 32, 0, _RO, "Chunk ends (weight updates) completed since reset"),
-    Register("STATUS", 0x08, 8, 0, _RO, "bit 0 busy (a RUN_STEPS batch executing), bit 1 learning enabled, "
+    Register("STATUS", 0x08, 8, 0, _RO, "bit 0 busy (a RUN_STEPS batch executing), "
              "bit 2 a link error occurred since the counters were cleared"),
-    Register("CONTROL", 0x09, 8, 1, _RW, "bit 0 learning enabled (0: inference only, m and w frozen)"),
     Register("MAGIC", 0x0C, 32, int.from_bytes(MAGIC, "little"), _RO, "0x4C4B5053 (\"SPKL\" as bytes, little-endian)"),
     Register("VERSION", 0x0D, 16, PROTOCOL_VERSION, _RO, "Protocol version"),
     Register("CLOCK_HZ", 0x0E, 32, "{clock_hz}", _RO, "Core clock frequency in Hz"),
