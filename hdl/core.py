@@ -14,6 +14,8 @@ from __future__ import annotations
 import enum
 import math
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -30,7 +32,8 @@ from .neuron import NeuronUnit, drive_bits
 from .pretrace import PreTraceUnit
 from .synapse import SynapseUnit
 
-__all__ = ["Core", "cycles_per_step", "Space", "Reg", "AccessMap", "error_layout", "ACC_SPACE_BITS"]
+__all__ = ["Core", "cycles_per_step", "Space", "Reg", "AccessMap", "Location", "error_layout",
+           "ACC_SPACE_BITS"]
 
 #: Width of the access port's space code.
 ACC_SPACE_BITS = 4
@@ -83,6 +86,25 @@ def error_layout(p: Params) -> data.StructLayout:
     return data.StructLayout({"e1": fe, "e2": fe})
 
 
+@dataclass(frozen=True)
+class Location:
+    """Where one word of a golden-model state variable sits behind the access port: the field
+    ``[offset, offset + bits)`` of word ``index`` of ``space`` (two's complement if ``signed``)."""
+    space: Space
+    index: int
+    offset: int
+    bits: int
+    signed: bool
+
+    def extract(self, word: int) -> int:
+        v = (word >> self.offset) & ((1 << self.bits) - 1)
+        return v - (1 << self.bits) if self.signed and v >> (self.bits - 1) else v
+
+    def insert(self, word: int, value: int) -> int:
+        mask = ((1 << self.bits) - 1) << self.offset
+        return (word & ~mask) | ((value << self.offset) & mask)
+
+
 class AccessMap:
     """Host-side view of the access port's address map for one ``(params, lanes, in_width)``."""
 
@@ -114,6 +136,45 @@ class AccessMap:
 
     def syn_index(self, i: int, j: int) -> int:
         return i * self.n_in_pad + j
+
+    def names(self) -> list[str]:
+        """The golden-snapshot variables (``"out.w"``, ``"err.e1"``, ...) this core holds."""
+        p = self.params
+        out = ["out.U", "out.I", "out.ref", "out.S", "out.sigma", "out.z", "out.zh", "out.w",
+               *(f"out.{f}" for f in ("el", "elf") if f in self.layouts[Space.SYN].members),
+               "out.m"]
+        if Space.Q in self.layouts and "q" in self.layouts[Space.Q].members:
+            out.append("out.q")
+        out += ["out.e", "err.e1", "err.e2"]
+        return out
+
+    def locate(self, name: str, k: int) -> Location:
+        """Word ``k`` of snapshot variable ``name`` (row-major without the batch axis, so
+        synapse ``(i, j)`` is ``k = i·n_pre + j``), as the protocol's memory spaces number it."""
+        p = self.params
+        if name not in self.names():
+            raise KeyError(f"name must be one of {', '.join(self.names())}, not {name!r}")
+        field = name.split(".")[1]
+        sp, idx, lay = {
+            "U": (Space.NEURON, k, Space.NEURON), "I": (Space.NEURON, k, Space.NEURON),
+            "ref": (Space.NEURON, k, Space.NEURON), "sigma": (Space.SIGMA, k, None),
+            "S": (Space.SPIKE, k // self.in_width, None), "e": (Space.ERR, k, Space.ERR),
+            "e1": (Space.ERR, k, Space.ERR), "e2": (Space.ERR, k, Space.ERR),
+            "z": (Space.PRE, k, Space.PRE), "zh": (Space.PRE, k, Space.PRE),
+            "q": (Space.Q, None, Space.Q),
+        }.get(field, (Space.SYN, None, Space.SYN))
+        depth = p.n_in if sp is Space.PRE else p.n_out * (p.n_in if sp in (Space.SYN, Space.Q) else 1)
+        if not 0 <= k < depth:
+            raise IndexError(f"{name} index must be in 0..{depth - 1}, not {k}")
+        if idx is None:
+            idx = self.syn_index(*divmod(k, p.n_in))
+        if field == "S":
+            return Location(sp, idx, k % self.in_width, 1, False)
+        if field == "sigma":
+            return Location(sp, idx, 0, p.formats["sigma"].bits, False)
+        f = self.layouts[lay][{"e": "e2"}.get(field, field)]
+        shape = Shape.cast(f.shape)
+        return Location(sp, idx, f.offset, shape.width, shape.signed)
 
     def pack_bits(self, bits) -> list[int]:
         """Spike vector -> stream words, ``in_width`` bits per beat, bit ``j mod W`` of beat ``j div W``."""
