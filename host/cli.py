@@ -16,6 +16,7 @@ Errors in the arguments exit with status 2 and a one-line message; an interrupte
 # pools before numpy loads; see _pin_threads.
 import argparse
 import importlib.util
+import json
 import math
 import os
 import shutil
@@ -230,6 +231,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
                    help="simulator (default verilator)")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("synth", help="build the gateware for an iCE40 UP5K and report its size and Fmax",
+                       description="Synthesise, place and route the Core (or the whole SoC) for the "
+                                   "iCE40 UP5K with the YoWASP Yosys/nextpnr tools and print the "
+                                   "utilisation (LC, EBR, SPRAM, DSP) and the achieved Fmax. Exit "
+                                   "status 0 when it fits and meets --clock-mhz, 1 when it fits but "
+                                   "misses timing, 2 when it does not fit.")
+    p.add_argument("--config", type=Path, metavar="PARAMS", help="parameters (.json or .toml); "
+                   "default: the built-in defaults")
+    p.add_argument("--top", choices=("core", "soc"), default="core",
+                   help="'core': the learning core alone; 'soc': UART + protocol engine + core")
+    p.add_argument("--lanes", type=_positive_int, default=1, metavar="P", help="parallel lanes (default 1)")
+    p.add_argument("--in-width", type=_positive_int, default=8, metavar="W",
+                   help="bits per stream word (default 8)")
+    p.add_argument("--clock-mhz", type=_positive_float, default=24.0, metavar="F",
+                   help="timing constraint (default 24)")
+    p.add_argument("--seed", type=_non_negative_int, metavar="S", help="nextpnr placement seed")
+    p.add_argument("--build-dir", type=Path, default=Path("build/synth"), metavar="DIR",
+                   help="where the logs and the bitstream go (default build/synth)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("plot", help="learning curves of several runs on one axis",
                        description="Draw the mean ± sd relative cost of training runs (their "
@@ -480,6 +502,40 @@ def _cmd_bench(args) -> int:
         args.json.write_text(json.dumps(res, indent=1) + "\n")
         print(f"wrote {args.json}")
     return 0
+
+
+def _cmd_synth(args) -> int:
+    from spikeloop.params import Params
+    from spikeloop.sim.synth import synth_ice40
+    params = Params.load(args.config) if args.config else Params()
+    if args.top == "soc":
+        from spikeloop.hdl.soc import SoC
+        top = SoC(params, lanes=args.lanes, in_width=args.in_width,
+                  clock_hz=int(args.clock_mhz * 1e6))
+    else:
+        from spikeloop.hdl.core import Core
+        top = Core(params, lanes=args.lanes, in_width=args.in_width)
+    size = f"{params.n_in}x{params.n_hidden}x{params.n_out}"
+    print(f"synthesising the {args.top} for {size}, {args.lanes} lane(s), UP5K at {args.clock_mhz:g} MHz "
+          f"(several minutes) ...", file=sys.stderr)
+    try:
+        r = synth_ice40(top, args.top, args.build_dir, clock_mhz=args.clock_mhz, seed=args.seed)
+    except RuntimeError as e:            # did not fit or did not route: nextpnr's reason
+        print(f"{PROG}: {args.top} {size} does not fit the UP5K: {e}", file=sys.stderr)
+        return 2
+    u = r["utilisation"]
+    print(f"{args.top} {size}, {args.lanes} lane(s) on iCE40 UP5K:")
+    for k in ("LC", "EBR", "SPRAM", "DSP"):
+        if k in u:
+            print(f"  {k:<6}{u[k]['used']:>6} / {u[k]['available']:<6} ({100 * u[k]['used'] / u[k]['available']:.0f} %)")
+    met = r["fmax_mhz"] >= args.clock_mhz
+    print(f"  Fmax  {r['fmax_mhz']:.1f} MHz ({'meets' if met else 'misses'} {args.clock_mhz:g} MHz); "
+          f"build {r['time_s']:.0f} s")
+    if args.json:
+        out = {k: r[k] for k in ("fmax_mhz", "constraint_mhz", "utilisation", "time_s")}
+        out.update(top=args.top, size=size, lanes=args.lanes, in_width=args.in_width)
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0 if met else 1
 
 
 def _cmd_verify(args) -> int:
