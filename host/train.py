@@ -49,10 +49,10 @@ import spikeloop
 from spikeloop.params import Params
 from spikeloop.sim.metrics import match_spikes, spike_steps, van_rossum
 
-__all__ = ["train", "FIG2_DEFAULTS", "fig2_params", "fig2_stimulus_seed", "make_fig2",
+__all__ = ["train", "TrialScorer", "write_figures", "FIG2_DEFAULTS", "fig2_params", "fig2_stimulus_seed", "make_fig2",
            "SUCCESS_REL_COST", "BACKENDS"]
 
-#: Backends :func:`train` can drive (``rtl`` and ``serial`` are to come).
+#: Backends :func:`train` runs in-process (boards behind the protocol: :mod:`spikeloop.host.hil`).
 BACKENDS = ("model", "float")
 
 #: A trial succeeds when its spikes match and its cost is at most this fraction of the first one.
@@ -193,6 +193,105 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class TrialScorer:
+    """Per-trial metrics of a batch of networks, shared by :func:`train` and HIL training
+    (:mod:`spikeloop.host.hil`), so both write the same ``per_trial``/``summary`` in metrics.json.
+
+    Parameters
+    ----------
+    params : Params
+    targets : bool array (B, T, n_out)
+    tol_ms : float
+        Spike-matching tolerance.
+    """
+
+    def __init__(self, params: Params, targets, tol_ms: float):
+        self.params = params
+        self.targets = np.asarray(targets, bool)
+        B = self.targets.shape[0]
+        self.B = B
+        self.tol_steps = int(math.floor(tol_ms / params.dt_ms + 1e-9))
+        self.tgt_steps = [[spike_steps(self.targets[b, :, i]) for i in range(params.n_out)]
+                          for b in range(B)]
+        self.hist = dict(cost=[], rel_cost=[], n_spikes=[], matched=[], success=[], r0_mv=[])
+        self.first_cost = None
+        self.first_success: list[int | None] = [None] * B
+
+    @property
+    def trials_done(self) -> int:
+        return len(self.hist["cost"])
+
+    def add(self, spikes, r0_mv: float) -> None:
+        """Score the next trial: ``spikes`` (B, T, n_out) bool, ``r0_mv`` the rate in effect."""
+        p, hist, k = self.params, self.hist, self.trials_done
+        dt_s = p.dt_ms / 1000.0
+        cost = van_rossum(spikes, self.targets, dt_s, p.tau_mem_ms / 1000.0,
+                          p.tau_syn_ms / 1000.0).sum(axis=-1)
+        if self.first_cost is None:
+            self.first_cost = cost.copy()
+        n_spk = spikes.sum(axis=(1, 2))
+        row_rel, row_match, row_ok = [], [], []
+        for b in range(self.B):
+            c0, c = float(self.first_cost[b]), float(cost[b])
+            rel = c / c0 if c0 > 0 else (0.0 if c == 0 else None)
+            ok_match = match_spikes([spike_steps(spikes[b, :, i]) for i in range(p.n_out)],
+                                    self.tgt_steps[b], self.tol_steps)["all_matched"]
+            ok = bool(ok_match and c <= SUCCESS_REL_COST * c0)
+            if ok and self.first_success[b] is None:
+                self.first_success[b] = k
+            row_rel.append(None if rel is None else _sig(rel))
+            row_match.append(bool(ok_match))
+            row_ok.append(ok)
+        hist["cost"].append([_sig(float(c)) for c in cost])
+        hist["rel_cost"].append(row_rel)
+        hist["n_spikes"].append([int(n) for n in n_spk])
+        hist["matched"].append(row_match)
+        hist["success"].append(row_ok)
+        hist["r0_mv"].append(_sig(r0_mv))
+
+    def rel_cost_array(self) -> np.ndarray:
+        """``rel_cost`` as a float array (trials, B), NaN where undefined."""
+        return np.array([[np.nan if r is None else r for r in row] for row in self.hist["rel_cost"]],
+                        float).reshape(-1, self.B)
+
+    def summary(self, wall: float) -> dict:
+        """The ``summary`` block of metrics.json after ``wall`` seconds of training."""
+        hist, done, fs = self.hist, self.trials_done, self.first_success
+        summary = dict(n_seeds=self.B, n_succeeded=sum(k is not None for k in fs),
+                       first_success_mean=None, final_rel_cost_mean=None, final_rel_cost_sd=None,
+                       final_cost_mean=None, wall_time_s=round(wall, 3),
+                       trials_per_s=round(done / wall, 3) if wall > 0 else None)
+        ks = [k for k in fs if k is not None]
+        if ks:
+            summary["first_success_mean"] = _sig(float(np.mean(ks)))
+        if done:
+            rel = np.array([np.nan if r is None else r for r in hist["rel_cost"][-1]], float)
+            if np.isfinite(rel).any():
+                summary["final_rel_cost_mean"] = _sig(float(np.nanmean(rel)))
+                summary["final_rel_cost_sd"] = _sig(float(np.nanstd(rel)))
+            summary["final_cost_mean"] = _sig(float(np.mean(hist["cost"][-1])))
+        return summary
+
+
+def write_figures(out_dir, params: Params, scorer: TrialScorer, *, seeds, schedule, inputs, targets,
+                  first: dict, last: dict, title: str) -> None:
+    """learning_curve.png and raster.png of a run (seed index 0 in the raster).
+
+    ``first``/``last``: ``trial``, ``spikes`` (T, n_out) bool and ``u_mv`` (T, n_out) of the
+    first and last recorded trial of seed index 0.
+    """
+    from spikeloop.host.plots import plot_learning_curve, plot_raster
+    out_dir = Path(out_dir)
+    rel = scorer.rel_cost_array()
+    plot_learning_curve(rel, out_dir / "learning_curve.png", seeds=seeds,
+                        first_success=scorer.first_success, success_level=SUCCESS_REL_COST,
+                        r0_drops=schedule, title=title)
+    plot_raster(out_dir / "raster.png", inputs, targets, first, last, dt_ms=params.dt_ms,
+                threshold_mv=params.threshold_mv,
+                title=f"seed {seeds[0]}: before (trial {first['trial']}) and after "
+                      f"(trial {last['trial']}) training")
+
+
 def train(params: Params, inputs, targets, *, seeds: Sequence[int], trials: int,
           backend: str = "model", out_dir, r0_drop: Sequence = (), tol_ms: float = 3.0,
           progress: bool | str = False, record_every: int = 50, task: dict | None = None,
@@ -268,10 +367,9 @@ def train(params: Params, inputs, targets, *, seeds: Sequence[int], trials: int,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     params.save(out_dir / "params.json")
-    dt_s = params.dt_ms / 1000.0
-    tol_steps = int(math.floor(tol_ms / params.dt_ms + 1e-9))
     tgt_b = np.broadcast_to(targets, (B, T, params.n_out))
-    tgt_steps = [[spike_steps(tgt_b[b, :, i]) for i in range(params.n_out)] for b in range(B)]
+    scorer = TrialScorer(params, tgt_b, tol_ms)
+    hist, first_success = scorer.hist, scorer.first_success
     show = progress == "force" or (progress is True and sys.stderr.isatty())
 
     model = _make_model(params, seeds, backend)
@@ -280,29 +378,13 @@ def train(params: Params, inputs, targets, *, seeds: Sequence[int], trials: int,
     for k, f in schedule:
         drops.setdefault(k, []).append(f)
 
-    hist = dict(cost=[], rel_cost=[], n_spikes=[], matched=[], success=[], r0_mv=[])
-    first_cost = None
-    first_success: list[int | None] = [None] * B
     first = last = None
     t0 = time.perf_counter()
     state = dict(interrupted=False, complete=False)
 
     def metrics() -> dict:
-        wall = time.perf_counter() - t0
-        done = len(hist["cost"])
-        summary = dict(n_seeds=B, n_succeeded=sum(k is not None for k in first_success),
-                       first_success_mean=None, final_rel_cost_mean=None, final_rel_cost_sd=None,
-                       final_cost_mean=None, wall_time_s=round(wall, 3),
-                       trials_per_s=round(done / wall, 3) if wall > 0 else None)
-        ks = [k for k in first_success if k is not None]
-        if ks:
-            summary["first_success_mean"] = _sig(float(np.mean(ks)))
-        if done:
-            rel = np.array([np.nan if r is None else r for r in hist["rel_cost"][-1]], float)
-            if np.isfinite(rel).any():
-                summary["final_rel_cost_mean"] = _sig(float(np.nanmean(rel)))
-                summary["final_rel_cost_sd"] = _sig(float(np.nanstd(rel)))
-            summary["final_cost_mean"] = _sig(float(np.mean(hist["cost"][-1])))
+        done = scorer.trials_done
+        summary = scorer.summary(time.perf_counter() - t0)
         files = ["metrics.json", "params.json"]
         if first is not None:
             files.append("traces.npz")
@@ -334,18 +416,11 @@ def train(params: Params, inputs, targets, *, seeds: Sequence[int], trials: int,
         os.replace(tmp, out_dir / "traces.npz")
         if not plots:
             return
-        from spikeloop.host.plots import plot_learning_curve, plot_raster
-        rel = np.array([[np.nan if r is None else r for r in row] for row in hist["rel_cost"]], float)
-        plot_learning_curve(rel, out_dir / "learning_curve.png", seeds=seeds,
-                            first_success=first_success, success_level=SUCCESS_REL_COST,
-                            r0_drops=schedule,
-                            title=f"{(task or {}).get('name', 'training')}: {backend} backend, "
-                                  f"{B} seed{'s' if B != 1 else ''}, {len(rel)} trials")
         pick = lambda rec: dict(trial=rec["trial"], spikes=rec["spikes"][0], u_mv=rec["u_mv"][0])  # noqa: E731
-        plot_raster(out_dir / "raster.png", x0, y0, pick(first), pick(last), dt_ms=params.dt_ms,
-                    threshold_mv=params.threshold_mv,
-                    title=f"seed {seeds[0]}: before (trial {first['trial']}) and after "
-                          f"(trial {last['trial']}) training")
+        write_figures(out_dir, params, scorer, seeds=seeds, schedule=schedule, inputs=x0, targets=y0,
+                      first=pick(first), last=pick(last),
+                      title=f"{(task or {}).get('name', 'training')}: {backend} backend, "
+                            f"{B} seed{'s' if B != 1 else ''}, {scorer.trials_done} trials")
 
     last_shown = [-1.0]
 
@@ -371,29 +446,7 @@ def train(params: Params, inputs, targets, *, seeds: Sequence[int], trials: int,
                 _drop_r0(model, f)
             r0 = _r0_mv(model, params)
             spikes, rec = model.run(inputs, targets, record=("out.U",))
-            cost = van_rossum(spikes, tgt_b, dt_s, params.tau_mem_ms / 1000.0,
-                              params.tau_syn_ms / 1000.0).sum(axis=-1)
-            if first_cost is None:
-                first_cost = cost.copy()
-            n_spk = spikes.sum(axis=(1, 2))
-            row_rel, row_match, row_ok = [], [], []
-            for b in range(B):
-                c0, c = float(first_cost[b]), float(cost[b])
-                rel = c / c0 if c0 > 0 else (0.0 if c == 0 else None)
-                ok_match = match_spikes([spike_steps(spikes[b, :, i]) for i in range(params.n_out)],
-                                        tgt_steps[b], tol_steps)["all_matched"]
-                ok = bool(ok_match and c <= SUCCESS_REL_COST * c0)
-                if ok and first_success[b] is None:
-                    first_success[b] = k
-                row_rel.append(None if rel is None else _sig(rel))
-                row_match.append(bool(ok_match))
-                row_ok.append(ok)
-            hist["cost"].append([_sig(float(c)) for c in cost])
-            hist["rel_cost"].append(row_rel)
-            hist["n_spikes"].append([int(n) for n in n_spk])
-            hist["matched"].append(row_match)
-            hist["success"].append(row_ok)
-            hist["r0_mv"].append(_sig(r0))
+            scorer.add(spikes, r0)
             last = dict(trial=k, spikes=spikes, u_mv=rec["out.U"] * u_scale)
             if first is None:
                 first = last
