@@ -1,0 +1,488 @@
+"""The ``model`` backend: the device side of the link protocol, in Python, over the golden model.
+
+:class:`VirtualBoard` is the reference for the gateware protocol engine: bytes in, reply bytes out,
+with the same receiver (:class:`~spikeloop.protocol.FrameDecoder`), the same sequence rule
+(:class:`~spikeloop.protocol.SequenceTracker`), every command, every NAK reason, every register
+and the memory spaces the RTL ``Core`` holds. What it answers for which fault, and in which order
+it checks a request, is written down in ``docs/protocol.md`` ("Device behaviour"); the tests in
+``tests/test_virtual_board.py`` pin each rule.
+
+:class:`ModelTransport` puts a board behind the :class:`~spikeloop.host.transport.Transport`
+interface, so the driver (:mod:`spikeloop.host.board`) talks to it as to a serial port.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spikeloop import protocol as P
+from spikeloop.host.transport import Transport, TransportClosed
+from spikeloop.params import ErrorSource, ParamError, Params
+from spikeloop.protocol import Command, Nak, ResetMask, SeqVerdict
+from spikeloop.sim.golden import GoldenModel
+
+__all__ = ["VirtualBoard", "ModelTransport", "LINK_COUNTERS", "core_space_names"]
+
+#: Registers cleared by ``RESET_STATE`` with ``ResetMask.LINK`` (and counted by the receiver).
+LINK_COUNTERS = ("FRAMES_OK", "CRC_ERRORS", "FRAMING_ERRORS", "LENGTH_ERRORS", "RESYNCS",
+                 "GARBAGE_BYTES", "NAKS_SENT", "DUPLICATES", "UART_OVERRUNS")
+#: Counters whose being non-zero sets STATUS bit 2 ("a link error occurred").
+_ERROR_COUNTERS = ("CRC_ERRORS", "FRAMING_ERRORS", "LENGTH_ERRORS", "UART_OVERRUNS")
+#: Register <- FrameDecoder counter(s) it mirrors.
+_DECODER_COUNTERS = {
+    "FRAMES_OK": ("frames_ok",), "CRC_ERRORS": ("crc_errors",), "FRAMING_ERRORS": ("framing_errors",),
+    "LENGTH_ERRORS": ("length_errors", "oversize_errors"), "RESYNCS": ("resyncs",),
+    "GARBAGE_BYTES": ("garbage_bytes",),
+}
+_COUNTERS_RESET = ("STEP_COUNT", "CYCLES", "CHUNK_PHASE", "CHUNK_COUNT")
+_LEARNING_WORDS = ("el", "elf", "m", "q")
+_DYNAMIC_WORDS = ("U", "I", "ref", "sigma", "z", "zh", "e", "rate", "racc")
+_STATUS_LINK_ERROR = 0x04
+
+
+def core_space_names(p: Params, lanes: int = 1) -> list[str] | None:
+    """Snapshot names the RTL ``Core`` holds for ``(p, lanes)``, or None if it cannot build ``p``."""
+    from spikeloop.hdl.core import AccessMap, Core
+
+    in_width = max(8, lanes)
+    try:
+        Core(p, lanes, in_width)
+    except ParamError:
+        return None
+    return AccessMap(p, lanes, in_width).names()
+
+
+class _Refuse(Exception):
+    """A request fails validation: answer NAK ``reason`` (nothing has been applied)."""
+
+    def __init__(self, reason: Nak):
+        super().__init__(reason.name)
+        self.reason = reason
+
+
+class _CoreModel(GoldenModel):
+    """The golden model with its chunk end triggered by the board's CHUNK_PHASE register.
+
+    The golden model ends a chunk when its own step counter is a multiple of ``chunk_steps``; the
+    Core keeps ``CHUNK_PHASE`` as a separate, host-writable counter. :meth:`step` therefore skips
+    the chunk-end pass and :class:`VirtualBoard` runs it (same order: after every learn pass).
+    """
+
+    chunk_end_enabled = False
+
+    def chunk_end_pass(self, L):
+        if self.chunk_end_enabled:
+            super().chunk_end_pass(L)
+
+    def end_chunk(self):
+        self.chunk_end_enabled = True
+        try:
+            for L in self.layers:
+                self.chunk_end_pass(L)
+        finally:
+            self.chunk_end_enabled = False
+
+
+def _check_int(name, v, lo, hi):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}, not {v!r}")
+    return int(v)
+
+
+class VirtualBoard:
+    """A board answering the link protocol from the golden model (batch 1), like the Core after reset.
+
+    Parameters
+    ----------
+    params : Params
+    lanes : int
+        Synapse lanes the modelled Core has (a power of two); sets ``CYCLES`` and IDENTIFY.
+    clock_hz, baud : int
+        Reported by IDENTIFY and the ``CLOCK_HZ`` / ``BAUD`` registers.
+    max_payload : int
+        Largest request payload accepted (the receive buffer); also bounds read replies.
+    max_steps : int
+        Largest K per RUN_STEPS (0: whatever fits ``max_payload``).
+
+    Members
+    -------
+    identity : Identity
+        What IDENTIFY reports.
+    model : GoldenModel
+        The state; every word starts at zero (weights and feedback included).
+    spaces : dict of str to MemorySpace
+        The memory spaces this board exposes: those of :func:`spikeloop.protocol.spaces_for` that
+        the RTL ``Core`` holds (``AccessMap.names()``), or all of them for a configuration the Core
+        cannot build yet (a hidden layer, host errors, ...), so the model backend still runs those.
+    decoder : FrameDecoder
+    tracker : SequenceTracker
+    busy : int
+        Test hook: the next ``busy`` requests are answered NAK ``BUSY`` (nothing applied).
+    """
+
+    def __init__(self, params: Params, lanes: int = 1, *, clock_hz: int = 12_000_000,
+                 baud: int = 3_000_000, max_payload: int = 1024, max_steps: int = 0):
+        if not isinstance(params, Params):
+            raise TypeError(f"params must be a Params, not {type(params).__name__}")
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1 or lanes & (lanes - 1):
+            raise ValueError(f"lanes must be a power of two, not {lanes!r}")
+        clock_hz = _check_int("clock_hz", clock_hz, 1, 0xFFFFFFFF)
+        baud = _check_int("baud", baud, 1, 0xFFFFFFFF)
+        max_payload = _check_int("max_payload", max_payload, 64, 0xFFFF)
+        max_steps = _check_int("max_steps", max_steps, 0, 0xFFFF)
+        self.p = p = params
+        self.lanes = lanes
+        self.identity = P.Identity(p, lanes, clock_hz, baud, max_payload, max_steps)
+        self._ident_payload = P.pack_identify(self.identity)
+        self.max_payload, self.max_steps = max_payload, max_steps
+        self.decoder = P.FrameDecoder(max_payload=max_payload)
+        self.tracker = P.SequenceTracker()
+        self.busy = 0
+        names = core_space_names(p, lanes)
+        self.spaces = {s.name: s for s in P.spaces_for(p) if names is None or s.name in names}
+        self._by_id = {s.id: s for s in self.spaces.values()}
+        from spikeloop.hdl.core import cycles_per_step
+        self._cycles = (cycles_per_step(p, lanes, False), cycles_per_step(p, lanes, True))
+        self._reg_by_addr = {r.addr: r for r in P.REGISTERS}
+        self._err_fmt = P.WordFormat(p.formats["err"].bits, True)
+        self._seen = {attr: 0 for attrs in _DECODER_COUNTERS.values() for attr in attrs}
+        self._last_reply = None   # replay of the last accepted request: ("nak", Nak) | ("ack", bytes) | None
+        self.model = self._zero_model()
+        self.regs = {r.name: r.reset_value(p, clock_hz=clock_hz, baud=baud) for r in P.REGISTERS}
+        self.regs["STATUS"] = 0
+
+    def _zero_model(self) -> _CoreModel:
+        p = self.p
+        w = [np.zeros((1, n_post, n_pre), np.int64) for n_pre, n_post in p.layers]
+        fb = np.zeros((1, p.n_hidden, p.n_out), np.int64) if p.n_hidden else None
+        return _CoreModel(p, seeds=0, weights=w, feedback=fb)
+
+    # ------------------------------------------------------------------ the byte interface
+    def feed(self, data: bytes) -> bytes:
+        """Receive ``data``; return every reply it caused, in order (possibly ``b""``)."""
+        data = bytes(data)
+        out = bytearray()
+        start = 0
+        while start < len(data):
+            # One delimiter per piece, so replies to rejects and to frames keep the wire order.
+            end = data.find(b"\x00", start)
+            end = len(data) if end < 0 else end + 1
+            frames = self.decoder.feed(data[start:end])
+            start = end
+            self._sync_counters()
+            for why, seq in self.decoder.pop_rejects():
+                if seq is not None:           # a body too short to hold a seq byte is only counted
+                    out += self._nak(seq, why.nak)
+            for f in frames:
+                out += self._handle(f)
+        return bytes(out)
+
+    def _sync_counters(self):
+        d = self.decoder
+        for reg, attrs in _DECODER_COUNTERS.items():
+            delta = 0
+            for a in attrs:
+                v = getattr(d, a)
+                delta += v - self._seen[a]
+                self._seen[a] = v
+            if delta:
+                self._count(reg, delta)
+
+    def _count(self, name: str, n: int = 1):
+        """Saturating add to a counter register."""
+        width = P.register(name).width
+        self.regs[name] = min(self.regs[name] + n, (1 << width) - 1)
+
+    def _reply(self, cmd: int, seq: int, payload: bytes = b"") -> bytes:
+        if cmd == Command.NAK:
+            self._count("NAKS_SENT")
+        return P.encode_frame(cmd, seq, payload)
+
+    def _nak(self, seq: int, reason: Nak, cmd: int = 0xFF) -> bytes:
+        return self._reply(Command.NAK, seq, P.pack_nak(reason, cmd))
+
+    # ------------------------------------------------------------------ one frame
+    def _handle(self, f: P.Frame) -> bytes:
+        if len(f.payload) > self.max_payload:
+            return self._nak(f.seq, Nak.BAD_LENGTH, f.cmd)
+        if self.busy > 0:
+            self.busy -= 1
+            return self._nak(f.seq, Nak.BUSY, f.cmd)
+        verdict = self.tracker.classify(f.cmd, f.seq)
+        if verdict is SeqVerdict.OUT_OF_SEQUENCE:
+            return self._nak(f.seq, Nak.BAD_SEQUENCE, f.cmd)
+        if verdict is SeqVerdict.DUPLICATE:
+            self._count("DUPLICATES")
+            return self._replay(f)
+        try:
+            apply = self._validate(f)
+        except _Refuse as r:
+            if r.reason is Nak.BAD_LENGTH:          # link-level: not accepted, the seq does not advance
+                return self._nak(f.seq, r.reason, f.cmd)
+            self.tracker.accept(f.cmd, f.seq)
+            self._last_reply = ("nak", r.reason)
+            return self._nak(f.seq, r.reason, f.cmd)
+        self.tracker.accept(f.cmd, f.seq)
+        payload = apply()
+        self._last_reply = ("ack", payload) if f.cmd == Command.RUN_STEPS else None
+        reply = self._reply(Command.ACK, f.seq, payload)
+        if f.cmd == Command.RESET_STATE and f.payload[0] & ResetMask.LINK:
+            self.tracker.forget()
+        return reply
+
+    def _replay(self, f: P.Frame) -> bytes:
+        """Answer a retransmission without executing it again."""
+        last = self._last_reply
+        if last is not None and last[0] == "nak":
+            return self._nak(f.seq, last[1], f.cmd)
+        if f.cmd == Command.RUN_STEPS:
+            return self._reply(Command.ACK, f.seq, last[1])
+        if f.cmd in (Command.READ_REG, Command.READ_MEM):     # side-effect free: read again
+            return self._reply(Command.ACK, f.seq, self._validate(f)())
+        return self._reply(Command.ACK, f.seq)                 # writes, RESET_STATE: a bare ACK
+
+    def _validate(self, f: P.Frame):
+        """Check ``f`` completely; return a function that applies it and returns the ACK payload."""
+        try:
+            cmd = Command(f.cmd)
+        except ValueError:
+            raise _Refuse(Nak.BAD_COMMAND) from None
+        if not cmd.is_request:
+            raise _Refuse(Nak.BAD_COMMAND)
+        return getattr(self, f"_cmd_{cmd.name.lower()}")(f.payload)
+
+    # ------------------------------------------------------------------ commands
+    def _cmd_identify(self, pl: bytes):
+        if pl:
+            raise _Refuse(Nak.BAD_LENGTH)
+        return lambda: self._ident_payload
+
+    def _reg_range(self, pl: bytes, write: bool):
+        try:
+            addr, count, values = P.unpack_reg_request(pl, write)
+        except ValueError:
+            raise _Refuse(Nak.BAD_LENGTH) from None
+        regs = [self._reg_by_addr.get(a) for a in range(addr, addr + count)]
+        if any(r is None for r in regs) or (write and any(r.access is P.Access.RO for r in regs)):
+            raise _Refuse(Nak.BAD_ADDRESS)
+        if count == 0 or (not write and 4 * count > self.max_payload):
+            raise _Refuse(Nak.BAD_VALUE)
+        return regs, values
+
+    def _cmd_read_reg(self, pl: bytes):
+        regs, _ = self._reg_range(pl, False)
+        return lambda: P.pack_words([self.reg(r.name) for r in regs], P.WordFormat(32, False))
+
+    def _cmd_write_reg(self, pl: bytes):
+        regs, values = self._reg_range(pl, True)
+        values = [v & ((1 << r.width) - 1) for r, v in zip(regs, values)]
+        for r, v in zip(regs, values):
+            if r.name == "CHUNK_PHASE" and v >= self.p.chunk_steps:
+                raise _Refuse(Nak.BAD_VALUE)
+
+        def apply():
+            for r, v in zip(regs, values):
+                if r.name == "R0":
+                    self.model.r0_q = v
+                self.regs[r.name] = v
+            return b""
+        return apply
+
+    def _mem_head(self, pl: bytes):
+        try:
+            sid, start, count, data = P.unpack_mem_request(pl)
+        except ValueError:
+            raise _Refuse(Nak.BAD_LENGTH) from None
+        sp = self._by_id.get(sid)
+        if sp is None:
+            raise _Refuse(Nak.BAD_ADDRESS)
+        return sp, start, count, data
+
+    def _mem_range(self, sp, start, count):
+        if start + count > sp.depth(self.p):
+            raise _Refuse(Nak.BAD_ADDRESS)
+        if count == 0:
+            raise _Refuse(Nak.BAD_VALUE)
+
+    def _cmd_read_mem(self, pl: bytes):
+        sp, start, count, data = self._mem_head(pl)
+        if data:
+            raise _Refuse(Nak.BAD_LENGTH)
+        self._mem_range(sp, start, count)
+        fmt = sp.word(self.p)
+        if count * fmt.nbytes > self.max_payload:
+            raise _Refuse(Nak.BAD_VALUE)
+        return lambda: P.pack_words(self.read_space(sp.name)[start:start + count].tolist(), fmt)
+
+    def _cmd_write_mem(self, pl: bytes):
+        sp, start, count, data = self._mem_head(pl)
+        fmt = sp.word(self.p)
+        if len(data) != count * fmt.nbytes:
+            raise _Refuse(Nak.BAD_LENGTH)
+        self._mem_range(sp, start, count)
+        words = P.unpack_words(data, fmt)   # sign-extended from whole bytes: check the word's width
+        if any(not fmt.min <= w <= fmt.max for w in words):
+            raise _Refuse(Nak.BAD_VALUE)
+        return lambda: self.write_space(sp.name, np.array(words, np.int64), start) or b""
+
+    def _cmd_run_steps(self, pl: bytes):
+        p = self.p
+        if len(pl) < P.RUN_REQ.size:
+            raise _Refuse(Nak.BAD_LENGTH)
+        (K,) = P.RUN_REQ.unpack_from(pl)
+        bi, bo = P.bitmap_bytes(p.n_in), P.bitmap_bytes(p.n_out)
+        target = p.error_source is ErrorSource.TARGET
+        second = bo if target else p.n_out * self._err_fmt.nbytes
+        rec = bi + second
+        if len(pl) != P.RUN_REQ.size + K * rec:
+            raise _Refuse(Nak.BAD_LENGTH)
+        if K == 0 or (self.max_steps and K > self.max_steps) or P.RUN_REPLY.size + K * bo > self.max_payload:
+            raise _Refuse(Nak.BAD_VALUE)
+        body = np.frombuffer(pl, np.uint8, offset=P.RUN_REQ.size).reshape(K, rec)
+        x = np.unpackbits(body[:, :bi], axis=1, bitorder="little")[:, :p.n_in].astype(bool)
+        if target:
+            y = np.unpackbits(body[:, bi:], axis=1, bitorder="little")[:, :p.n_out].astype(bool)
+        else:
+            nb = self._err_fmt.nbytes
+            raw = body[:, bi:].reshape(K, p.n_out, nb).astype(np.int64)
+            y = sum(raw[:, :, k] << (8 * k) for k in range(nb))
+            y = np.where(y >= 1 << (8 * nb - 1), y - (1 << (8 * nb)), y)
+            if (y < self._err_fmt.min).any() or (y > self._err_fmt.max).any():
+                raise _Refuse(Nak.BAD_VALUE)
+        return lambda: self._run(x, y, target)
+
+    def _cmd_reset_state(self, pl: bytes):
+        if len(pl) != 1:
+            raise _Refuse(Nak.BAD_LENGTH)
+        mask = pl[0]
+        if mask & ~int(ResetMask.DYNAMICS | ResetMask.LEARNING | ResetMask.COUNTERS | ResetMask.LINK):
+            raise _Refuse(Nak.BAD_VALUE)
+        return lambda: self.reset(ResetMask(mask)) or b""
+
+    # ------------------------------------------------------------------ state
+    def _run(self, x, y, target: bool) -> bytes:
+        m, p = self.model, self.p
+        out = np.zeros((len(x), p.n_out), bool)
+        for n in range(len(x)):
+            out[n] = m.step(x[n], target=y[n]) if target else m.step(x[n], error=y[n])
+            self._count("STEP_COUNT")
+            phase = self.regs["CHUNK_PHASE"] + 1
+            chunk = phase >= p.chunk_steps
+            if chunk:
+                m.end_chunk()
+                phase = 0
+                self._count("CHUNK_COUNT")
+            self.regs["CHUNK_PHASE"] = phase
+            self.regs["CYCLES"] = self._cycles[chunk]
+        bits = np.packbits(out, axis=1, bitorder="little")
+        return P.RUN_REPLY.pack(self.regs["STEP_COUNT"], len(x)) + bits.tobytes()
+
+    def reset(self, mask: ResetMask = P.RESET_ALL) -> None:
+        """What ``RESET_STATE`` does (also callable directly). Weights and B are never touched."""
+        m = self.model
+        if mask & ResetMask.DYNAMICS:
+            for L in m.layers:
+                for w in _DYNAMIC_WORDS:
+                    if getattr(L, w) is not None:
+                        setattr(L, w, np.zeros_like(getattr(L, w)))
+                L.S = np.zeros_like(L.S)
+                for d in ("sigma_d", "zh_d"):
+                    if getattr(L, d) is not None:
+                        getattr(L, d)[...] = 0
+            m.e1, m.e2 = np.zeros_like(m.e1), np.zeros_like(m.e2)
+            m._x_hid = np.zeros_like(m._x_hid)
+            m.t = 0
+        if mask & ResetMask.LEARNING:
+            for L in m.layers:
+                for w in _LEARNING_WORDS:
+                    if getattr(L, w) is not None:
+                        getattr(L, w)[...] = 0
+        if mask & ResetMask.COUNTERS:
+            for r in _COUNTERS_RESET:
+                self.regs[r] = 0
+        if mask & ResetMask.LINK:
+            for r in LINK_COUNTERS:
+                self.regs[r] = 0
+
+    def reg(self, name: str) -> int:
+        """Current value of a register (STATUS is derived from the counters)."""
+        if name == "STATUS":
+            return _STATUS_LINK_ERROR if any(self.regs[c] for c in _ERROR_COUNTERS) else 0
+        if name == "R0":
+            return int(self.model.r0_q)
+        return int(self.regs[name])
+
+    def _array(self, name: str) -> np.ndarray:
+        m = self.model
+        if name == "fb":
+            return m.fb[0]
+        if name.startswith("err."):
+            return (m.e1 if name == "err.e1" else m.e2)[0]
+        layer, word = name.split(".")
+        return getattr(m.layer(layer), word)[0]
+
+    def read_space(self, name: str) -> np.ndarray:
+        """Every word of space ``name``, flat (row-major), as int64."""
+        if name not in self.spaces:
+            raise KeyError(f"space must be one of {', '.join(self.spaces)}, not {name!r}")
+        return np.asarray(self._array(name), np.int64).reshape(-1)
+
+    def write_space(self, name: str, words, start: int = 0) -> None:
+        """Write ``words`` into space ``name`` from index ``start`` (no format check: see WRITE_MEM)."""
+        if name not in self.spaces:
+            raise KeyError(f"space must be one of {', '.join(self.spaces)}, not {name!r}")
+        m, words = self.model, np.asarray(words, np.int64)
+        names = [name]
+        if self.p.error_source is ErrorSource.TARGET and name in ("out.e", "err.e2"):
+            names = ["out.e", "err.e2"]            # one storage in the Core: e is the filter's e2
+        for nm in names:
+            a = self._array(nm)
+            flat = a.reshape(-1)
+            if not np.may_share_memory(flat, a):
+                raise AssertionError(f"{nm} must be contiguous to be written in place")
+            flat[start:start + len(words)] = words.astype(a.dtype)
+        if name.endswith(".w"):
+            L = m.layer(name.split(".")[0])
+            L.w_f[:] = L.w
+        if name == "hid.S":
+            m._x_hid = m.layer("hid").S.copy()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Every space, shaped like ``GoldenModel.snapshot()`` (leading batch axis of 1)."""
+        return {name: np.asarray(self._array(name), np.int64)[None].copy() for name in self.spaces}
+
+
+class ModelTransport(Transport):
+    """A :class:`Transport` whose writes go to a :class:`VirtualBoard` and whose reads return its replies.
+
+    The board answers synchronously inside :meth:`write`, so :meth:`read` never waits: an empty
+    buffer means no reply is coming, and it returns ``b""`` at once whatever the ``timeout``.
+    """
+
+    def __init__(self, board: VirtualBoard):
+        self.board = board
+        self._rx = bytearray()
+        self._closed = False
+        self.bytes_written = 0
+        self.bytes_read = 0
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise TransportClosed("model transport closed")
+        self.bytes_written += len(data)
+        self._rx += self.board.feed(data)
+
+    def read(self, n: int, timeout: float | None = 0.0) -> bytes:
+        if self._closed:
+            raise TransportClosed("model transport closed")
+        out = bytes(self._rx[:n])
+        del self._rx[:n]
+        self.bytes_read += len(out)
+        return out
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self._rx)
+
+    def close(self) -> None:
+        self._closed = True
