@@ -12,7 +12,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_learning_curve", "plot_raster", "plot_compare_curves", "REL_COST_FLOOR"]
+__all__ = ["plot_learning_curve", "plot_raster", "plot_compare_curves", "plot_compare_traces",
+           "REL_COST_FLOOR"]
 
 #: Relative costs are drawn no lower than this on the log axis (a cost of exactly 0, i.e. output
 #: identical to the target, would otherwise vanish from the plot).
@@ -179,4 +180,55 @@ def plot_compare_curves(runs: dict, path, *, success_level=0.1, title: str | Non
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_compare_traces(path, runs: list, *, targets, dt_ms: float, threshold_mv: float,
+                        mark_step: int | None = None, title: str | None = None) -> Path:
+    """One output neuron on two backends: membrane potential (overlaid) and spikes, one trial.
+
+    Parameters
+    ----------
+    runs : list of dict
+        Per backend ``label``, ``spikes`` (bool (T,)) and ``u_mv`` (float (T,) or None when the
+        trial was not traced).
+    targets : bool array (T,)
+        The neuron's target spikes.
+    mark_step : int, optional
+        Step of the first divergence (a vertical line).
+    """
+    targets = np.asarray(targets, bool)
+    T = targets.shape[0]
+    t_ms = np.arange(T) * dt_ms
+    fig = Figure(figsize=(8.0, 5.0))
+    gs = fig.add_gridspec(2, 1, height_ratios=[2.4, 1.0], hspace=0.1)
+    ax_u = fig.add_subplot(gs[0])
+    ax_s = fig.add_subplot(gs[1], sharex=ax_u)
+    styles = (("C0", "-", 1.6), ("C3", "--", 1.0))
+    any_u = False
+    for r, (styl, run) in enumerate(zip(styles, runs)):
+        colour, ls, lw = styl
+        if run.get("u_mv") is not None:
+            any_u = True
+            ax_u.plot(t_ms, np.asarray(run["u_mv"], np.float64), color=colour, ls=ls, lw=lw,
+                      label=run["label"])
+        k = np.flatnonzero(np.asarray(run["spikes"], bool))
+        ax_s.vlines(k * dt_ms, r + 0.6, r + 1.4, color=colour, lw=1.4)
+    ax_s.vlines(np.flatnonzero(targets) * dt_ms, -0.4, 0.4, color="C2", lw=1.4)
+    if not any_u:
+        ax_u.text(0.5, 0.5, "membrane not traced in this trial (--trace-every)", ha="center",
+                  va="center", transform=ax_u.transAxes, fontsize=9, color="0.4")
+    ax_u.axhline(threshold_mv, color="0.4", ls=":", lw=0.9, label=f"threshold {threshold_mv:g} mV")
+    if mark_step is not None:
+        for ax in (ax_u, ax_s):
+            ax.axvline(mark_step * dt_ms, color="k", lw=0.8, alpha=0.6)
+    ax_u.set_ylabel("membrane U (mV)")
+    ax_u.tick_params(labelbottom=False)
+    ax_u.legend(fontsize=8, loc="lower right")
+    ax_u.set_title(title or "two backends", fontsize=10)
+    ax_s.set_yticks(range(len(runs) + 1), ["target"] + [r["label"] for r in runs], fontsize=8)
+    ax_s.set_ylim(len(runs) + 0.5, -0.5)
+    ax_s.set_xlabel("time (ms)")
+    ax_s.set_xlim(0, T * dt_ms)
+    fig.subplots_adjust(left=0.13, right=0.97, top=0.94, bottom=0.1)
     return _save(fig, path)
