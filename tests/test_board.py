@@ -1,0 +1,307 @@
+"""The Board driver against the model backend: every method, bursts, retries, errors, logging."""
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+from spikeloop import protocol as P
+from spikeloop.host import board as board_mod
+from spikeloop.host.board import (DEFAULT_BACKEND, TRACE, BackendError, Board, IdentityMismatch,
+                                  LinkTimeout, NakError, RetriesExhausted, parse_spec)
+from spikeloop.host.transport import Transport, loopback_pair
+from spikeloop.host.virtual_board import ModelTransport, VirtualBoard
+from spikeloop.params import Params
+from spikeloop.protocol import Command, Nak, ResetMask
+from spikeloop.sim.golden import GoldenModel, init_weights
+
+
+def net(**kw):
+    base = dict(n_in=20, n_out=5, chunk_steps=40, w_init_mean_mv=2.0, w_init_std_mv=3.0)
+    base.update(kw)
+    return Params(**base)
+
+
+def stimulus(p, T, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.random((T, p.n_in)) < 0.2, rng.random((T, p.n_out)) < 0.05
+
+
+def model_board(p=None, **kw):
+    vb = VirtualBoard(p or net(), **{k: kw.pop(k) for k in ("max_payload", "max_steps") if k in kw})
+    return Board(ModelTransport(vb), **kw), vb
+
+
+def test_open_model_learns_identity():
+    p = net()
+    with Board.open("model", p, lanes=2, clock_hz=24_000_000, max_payload=512, max_steps=9) as b:
+        assert b.params == p and b.lanes == 2
+        assert b.identity.clock_hz == 24_000_000 and b.max_payload == 512
+        assert b.steps_per_frame == 9
+        assert b.identify() == b.identity
+        assert repr(b) == "<Board 'model': 20-0-5, 2 lane(s)>"
+    with pytest.raises(ConnectionError):
+        b.read_reg("R0")                                        # closed with the context
+
+
+@pytest.mark.parametrize("kw", [{}, {"error_source": "host"}, {"n_hidden": 6, "feedback": "random"}])
+def test_load_run_state_match_the_golden_model(kw):
+    p = net(**kw)
+    b, vb = model_board(p, max_payload=128)                      # every burst and batch is split
+    ws, fb = init_weights(p, [3])
+    b.load_weights([w[0] for w in ws], feedback=None if fb is None else fb[0])
+    T = 300
+    x, y = stimulus(p, T)
+    err = np.random.default_rng(2).integers(-400, 400, (T, p.n_out))
+    host = p.error_source.value == "host"
+    out = b.run(x, None if host else y, err if host else None)
+    g = GoldenModel(p, 0, weights=ws, feedback=fb)
+    want, _ = g.run(x, None if host else y, err if host else None)
+    assert out.shape == (T, p.n_out) and out.any() and np.array_equal(out, want[0])
+    st, gs = b.state(), g.snapshot()
+    if fb is not None:
+        gs["fb"] = g.fb
+    assert set(st) == set(b.spaces) and set(st) <= set(gs)
+    for k, v in st.items():
+        assert v.shape == gs[k].shape and np.array_equal(v, gs[k]), k
+    assert b.step_count == T and b.read_reg("CHUNK_COUNT") == T // p.chunk_steps
+    assert b.stats["requests"] > T // b.steps_per_frame and b.stats["retries"] == 0
+
+
+def test_bursts_larger_than_max_payload():
+    p = net(n_in=60, n_out=9)
+    b, vb = model_board(p, max_payload=64)
+    rng = np.random.default_rng(0)
+    fmt = P.space("out.q").word(p)
+    words = rng.integers(fmt.min, fmt.max + 1, 9 * 60)          # 540 words x 3 B = 1620 B
+    assert "out.q" in b.spaces                                   # probed once, before counting
+    before = b.stats["requests"]
+    b.write_mem("out.q", words)
+    assert b.stats["requests"] - before == -(-540 // ((64 - 7) // 3))
+    assert np.array_equal(b.read_mem("out.q"), words)
+    assert np.array_equal(vb.read_space("out.q"), words)
+    assert np.array_equal(b.read_mem("out.q", 100, 77), words[100:177])
+    b.write_mem("out.q", words[:5], start=535)
+    assert np.array_equal(b.read_mem("out.q", 535), words[:5])
+    # a driver-side limit below the device's
+    b2 = Board(ModelTransport(VirtualBoard(p)), payload_limit=64)
+    assert b2.max_payload == 64 and b2.steps_per_frame == (64 - 2) // (8 + 2)
+
+
+def test_registers_by_name_and_address():
+    b, vb = model_board()
+    assert b.read_reg("MAGIC") == 0x4C4B5053
+    assert b.read_reg(0x0C) == 0x4C4B5053
+    assert b.read_reg("FRAMES_OK", 9)[0] >= 1 and len(b.read_reg(0x10, 9)) == 9
+    b.write_reg("R0", 17)
+    b.write_reg("STEP_COUNT", [5, ])
+    b.write_reg(0x10, [0, 0, 0])
+    assert b.read_reg("R0", 2) == [17, 5] and vb.model.r0_q == 17
+    for bad, msg in ((("NOPE",), "register must be one of"), ((-1,), "register must be a name or an address"),
+                     (("R0", 0), "count must be an integer in 1..")):
+        with pytest.raises((KeyError, ValueError), match=msg):
+            b.read_reg(*bad)
+    with pytest.raises(ValueError, match="register values must be integers in 0..4294967295, not -1"):
+        b.write_reg("R0", -1)
+
+
+def test_command_level_nak_is_an_error_and_the_link_goes_on():
+    b, vb = model_board()
+    with pytest.raises(NakError, match="WRITE_REG seq .*: NAK BAD_ADDRESS") as e:
+        b.write_reg("CYCLES", 1)
+    assert e.value.reason is Nak.BAD_ADDRESS and e.value.command == Command.WRITE_REG
+    with pytest.raises(NakError) as e:
+        b.read_reg(0x05)
+    assert e.value.reason is Nak.BAD_ADDRESS
+    with pytest.raises(NakError) as e:
+        b.write_reg("CHUNK_PHASE", 40)
+    assert e.value.reason is Nak.BAD_VALUE
+    assert b.read_reg("STEP_COUNT") == 0 and vb.reg("NAKS_SENT") == 3
+
+
+def test_memory_arguments_are_checked_before_sending():
+    b, vb = model_board()
+    assert "hid.w" not in b.spaces
+    sent = b.stats["bytes_sent"]
+    with pytest.raises(KeyError, match="space must be one of out.U"):
+        b.read_mem("hid.w")
+    with pytest.raises(ValueError, match=r"words of out.w must be in -32768..32767, not 40000"):
+        b.write_mem("out.w", [1, 40000])
+    with pytest.raises(ValueError, match=r"count of out.w from 90 must be in 0..10, not 20"):
+        b.write_mem("out.w", np.zeros(20, int), start=90)
+    with pytest.raises(ValueError, match="words of out.w must be integers"):
+        b.write_mem("out.w", [0.5])
+    with pytest.raises(ValueError, match=r"out.w must have shape \(5, 20\)"):
+        b.load_weights([np.zeros((20, 5), int)])
+    with pytest.raises(ValueError, match="weights must be 1 array"):
+        b.load_weights([])
+    with pytest.raises(ValueError, match="feedback must be None"):
+        b.load_weights([np.zeros((5, 20), int)], feedback=np.zeros((1, 5)))
+    p = b.params
+    with pytest.raises(ValueError, match=r"inputs must have shape \(T, 20\)"):
+        b.run(np.zeros((3, 19), bool))
+    with pytest.raises(ValueError, match=r"targets must have shape \(3, 5\)"):
+        b.run(np.zeros((3, 20), bool), np.zeros((4, 5), bool))
+    with pytest.raises(ValueError, match="errors must be None when error_source is 'target'"):
+        b.run(np.zeros((3, 20), bool), errors=np.zeros((3, 5), int))
+    with pytest.raises(ValueError, match="inputs must be bool or 0/1"):
+        b.run(np.full((3, 20), 2))
+    assert b.stats["bytes_sent"] == sent and p.n_in == 20
+    bh, _ = model_board(net(error_source="host"))
+    with pytest.raises(ValueError, match="errors must be in"):
+        bh.run(np.zeros((2, 20), bool), errors=np.full((2, 5), 1 << 20))
+    with pytest.raises(ValueError, match="targets must be None when error_source is 'host'"):
+        bh.run(np.zeros((2, 20), bool), np.zeros((2, 5), bool))
+
+
+def test_reset_masks_through_the_driver():
+    p = net()
+    b, vb = model_board(p)
+    b.load_weights([np.full((5, 20), 500)])
+    x, y = stimulus(p, 50)
+    b.run(x, y)
+    w = b.read_mem("out.w")
+    b.reset(ResetMask.LEARNING)
+    st = b.state()
+    assert not st["out.m"].any() and st["out.zh"].any() and b.read_reg("STEP_COUNT") == 50
+    b.reset()
+    st = b.state()
+    assert all(not v.any() for k, v in st.items() if k != "out.w") and np.array_equal(st["out.w"], w[None].reshape(1, 5, 20))
+    assert b.step_count == 0 and b.read_reg("STEP_COUNT") == 0
+    b.reset(P.RESET_ALL | ResetMask.LINK)                        # the device forgets the sequence
+    assert b.read_reg("FRAMES_OK") == 1 and b.read_reg("DUPLICATES") == 0
+    with pytest.raises(ValueError, match=r"mask must be a ResetMask \(0..15\), not 16"):
+        b.reset(16)
+
+
+def test_busy_is_retried():
+    b, vb = model_board(timeout=0.01)
+    vb.busy = 3
+    assert b.read_reg("VERSION") == P.PROTOCOL_VERSION
+    assert b.stats["retries"] == 3 and b.stats["naks"] == 3
+    vb.busy = 10
+    with pytest.raises(RetriesExhausted, match=r"READ_REG seq \d+: 9 attempts failed \(last: .*NAK BUSY\)") as e:
+        b.read_reg("VERSION")
+    assert e.value.attempts == 9 and isinstance(e.value.last, NakError)
+
+
+def test_bad_sequence_is_resynchronised():
+    b, vb = model_board()
+    b.read_reg("R0")
+    b._seq = (b._seq + 40) & 0xFF                              # host and device disagree
+    assert b.read_reg("VERSION") == P.PROTOCOL_VERSION
+    assert b.stats["resyncs"] == 1 and b.stats["retries"] == 1
+
+
+class Silent(Transport):
+    """Swallows every write; nothing ever comes back."""
+
+    def __init__(self):
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+
+    def read(self, n, timeout=0.0):
+        return b""
+
+
+def test_timeouts():
+    t = Silent()
+    with pytest.raises(LinkTimeout, match=r"IDENTIFY seq 0: no reply within 0.01 s"):
+        Board(t, timeout=0.01, retries=0)
+    assert t.writes == 1
+    t = Silent()
+    with pytest.raises(RetriesExhausted, match="3 attempts failed") as e:
+        Board(t, timeout=0.01, retries=2, name="dead")
+    assert t.writes == 3 and isinstance(e.value.last, LinkTimeout) and str(e.value).startswith("dead: ")
+    a, _ = loopback_pair()                                       # a real wait on a quiet link
+    with pytest.raises(RetriesExhausted):
+        Board(a, timeout=0.02, retries=1)
+    for bad, msg in (({"timeout": 0}, "timeout must be a positive number"),
+                     ({"retries": -1}, "retries must be a non-negative integer"),
+                     ({"payload_limit": 10}, "payload_limit must be an integer in 64..65535")):
+        with pytest.raises(ValueError, match=msg):
+            Board(Silent(), **bad)
+
+
+class Replaying(ModelTransport):
+    """Sends every reply twice, and slips a stale reply in before each one."""
+
+    def write(self, data):
+        before = len(self._rx)
+        super().write(data)
+        reply = bytes(self._rx[before:])
+        stale = P.encode_frame(Command.ACK, 0x77, b"stale")
+        self._rx[before:] = stale + reply + reply
+
+
+def test_stale_and_duplicate_replies_are_discarded():
+    p = net()
+    b = Board(Replaying(VirtualBoard(p)))
+    b.load_weights([np.full((5, 20), 300)])
+    x, y = stimulus(p, 100)
+    b.run(x, y)
+    assert b.read_reg("STEP_COUNT") == 100
+    assert b.stats["duplicate_replies"] > 0 and b.stats["stale_replies"] > 0 and b.stats["retries"] == 0
+
+
+def test_identity_checks():
+    p = net()
+    with pytest.raises(IdentityMismatch, match=r"n_out: 5 \(expected 6\)"):
+        Board(ModelTransport(VirtualBoard(p)), expect=net(n_out=6))
+    with pytest.raises(IdentityMismatch, match="device has 1 lanes, expected 4"):
+        Board(ModelTransport(VirtualBoard(p)), expect=p, expect_lanes=4)
+    Board(ModelTransport(VirtualBoard(p)), expect=p, expect_lanes=1)
+
+    class Impostor(Silent):
+        def write(self, data):
+            (f,) = P.FrameDecoder().feed(data)
+            self.reply = P.encode_frame(Command.ACK, f.seq, b"NOPE" + bytes(30))
+
+        def read(self, n, timeout=0.0):
+            r, self.reply = getattr(self, "reply", b""), b""
+            return r
+
+    with pytest.raises(IdentityMismatch, match="IDENTIFY reply is not a spikeloop identity: IDENTIFY magic"):
+        Board(Impostor())
+
+
+def test_open_specs_and_backend_errors(monkeypatch):
+    assert DEFAULT_BACKEND == "rtl" and parse_spec(None) == ("rtl", None) == parse_spec("")
+    assert parse_spec("serial:/dev/ttyUSB1") == ("serial", "/dev/ttyUSB1")
+    assert parse_spec("serial:COM5") == ("serial", "COM5")
+    assert parse_spec("serial:/dev/ttyACM0") == ("serial", "/dev/ttyACM0")
+    with pytest.raises(ValueError, match="backend must be 'model', 'rtl' or 'serial:PORT', not 'fpga'"):
+        Board.open("fpga")
+    with pytest.raises(ValueError, match="serial port must be /dev/ttyUSB<n>, /dev/ttyACM<n>, COM<n>"):
+        Board.open("serial:/etc/passwd")
+    with pytest.raises(TypeError, match="params must be a Params"):
+        Board.open("model", {"n_in": 3})
+    # the rtl backend missing from the installation
+    import spikeloop.host as host_pkg
+    monkeypatch.delattr(host_pkg, "rtl_backend", raising=False)
+    monkeypatch.setitem(sys.modules, "spikeloop.host.rtl_backend", None)
+    with pytest.raises(BackendError, match=r"rtl backend \(spikeloop.host.rtl_backend\) is not part"):
+        Board.open()
+
+
+def test_serial_backend_errors():
+    pytest.importorskip("serial")
+    with pytest.raises(BackendError, match="cannot open serial port /dev/ttyUSB97"):
+        Board.open("serial:/dev/ttyUSB97")
+    # loop:// echoes our own requests: never a reply, so the driver gives up
+    with pytest.raises(RetriesExhausted, match="IDENTIFY"):
+        Board.open("serial:loop://", timeout=0.02, retries=1)
+
+
+def test_trace_logging_hex_dumps_frames(caplog):
+    b, _ = model_board()
+    with caplog.at_level(TRACE, logger="spikeloop.link"):
+        b.read_reg("VERSION")
+    sent = P.encode_frame(Command.READ_REG, b._seq - 1, P.pack_read_reg(0x0D, 1)).hex(" ")
+    text = [r.getMessage() for r in caplog.records if r.levelno == TRACE]
+    assert any(sent in t and "> READ_REG" in t for t in text)
+    assert any("< ACK" in t and "01 00 00 00" in t for t in text)
+    assert logging.getLevelName(TRACE) == "TRACE" and board_mod.log.name == "spikeloop.link"
