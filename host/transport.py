@@ -96,47 +96,70 @@ def loopback_pair() -> tuple[LoopbackTransport, LoopbackTransport]:
 
 
 class FaultyTransport(Transport):
-    """Wraps a transport and corrupts what is *written* through it, at a seeded rate.
+    """Wraps a transport and corrupts the bytes passing through it, at a seeded rate.
 
-    Each byte written is, with probability ``rate``, subjected to one fault chosen uniformly
-    among ``faults``:
+    Each byte written (and, with ``directions`` including ``"read"``, each byte read) is, with
+    probability ``rate``, subjected to one fault chosen uniformly among ``faults``:
 
     * ``"flip"`` — one random bit inverted,
     * ``"drop"`` — the byte is lost,
-    * ``"dup"`` — the byte is sent twice,
-    * ``"truncate"`` — the rest of this ``write`` call is lost (a cut-off frame).
+    * ``"dup"`` — the byte is delivered twice,
+    * ``"truncate"`` — the rest of this ``write`` (or of this chunk read) is lost (a cut-off frame).
 
-    Reads pass through unchanged (wrap the other end to corrupt the reverse direction). The same
-    ``seed`` and the same sequence of writes give the same faults. ``log`` records
-    ``(byte_offset, fault)`` for every fault injected.
+    The two directions draw from independent generators seeded from ``seed``, so the same seed and
+    the same sequence of calls give the same faults; the write direction draws exactly as it did
+    before reads could be corrupted. ``rate`` may be changed between calls (e.g. 0 while a long
+    IDENTIFY reply crosses, then the test rate).
+
+    Members
+    -------
+    log, read_log : list of (byte_offset, fault)
+        Every fault injected on writes / reads; offsets count the bytes offered in that direction.
+    counts : dict of str to int
+        Faults injected per kind, both directions together (:attr:`FAULTS` are the keys).
     """
 
     FAULTS = ("flip", "drop", "dup", "truncate")
+    DIRECTIONS = ("write", "read")
 
-    def __init__(self, inner: Transport, rate: float, seed: int = 0, faults=FAULTS):
+    def __init__(self, inner: Transport, rate: float, seed: int = 0, faults=FAULTS,
+                 directions=("write",)):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"rate must be in 0..1, not {rate!r}")
         bad = set(faults) - set(self.FAULTS)
         if bad or not faults:
             raise ValueError(f"faults must be some of {', '.join(self.FAULTS)}, not {sorted(bad)!r}")
+        if isinstance(directions, str):
+            directions = (directions,)
+        if not directions or set(directions) - set(self.DIRECTIONS):
+            raise ValueError(f"directions must be some of {', '.join(self.DIRECTIONS)}, not {directions!r}")
         self.inner, self.rate, self.faults = inner, rate, tuple(faults)
+        self.directions = tuple(directions)
         self.rng = random.Random(seed)
+        self.read_rng = random.Random(f"read:{seed}")
         self.log: list[tuple[int, str]] = []
+        self.read_log: list[tuple[int, str]] = []
+        self.counts = dict.fromkeys(self.FAULTS, 0)
         self._offset = 0
+        self._read_offset = 0
+        self._pending = bytearray()
 
-    def corrupt(self, data: bytes) -> bytes:
-        """Apply faults to ``data`` as :meth:`write` would (advances the random state)."""
+    @property
+    def total(self) -> int:
+        """Faults injected so far, both directions."""
+        return sum(self.counts.values())
+
+    def _corrupt(self, data: bytes, rng: random.Random, base: int, log: list) -> bytes:
         out = bytearray()
-        base = self._offset
-        self._offset += len(data)
         for k, b in enumerate(data):
-            if self.rng.random() >= self.rate:
+            if rng.random() >= self.rate:
                 out.append(b)
                 continue
-            fault = self.rng.choice(self.faults)
-            self.log.append((base + k, fault))
+            fault = rng.choice(self.faults)
+            log.append((base + k, fault))
+            self.counts[fault] += 1
             if fault == "flip":
-                out.append(b ^ (1 << self.rng.randrange(8)))
+                out.append(b ^ (1 << rng.randrange(8)))
             elif fault == "dup":
                 out += bytes((b, b))
             elif fault == "truncate":
@@ -144,11 +167,32 @@ class FaultyTransport(Transport):
             # "drop": nothing
         return bytes(out)
 
+    def corrupt(self, data: bytes) -> bytes:
+        """Apply faults to ``data`` as :meth:`write` would (advances the random state)."""
+        base = self._offset
+        self._offset += len(data)
+        return self._corrupt(data, self.rng, base, self.log)
+
     def write(self, data: bytes) -> None:
-        self.inner.write(self.corrupt(data))
+        self.inner.write(self.corrupt(data) if "write" in self.directions else data)
 
     def read(self, n: int, timeout: float | None = 0.0) -> bytes:
-        return self.inner.read(n, timeout)
+        """Up to ``n`` bytes; if every byte of a chunk was lost, reads on (without waiting) while
+        the inner transport has more, so a corrupted chunk does not look like a timeout."""
+        if "read" not in self.directions:
+            return self.inner.read(n, timeout)
+        wait = timeout
+        while not self._pending:
+            data = self.inner.read(n, wait)
+            if not data:
+                return b""
+            base = self._read_offset
+            self._read_offset += len(data)
+            self._pending += self._corrupt(data, self.read_rng, base, self.read_log)
+            wait = 0.0
+        out = bytes(self._pending[:n])
+        del self._pending[:n]
+        return out
 
     def close(self) -> None:
         self.inner.close()
