@@ -1,12 +1,15 @@
 """The spikeloop core: state memories, the step sequencer and the host-facing ports.
 
-First increment: one weight layer (``n_hidden = 0``), ``DOUBLE_EXP`` kernel, RMaxProp,
-``error_source = TARGET``, ``error_delay = 0``, no regulariser. Other options raise
-``ParamError("Core does not support ... yet")`` (a ``ValueError``).
+Every option of :class:`~spikeloop.params.Params` is supported: no hidden layer or one hidden
+layer (symmetric, random or uniform feedback), the three eligibility kernels, RMaxProp or a fixed
+learning rate, target spikes filtered on chip or errors streamed by the host, ``error_delay``
+ring memories, and the hidden layer's rate regulariser.
 
-See :class:`Core` for the interface and ``docs/hardware.md`` ("Core") for the sequencer, the
-memories and the access-port address map. The address map lives in :class:`Space` and
-:class:`AccessMap`, which host code and tests import.
+Both weight layers share one set of units and one set of memories (time-multiplexed: each
+memory holds the output layer's words first, then the hidden layer's). See :class:`Core` for
+the interface and ``docs/hardware.md`` ("Core") for the sequencer, the memories and the
+access-port address map. The address map lives in :class:`Space` and :class:`AccessMap`, which
+host code and tests import.
 """
 
 from __future__ import annotations
@@ -22,18 +25,19 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from spikeloop.params import ErrorSource, Kernel, Optimiser, ParamError, Params
+from spikeloop.params import ErrorSource, Feedback, Kernel, Optimiser, ParamError, Params
 
-from .arith import decay_signed, fmt_shape, pipe_delay, pipe_reg, sat
-from .chunk import ChunkUnit
+from .arith import decay_signed, fmt_shape, mul_const, pipe_delay, pipe_reg, resize, sat, \
+    shift_trunc
+from .chunk import ChunkUnit, RegCoef
 from .errorfilter import ErrorFilterUnit
 from .layouts import neuron_layout, pretrace_layout, q_layout, synapse_layout
-from .neuron import NeuronUnit, drive_bits
+from .neuron import RACC_BITS, NeuronUnit, drive_bits
 from .pretrace import PreTraceUnit
 from .synapse import SynapseUnit
 
 __all__ = ["Core", "cycles_per_step", "Space", "Reg", "AccessMap", "Location", "error_layout",
-           "ACC_SPACE_BITS"]
+           "rate_layout", "hacc_bits", "ACC_SPACE_BITS"]
 
 #: Width of the access port's space code.
 ACC_SPACE_BITS = 4
@@ -42,23 +46,33 @@ ACC_SPACE_BITS = 4
 class Space(enum.IntEnum):
     """Access-port address spaces (``acc_space``); ``acc_index`` is the word index within one.
 
-    ========  ======================================  ===========================================
-    space     index                                   word
-    ========  ======================================  ===========================================
-    NEURON    neuron ``i``                            ``neuron_layout``: U, I, ref
-    SIGMA     neuron ``i``                            σ' (UQ0.8)
-    SPIKE     word ``k``                              S of neurons ``k·W … k·W + W − 1`` (bit = i mod W)
-    ERR       output ``i``                            ``error_layout``: e1, e2 (e = e2)
-    PRE       input ``j``                             ``pretrace_layout``: z, ẑ  (lane j mod P)
-    SYN       ``i·n_in_pad + j``                      ``synapse_layout``: w, el, elf, m
-    Q         ``i·n_in_pad + j``                      ``q_layout``: q
-    XBUF      beat ``k``                              input spikes ``k·W …`` (as streamed on ``inp``)
-    TBUF      beat ``k``                              target spikes ``k·W …`` (as streamed on ``tgt``)
-    REG       :class:`Reg`                            a register (zero-extended)
-    ========  ======================================  ===========================================
+    ========  ========================================  =========================================
+    space     index                                     word
+    ========  ========================================  =========================================
+    NEURON    neuron ``n``                              ``neuron_layout``: U, I, ref
+    SIGMA     neuron ``n``                              σ' (UQ0.8)
+    SPIKE     word ``k``                                S, ``W`` neurons per word (see below)
+    ERR       output ``i``                              ``error_layout``: e1, e2 (e = e2); target
+    PRE       ``c·P + l`` (column ``c``, lane ``l``)    ``pretrace_layout``: z, ẑ
+    SYN       ``a·P + l`` (address ``a``, lane ``l``)   ``synapse_layout``: w, el, elf, m
+    Q         like SYN                                  ``q_layout``: q (RMaxProp only)
+    XBUF      beat ``k``                                input spikes ``k·W …`` (as streamed on ``inp``)
+    TBUF      beat ``k``                                target spikes (as streamed on ``tgt``); target
+    REG       :class:`Reg`                              a register (zero-extended)
+    EBUF      output ``i``                              host error word 'err' (= out.e); host
+    FB        like SYN (output-layer synapses only)     feedback weight B ('fb'); random/uniform
+    HERR      hidden ``k`` (lane ``k mod P``)           hidden error: accumulator, = hid.e after a step
+    RATE      neuron ``n``                              ``rate_layout``: rate, racc (regulariser)
+    SDLY      ``s·N_tot + n``                           σ' delay ring, slot ``s`` (error_delay > 0)
+    ZDLY      ``(s·C_tot + c)·P + l``                   ẑ delay ring, slot ``s`` (error_delay > 0)
+    ========  ========================================  =========================================
 
-    ``n_in_pad = P·⌈n_in/P⌉``; per-lane memories hold index ``idx`` in lane ``idx mod P`` at
-    address ``idx div P`` (``P`` is a power of two, so these are bit slices).
+    Neurons are numbered output layer first (``n = i``), then the hidden layer
+    (``n = n_out + k``); likewise columns (output layer: ``C_o = ⌈n_hidden/P⌉`` or ``⌈n_in/P⌉``
+    without a hidden layer, then the hidden layer's ``⌈n_in/P⌉``), synapse addresses (output layer
+    ``i·C_o + c``, then the hidden layer's rows) and spike words (``⌈n_out/W⌉`` words of the output
+    layer, then ``⌈n_hidden/W⌉`` of the hidden layer). Lane ``l`` of a layer owns its inputs
+    ``j ≡ l (mod P)``. :meth:`AccessMap.locate` does this arithmetic for every snapshot variable.
     """
     NEURON = 0
     SIGMA = 1
@@ -70,6 +84,12 @@ class Space(enum.IntEnum):
     XBUF = 7
     TBUF = 8
     REG = 9
+    EBUF = 10
+    FB = 11
+    HERR = 12
+    RATE = 13
+    SDLY = 14
+    ZDLY = 15
 
 
 class Reg(enum.IntEnum):
@@ -78,12 +98,50 @@ class Reg(enum.IntEnum):
     STEP_COUNT = 1    # steps completed (read/write)
     CYCLES = 2        # cycles of the last step (read only)
     CHUNK_PHASE = 3   # step_count mod chunk_steps, kept as a counter (read/write)
+    DELAY_SLOT = 4    # error_delay ring slot written by the next step, 0..D (read/write)
 
 
 def error_layout(p: Params) -> data.StructLayout:
     """Per-output error filter word: ``e1`` and ``e2`` (both 'err'); ``e2`` is the error ``e``."""
     fe = fmt_shape(p.formats["err"])
     return data.StructLayout({"e1": fe, "e2": fe})
+
+
+def rate_layout(p: Params) -> data.StructLayout:
+    """Per-neuron regulariser word: ``rate`` ('rate') and ``racc`` (47 bits)."""
+    return data.StructLayout({"rate": fmt_shape(p.formats["rate"]), "racc": unsigned(RACC_BITS)})
+
+
+def hacc_bits(p: Params) -> int:
+    """Width of a hidden-error accumulator: ``Σ_i b·e`` over ``n_out`` exact products."""
+    F = p.formats
+    fbw = F["w"] if p.feedback is Feedback.SYMMETRIC else F["fb"]
+    return fbw.bits + F["err"].bits + ceil_log2(p.n_out + 1)
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """Where one weight layer lives in the shared memories (see :class:`Space`)."""
+    name: str           # "out" or "hid"
+    n_pre: int
+    N: int              # postsynaptic neurons
+    C: int              # columns per lane, ⌈n_pre/P⌉
+    nbase: int          # first neuron index
+    pbase: int          # first column (pre-trace memories)
+    sbase: int          # first synapse address (per lane)
+    kbase: int          # first spike word
+    x_from_spk: bool    # inputs are the hidden layer's spike words (else the input buffer)
+
+
+def _layers(p: Params, P: int, W: int) -> list[_Layer]:
+    """The layers in processing order: the output layer, then the hidden layer (if any)."""
+    cdiv = lambda a, b: -(-a // b)  # noqa: E731
+    if not p.n_hidden:
+        return [_Layer("out", p.n_in, p.n_out, cdiv(p.n_in, P), 0, 0, 0, 0, False)]
+    Co, Ch = cdiv(p.n_hidden, P), cdiv(p.n_in, P)
+    return [_Layer("out", p.n_hidden, p.n_out, Co, 0, 0, 0, 0, True),
+            _Layer("hid", p.n_in, p.n_hidden, Ch, p.n_out, Co, p.n_out * Co, cdiv(p.n_out, W),
+                   False)]
 
 
 @dataclass(frozen=True)
@@ -106,75 +164,154 @@ class Location:
 
 
 class AccessMap:
-    """Host-side view of the access port's address map for one ``(params, lanes, in_width)``."""
+    """Host-side view of the access port's address map for one ``(params, lanes, in_width)``.
+
+    ``depth`` and ``width`` hold exactly the spaces this configuration has.
+    """
 
     def __init__(self, params: Params, lanes: int = 1, in_width: int = 8):
         p = self.params = params
         self.lanes, self.in_width = lanes, in_width
-        self.cols = -(-p.n_in // lanes)              # columns per lane, C
-        self.n_in_pad = self.cols * lanes
+        P, W = lanes, in_width
+        self.layer_list = L = _layers(p, P, W)
+        self.layer = {l.name: l for l in L}
+        self.cols = L[0].C                            # output layer columns per lane
+        self.n_in_pad = self.cols * lanes             # output layer's padded input count
         self.x_beats = -(-p.n_in // in_width)
-        self.t_beats = -(-p.n_out // in_width)
+        self.t_beats = -(-p.n_out // in_width)       # output spike words
+        self.n_neurons = sum(l.N for l in L)
+        self.n_cols = sum(l.C for l in L)
+        self.n_syn = sum(l.N * l.C for l in L)        # per lane
+        self.spike_words = self.t_beats + (-(-p.n_hidden // in_width) if p.n_hidden else 0)
+        target = p.error_source is ErrorSource.TARGET
+        D = p.error_delay
         self.layouts = {
             Space.NEURON: neuron_layout(p), Space.PRE: pretrace_layout(p),
-            Space.SYN: synapse_layout(p), Space.Q: q_layout(p), Space.ERR: error_layout(p),
+            Space.SYN: synapse_layout(p),
         }
-        self.depth = {
-            Space.NEURON: p.n_out, Space.SIGMA: p.n_out, Space.SPIKE: self.t_beats,
-            Space.ERR: p.n_out, Space.PRE: self.n_in_pad,
-            Space.SYN: p.n_out * self.n_in_pad, Space.Q: p.n_out * self.n_in_pad,
-            Space.XBUF: self.x_beats, Space.TBUF: self.t_beats, Space.REG: len(Reg),
+        if p.optimiser is Optimiser.RMAXPROP:
+            self.layouts[Space.Q] = q_layout(p)
+        if target:
+            self.layouts[Space.ERR] = error_layout(p)
+        if p.regulariser:
+            self.layouts[Space.RATE] = rate_layout(p)
+        F = p.formats
+        dw = {
+            Space.NEURON: (self.n_neurons, neuron_layout(p).size),
+            Space.SIGMA: (self.n_neurons, F["sigma"].bits),
+            Space.SPIKE: (self.spike_words, in_width),
+            Space.PRE: (self.n_cols * P, pretrace_layout(p).size),
+            Space.SYN: (self.n_syn * P, synapse_layout(p).size),
+            Space.XBUF: (self.x_beats, in_width),
+            Space.REG: (len(Reg), 32),
         }
-        self.width = {
-            Space.NEURON: neuron_layout(p).size, Space.SIGMA: p.formats["sigma"].bits,
-            Space.SPIKE: in_width, Space.ERR: error_layout(p).size,
-            Space.PRE: pretrace_layout(p).size, Space.SYN: synapse_layout(p).size,
-            Space.Q: q_layout(p).size, Space.XBUF: in_width, Space.TBUF: in_width, Space.REG: 32,
-        }
+        if p.optimiser is Optimiser.RMAXPROP:
+            dw[Space.Q] = (self.n_syn * P, q_layout(p).size)
+        if target:
+            dw[Space.ERR] = (p.n_out, error_layout(p).size)
+            dw[Space.TBUF] = (self.t_beats, in_width)
+        else:
+            dw[Space.EBUF] = (p.n_out, F["err"].bits)
+        if p.n_hidden:
+            dw[Space.HERR] = (L[0].C * P, hacc_bits(p))
+            if p.feedback is not Feedback.SYMMETRIC:
+                dw[Space.FB] = (L[0].N * L[0].C * P, F["fb"].bits)
+        if p.regulariser:
+            dw[Space.RATE] = (self.n_neurons, rate_layout(p).size)
+        if D:
+            dw[Space.SDLY] = ((D + 1) * self.n_neurons, F["sigma"].bits)
+            dw[Space.ZDLY] = ((D + 1) * self.n_cols * P, F["zh"].bits)
+        dw = dict(sorted(dw.items()))
+        self.depth = {s: d for s, (d, _) in dw.items()}
+        self.width = {s: w for s, (_, w) in dw.items()}
         self.data_bits = max(self.width.values())
         self.index_bits = max(1, ceil_log2(max(self.depth.values())))
 
-    def syn_index(self, i: int, j: int) -> int:
-        return i * self.n_in_pad + j
+    def syn_index(self, i: int, j: int, layer: str = "out") -> int:
+        """Access index of synapse ``(i, j)`` (neuron ``i``, input ``j``) of ``layer``."""
+        L = self.layer[layer]
+        return (L.sbase + i * L.C) * self.lanes + j
 
     def names(self) -> list[str]:
-        """The golden-snapshot variables (``"out.w"``, ``"err.e1"``, ...) this core holds."""
+        """The golden-snapshot variables (``"out.w"``, ``"err.e1"``, ...) this core holds, plus
+        ``"fb"`` (the feedback matrix) when it has one."""
         p = self.params
-        out = ["out.U", "out.I", "out.ref", "out.S", "out.sigma", "out.z", "out.zh", "out.w",
-               *(f"out.{f}" for f in ("el", "elf") if f in self.layouts[Space.SYN].members),
-               "out.m"]
-        if Space.Q in self.layouts and "q" in self.layouts[Space.Q].members:
-            out.append("out.q")
-        out += ["out.e", "err.e1", "err.e2"]
+        out = []
+        for L in reversed(self.layer_list):           # hidden layer first, as the model lists them
+            n = L.name
+            out += [f"{n}.U", f"{n}.I", f"{n}.ref", f"{n}.S", f"{n}.sigma", f"{n}.z", f"{n}.zh",
+                    f"{n}.w", *(f"{n}.{f}" for f in ("el", "elf") if f in self.layouts[Space.SYN].members),
+                    f"{n}.m"]
+            if Space.Q in self.layouts:
+                out.append(f"{n}.q")
+            out.append(f"{n}.e")
+            if p.regulariser:
+                out += [f"{n}.rate", f"{n}.racc"]
+        if p.error_source is ErrorSource.TARGET:
+            out += ["err.e1", "err.e2"]
+        if Space.FB in self.depth:
+            out.append("fb")
         return out
+
+    def depth_of(self, name: str) -> int:
+        """Number of words of snapshot variable ``name`` (row-major, without the batch axis)."""
+        p = self.params
+        if name == "fb":
+            return p.n_hidden * p.n_out
+        layer, field = name.split(".")
+        if layer == "err":
+            return p.n_out
+        L = self.layer[layer]
+        if field in ("z", "zh"):
+            return L.n_pre
+        if field in ("w", "el", "elf", "m", "q"):
+            return L.N * L.n_pre
+        return L.N
 
     def locate(self, name: str, k: int) -> Location:
         """Word ``k`` of snapshot variable ``name`` (row-major without the batch axis, so
-        synapse ``(i, j)`` is ``k = i·n_pre + j``), as the protocol's memory spaces number it."""
-        p = self.params
+        synapse ``(i, j)`` is ``k = i·n_pre + j``; ``"fb"`` is ``k = k_hid·n_out + i``), as the
+        protocol's memory spaces number it."""
+        p, P, W = self.params, self.lanes, self.in_width
         if name not in self.names():
             raise KeyError(f"name must be one of {', '.join(self.names())}, not {name!r}")
-        field = name.split(".")[1]
-        sp, idx, lay = {
-            "U": (Space.NEURON, k, Space.NEURON), "I": (Space.NEURON, k, Space.NEURON),
-            "ref": (Space.NEURON, k, Space.NEURON), "sigma": (Space.SIGMA, k, None),
-            "S": (Space.SPIKE, k // self.in_width, None), "e": (Space.ERR, k, Space.ERR),
-            "e1": (Space.ERR, k, Space.ERR), "e2": (Space.ERR, k, Space.ERR),
-            "z": (Space.PRE, k, Space.PRE), "zh": (Space.PRE, k, Space.PRE),
-            "q": (Space.Q, None, Space.Q),
-        }.get(field, (Space.SYN, None, Space.SYN))
-        depth = p.n_in if sp is Space.PRE else p.n_out * (p.n_in if sp in (Space.SYN, Space.Q) else 1)
+        depth = self.depth_of(name)
         if not 0 <= k < depth:
             raise IndexError(f"{name} index must be in 0..{depth - 1}, not {k}")
-        if idx is None:
-            idx = self.syn_index(*divmod(k, p.n_in))
-        if field == "S":
-            return Location(sp, idx, k % self.in_width, 1, False)
+        F = p.formats
+        if name == "fb":
+            kh, i = divmod(k, p.n_out)
+            f = F["fb"]
+            return Location(Space.FB, self.syn_index(i, kh, "out"), 0, f.bits, True)
+        layer, field = name.split(".")
+        if layer == "err":
+            return self._field(Space.ERR, k, field)
+        L = self.layer[layer]
+        if field in ("U", "I", "ref"):
+            return self._field(Space.NEURON, L.nbase + k, field)
+        if field in ("rate", "racc"):
+            return self._field(Space.RATE, L.nbase + k, field)
         if field == "sigma":
-            return Location(sp, idx, 0, p.formats["sigma"].bits, False)
-        f = self.layouts[lay][{"e": "e2"}.get(field, field)]
+            return Location(Space.SIGMA, L.nbase + k, 0, F["sigma"].bits, False)
+        if field == "S":
+            return Location(Space.SPIKE, L.kbase + k // W, k % W, 1, False)
+        if field in ("z", "zh"):
+            return self._field(Space.PRE, L.pbase * P + k, field)
+        if field in ("w", "el", "elf", "m"):
+            return self._field(Space.SYN, self.syn_index(*divmod(k, L.n_pre), layer), field)
+        if field == "q":
+            return self._field(Space.Q, self.syn_index(*divmod(k, L.n_pre), layer), field)
+        assert field == "e"
+        if layer == "hid":
+            return Location(Space.HERR, k, 0, F["err"].bits, True)
+        if p.error_source is ErrorSource.TARGET:
+            return self._field(Space.ERR, k, "e2")
+        return Location(Space.EBUF, k, 0, F["err"].bits, True)
+
+    def _field(self, space: Space, index: int, field: str) -> Location:
+        f = self.layouts[space][field]
         shape = Shape.cast(f.shape)
-        return Location(sp, idx, f.offset, shape.width, shape.signed)
+        return Location(space, index, f.offset, shape.width, shape.signed)
 
     def pack_bits(self, bits) -> list[int]:
         """Spike vector -> stream words, ``in_width`` bits per beat, bit ``j mod W`` of beat ``j div W``."""
@@ -186,55 +323,70 @@ class AccessMap:
         return words
 
 
-def cycles_per_step(p: Params, lanes: int = 1, chunk: bool = False) -> int:
+def _latencies(p: Params) -> dict[str, int]:
+    """Latencies of the units the Core instantiates for ``p`` (``chunk`` includes the register
+    that waits for the regulariser coefficient)."""
+    return {
+        "neuron": _latency(NeuronUnit(p)),
+        "pre": PreTraceUnit.latency,
+        "errf": ErrorFilterUnit.latency if p.error_source is ErrorSource.TARGET else 0,
+        "syn": _latency(_synapse_unit(p)),
+        "chunk": _latency(ChunkUnit(p)) + (RegCoef.latency if p.regulariser else 0),
+    }
+
+
+def _front_last(p: Params, L: _Layer, lat: dict) -> int:
+    """Last cycle (counted from 0) of a layer's front pass."""
+    Le = lat["errf"] if L.name == "out" else 0
+    return max(L.N + lat["neuron"] + Le, L.C + lat["pre"])
+
+
+def cycles_per_step(p: Params, lanes: int = 1, chunk: bool = False, in_width: int = 8) -> int:
     """Cycles of one step of :class:`Core` (``out`` drained in time), with or without a chunk end.
 
     Each pass takes ``items + 1 + latency`` cycles (one issue per item, one cycle of block-RAM
     read, the unit's latency; the last write-back shares the pass's final cycle), and the final
-    state one more. The front (``N`` neurons with the error filter chained, ``N + 1 + L_n +
-    L_e``, alongside ``C = ⌈n_in/P⌉`` pre-traces, ``C + 1 + L_p``) takes the longer of its two
-    passes; then ``N·C`` synapse words per lane (and ``N·C`` again at a chunk end).
+    state one more. Per layer (output layer first, then the hidden layer): the front (``N``
+    neurons, with the error filter chained for the output layer: ``N + 1 + L_n (+ L_e)``,
+    alongside ``C = ⌈n_pre/P⌉`` pre-traces, ``C + 1 + L_p``) takes the longer of its two passes;
+    then ``N·C`` synapse words per lane (``+ 1 + L_s``). At a chunk end every layer's ``N·C``
+    words again (``+ 1 + L_c``, ``L_c`` including one cycle for the regulariser's coefficient).
+    ``in_width`` does not enter (kept for symmetry with :class:`Core`).
     """
-    C = -(-p.n_in // lanes)
-    L_n = _latency(NeuronUnit(p, n_pre=p.n_in))
-    L_s = _latency(SynapseUnit(p, feedback=False))
-    front = max(p.n_out + 1 + L_n + ErrorFilterUnit.latency, C + 1 + PreTraceUnit.latency)
-    n = front + (p.n_out * C + 1 + L_s) + 1
-    if chunk:
-        n += p.n_out * C + 1 + _latency(ChunkUnit(p))
+    lat = _latencies(p)
+    n = 1
+    for L in _layers(p, lanes, in_width):
+        n += _front_last(p, L, lat) + 1 + L.N * L.C + 1 + lat["syn"]
+        if chunk:
+            n += L.N * L.C + 1 + lat["chunk"]
     return n
 
 
+def _synapse_unit(p: Params) -> SynapseUnit:
+    """The shared SynapseUnit: with the feedback product when there is a hidden layer. Uniform
+    feedback is built like random feedback with ``B`` stored (``1.0`` at reset), so the host may
+    read and rewrite ``B`` as for random feedback."""
+    if p.n_hidden and p.feedback is Feedback.UNIFORM:
+        return SynapseUnit(p.replace(feedback="random"), feedback=True)
+    return SynapseUnit(p, feedback=bool(p.n_hidden))
+
+
 def _check(p: Params, lanes: int, in_width: int):
-    def no(what):
-        raise ParamError(f"Core does not support {what} yet")
-    if p.n_hidden:
-        no("a hidden layer (n_hidden > 0)")
-    if p.kernel is not Kernel.DOUBLE_EXP:
-        no(f"kernel {p.kernel.value!r}")
-    if p.optimiser is not Optimiser.RMAXPROP:
-        no(f"optimiser {p.optimiser.value!r}")
-    if p.error_source is not ErrorSource.TARGET:
-        no(f"error_source {p.error_source.value!r}")
-    if p.error_delay:
-        no("error_delay > 0")
-    if p.regulariser:
-        no("the regulariser")
     for name, v in (("lanes", lanes), ("in_width", in_width)):
-        if not isinstance(v, int) or v < 1 or v & (v - 1):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1 or v & (v - 1):
             raise ParamError(f"Core: {name} must be a power of two, not {v!r}")
     if in_width % lanes:
         raise ParamError(f"Core: in_width ({in_width}) must be a multiple of lanes ({lanes})")
 
 
 class Core(wiring.Component):
-    """One weight layer of spikeloop: every state word in block RAM, one time step per ``start``.
+    """spikeloop's learning core: every state word in block RAM, one time step per ``start``.
 
     Parameters
     ----------
     params : Params
     lanes : int
-        ``P``, a power of two: lane ``l`` owns inputs ``j ≡ l (mod P)``.
+        ``P``, a power of two: lane ``l`` owns each layer's inputs ``j ≡ l (mod P)``.
     in_width : int
         ``W``, bits per stream beat (a power of two, a multiple of ``P``).
 
@@ -245,13 +397,16 @@ class Core(wiring.Component):
         Accepted only while idle; a beat counter wraps after the last beat and restarts at 0
         on ``start``.
     tgt : In(stream.Signature(W))
-        Target spikes, packed likewise over ``n_out``; same rules.
+        ``error_source = target`` only. Target spikes, packed likewise over ``n_out``; same rules.
+    err : In(stream.Signature(signed(err.bits)))
+        ``error_source = host`` only. The errors ``e_i`` of the next step, one 'err' word per
+        beat, ``n_out`` beats (output ``i`` on beat ``i``); same rules as ``inp``.
     out : Out(stream.Signature(W))
         Output spikes of each step, ``⌈n_out/W⌉`` beats packed like ``tgt``. Streamed from the
-        spike memory once the neuron pass is done; the step does not finish (``busy`` stays 1)
-        until the last beat is accepted, so backpressure never loses data.
+        spike memory once the output layer's neuron pass is done; the step does not finish
+        (``busy`` stays 1) until the last beat is accepted, so backpressure never loses data.
     start : In(1)
-        Strobe, honoured while idle: run one step with the buffered inputs and targets.
+        Strobe, honoured while idle: run one step with the buffered inputs and targets/errors.
     busy : Out(1)
     cycles : Out(32)
         Cycles from ``start`` to the end of the last step.
@@ -275,11 +430,13 @@ class Core(wiring.Component):
         self.params = p = params
         self.lanes, self.in_width = lanes, in_width
         self.map = amap = AccessMap(p, lanes, in_width)
-        self.syn_latency = _latency(SynapseUnit(p, feedback=False))
-        self.chunk_latency = _latency(ChunkUnit(p))
-        super().__init__({
-            "inp": In(stream.Signature(in_width)),
-            "tgt": In(stream.Signature(in_width)),
+        self.latencies = _latencies(p)
+        ports = {"inp": In(stream.Signature(in_width))}
+        if p.error_source is ErrorSource.TARGET:
+            ports["tgt"] = In(stream.Signature(in_width))
+        else:
+            ports["err"] = In(stream.Signature(fmt_shape(p.formats["err"])))
+        ports.update({
             "out": Out(stream.Signature(in_width)),
             "start": In(1),
             "busy": Out(1),
@@ -294,37 +451,36 @@ class Core(wiring.Component):
             "acc_rdata": Out(amap.data_bits),
             "acc_rvalid": Out(1),
         })
+        super().__init__(ports)
 
     def cycles_per_step(self, chunk: bool = False) -> int:
         """Cycles of one step (``out`` drained in time), with or without a chunk end."""
-        return cycles_per_step(self.params, self.lanes, chunk)
+        return cycles_per_step(self.params, self.lanes, chunk, self.in_width)
 
     def elaborate(self, platform):
         p, F, amap = self.params, self.params.formats, self.map
-        P, W, N, C = self.lanes, self.in_width, p.n_out, amap.cols
+        P, W = self.lanes, self.in_width
+        LY = amap.layer_list
+        two = len(LY) == 2
+        NN, CC, SS = amap.n_neurons, amap.n_cols, amap.n_syn
+        target = p.error_source is ErrorSource.TARGET
+        rmax = p.optimiser is Optimiser.RMAXPROP
+        traces = p.kernel is not Kernel.FACTORISED
+        double = p.kernel is Kernel.DOUBLE_EXP
+        has_b = two and p.feedback is not Feedback.SYMMETRIC
+        reg = p.regulariser
+        D = p.error_delay
         lp, lw = ceil_log2(P), ceil_log2(W)
         m = Module()
 
         # ------------------------------------------------------------ memories
-        def mem(name, shape, depth, read_ports=1):
-            mm = Memory(shape=shape, depth=max(1, depth), init=[])
+        def mem(name, shape, depth, read_ports=1, init=(), transparent=False):
+            mm = Memory(shape=shape, depth=max(1, depth), init=list(init))
             m.submodules[name] = mm
-            rds = [mm.read_port() for _ in range(read_ports)]
-            return mm, rds, mm.write_port()
-
-        nl, pl, sl, ql, el = (neuron_layout(p), pretrace_layout(p), synapse_layout(p),
-                              q_layout(p), error_layout(p))
-        _, (sig_rd,), sig_wr = mem("sig", fmt_shape(F["sigma"]), N)
-        _, (spk_rd, spk_rd2), spk_wr = mem("spk", W, amap.t_beats, read_ports=2)
-        _, (err_rd,), err_wr = mem("err", el, N)
-        _, (xb_rd,), xb_wr = mem("xbuf", W, amap.x_beats)
-        _, (tb_rd,), tb_wr = mem("tbuf", W, amap.t_beats)
-        pre = [mem(f"pre{l}", pl, C) for l in range(P)]
-        qm = [mem(f"q{l}", ql, N * C) for l in range(P)]
-        pre_rd = [r[1][0] for r in pre]
-        pre_wr = [r[2] for r in pre]
-        q_rd = [r[1][0] for r in qm]
-        q_wr = [r[2] for r in qm]
+            wr = mm.write_port()
+            rds = [mm.read_port(transparent_for=(wr,) if transparent else ())
+                   for _ in range(read_ports)]
+            return mm, rds, wr
 
         def gmem(name, layout, depth):
             """A memory of ``layout`` words stored as plain bits, with a write port whose
@@ -348,37 +504,82 @@ class Core(wiring.Component):
                 return Const(bits, layout.size // g)
             return rd, wr, layout(rd.data), wdata, en
 
+        nl, pl, sl = neuron_layout(p), pretrace_layout(p), synapse_layout(p)
+        fe = fmt_shape(F["err"])
+        _, (sig_rd,), sig_wr = mem("sig", fmt_shape(F["sigma"]), NN)
+        _, (spk_rd, spk_rd2), spk_wr = mem("spk", W, amap.spike_words, read_ports=2)
+        _, (xb_rd,), xb_wr = mem("xbuf", W, amap.x_beats)
+        if target:
+            el = error_layout(p)
+            _, (err_rd,), err_wr = mem("err", el, p.n_out)
+            _, (tb_rd,), tb_wr = mem("tbuf", W, amap.t_beats)
+        else:
+            _, (eb_rd,), eb_wr = mem("ebuf", fe, p.n_out)
+        pre = [mem(f"pre{l}", pl, CC) for l in range(P)]
+        pre_rd = [r[1][0] for r in pre]
+        pre_wr = [r[2] for r in pre]
+        if rmax:
+            ql = q_layout(p)
+            qm = [mem(f"q{l}", ql, SS) for l in range(P)]
+            q_rd = [r[1][0] for r in qm]
+            q_wr = [r[2] for r in qm]
+        if two:
+            hb = hacc_bits(p)
+            hm = [mem(f"herr{l}", signed(hb), LY[0].C, transparent=True) for l in range(P)]
+            h_rd = [r[1][0] for r in hm]
+            h_wr = [r[2] for r in hm]
+        if has_b:
+            b_init = [F["fb"].one] * (LY[0].N * LY[0].C) if p.feedback is Feedback.UNIFORM else []
+            bm = [mem(f"fb{l}", fmt_shape(F["fb"]), LY[0].N * LY[0].C, init=b_init)
+                  for l in range(P)]
+            b_rd = [r[1][0] for r in bm]
+            b_wr = [r[2] for r in bm]
+        if D:
+            _, (sd_rd,), sd_wr = mem("sdly", fmt_shape(F["sigma"]), (D + 1) * NN)
+            zd = [mem(f"zdly{l}", fmt_shape(F["zh"]), (D + 1) * CC) for l in range(P)]
+            zd_rd = [r[1][0] for r in zd]
+            zd_wr = [r[2] for r in zd]
+
         # Synapse words: the chunk-end pass rewrites only ``w`` and ``m`` and leaves ``el``,
         # ``el_flt`` in place instead of carrying them around ChunkUnit.
         syn_rd, syn_wr, syn_rdata, syn_wdata = [], [], [], []
         for l in range(P):
-            rd, wr, rdata, wdata_, en_syn = gmem(f"syn{l}", sl, N * C)
+            rd, wr, rdata, wdata_, en_syn = gmem(f"syn{l}", sl, SS)
             syn_rd.append(rd)
             syn_wr.append(wr)
             syn_rdata.append(rdata)
             syn_wdata.append(wdata_)
         en_all, en_wm = en_syn(), en_syn("w", "m")
         # Neuron words: the front pass writes ``U``, ``ref``, the learning pass ``I``.
-        neur_rd, neur_wr, neur_rdata, neur_wdata, en_neur = gmem("neur", nl, N)
+        neur_rd, neur_wr, neur_rdata, neur_wdata, en_neur = gmem("neur", nl, NN)
+        if reg:
+            rl = rate_layout(p)
+            rate_rd, rate_wr, rate_rdata, rate_wdata, en_rate = gmem("ratem", rl, NN)
 
         # ------------------------------------------------------------ units
-        m.submodules.neuron = nu = NeuronUnit(p, n_pre=p.n_in)
+        m.submodules.neuron = nu = NeuronUnit(p)
         ptu = []
         for l in range(P):
             u = PreTraceUnit(p)
             m.submodules[f"pretrace{l}"] = u
             ptu.append(u)
-        m.submodules.errf = efu = ErrorFilterUnit(p)
+        if target:
+            m.submodules.errf = efu = ErrorFilterUnit(p)
         snu, chu = [], []
         for l in range(P):
-            u = SynapseUnit(p, feedback=False)
+            u = _synapse_unit(p)
             m.submodules[f"synapse{l}"] = u
             snu.append(u)
             c = ChunkUnit(p)
             m.submodules[f"chunk{l}"] = c
             chu.append(c)
-        Ln, Lp, Le, Ls, Lc = nu.latency, PreTraceUnit.latency, efu.latency, snu[0].latency, \
-            chu[0].latency
+        if reg:
+            m.submodules.regcoef = rcu = RegCoef(p)
+        lat = self.latencies
+        Ln, Lp, Ls = nu.latency, PreTraceUnit.latency, snu[0].latency
+        Lc0 = chu[0].latency                      # ChunkUnit alone
+        Lc = lat["chunk"]                         # + the coefficient's register
+        assert Ls == lat["syn"] and Ln == lat["neuron"]
 
         # ------------------------------------------------------------ registers
         step_count = Signal(32)
@@ -386,40 +587,75 @@ class Core(wiring.Component):
         cyc = Signal(32)
         phase = Signal(range(max(2, p.chunk_steps)))
         r0 = Signal(unsigned(F["w"].bits - 1), init=p.r0_q)
+        dslot = Signal(range(D + 1)) if D else None
         m.d.comb += [self.step_count.eq(step_count), self.cycles.eq(cycles), self.r0.eq(r0)]
 
-        big = max(N * C, N, C) + max(Ln, Lp, Le, Ls, Lc) + 4
-        k = Signal(range(big + 1))         # pass cycle counter
-        ci = Signal(range(max(2, N + 1)))  # row counter
-        cc = Signal(range(max(2, C + 1)))  # column counter
-        ca = Signal(range(max(2, N * C + 1)))  # synapse address counter
+        big = max(max(L.N * L.C, L.N, L.C) for L in LY) + max(Ln, Lp, Ls, Lc) + 8
+        k = Signal(range(big + 1))          # pass cycle counter
+        maxN = max(L.N for L in LY)
+        maxC = max(L.C for L in LY)
+        ci = Signal(range(max(2, maxN + 1)))  # row counter (within the layer)
+        cc = Signal(range(max(2, maxC + 1)))  # column counter (within the layer)
+        ca = Signal(range(max(2, SS + 1)))    # synapse address (absolute)
+        lay = Signal()                         # 0: output layer, 1: hidden layer
         do_chunk = Signal()
         out_go = Signal()
         out_done = Signal()
 
+        def per(key):
+            """A per-layer constant for the layer being processed."""
+            vals = [key(L) if callable(key) else getattr(L, key) for L in LY]
+            if not two or vals[0] == vals[1]:
+                return Const(vals[0], range(max(2, vals[0] + 1)))
+            r = range(max(2, max(vals) + 1))
+            return Mux(lay, Const(vals[1], r), Const(vals[0], r))
+
+        lN, lC, lNC = per("N"), per("C"), per(lambda L: L.N * L.C)
+        nbase, pbase, sbase, kbase = per("nbase"), per("pbase"), per("sbase"), per("kbase")
+        is_out = ~lay
+        x_spk = lay == 0 if two else Const(0)   # the layer's inputs are the hidden spike words
+
         def lane_ok(c, l):
-            """Lane ``l`` holds a real input in column ``c`` (the last column may be padding)."""
-            last = p.n_in - (C - 1) * P                # real inputs in the last column
-            if l < last:
-                return Const(1)
-            return c != C - 1
+            """Lane ``l`` holds a real input in column ``c`` of this layer (the last column may
+            be padding)."""
+            conds = []
+            for L in LY:
+                last = L.n_pre - (L.C - 1) * P        # real inputs in the last column
+                conds.append(Const(1) if l < last else (c != L.C - 1))
+            return conds[0] if not two else Mux(lay, conds[1], conds[0])
 
         def advance_2d():
-            with m.If(cc == C - 1):
+            with m.If(cc == lC - 1):
                 m.d.sync += [cc.eq(0), ci.eq(ci + 1)]
             with m.Else():
                 m.d.sync += cc.eq(cc + 1)
             m.d.sync += ca.eq(ca + 1)
 
-        def reset_counters():
-            m.d.sync += [k.eq(0), ci.eq(0), cc.eq(0), ca.eq(0)]
+        def reset_counters(next_lay):
+            base = LY[next_lay].sbase
+            m.d.sync += [k.eq(0), ci.eq(0), cc.eq(0), ca.eq(base), lay.eq(next_lay)]
+
+        # error_delay rings: slot ``dslot`` is written this step, slot ``dslot + 1`` (mod D + 1),
+        # written D steps ago, is read.
+        if D:
+            rslot = Signal(range(D + 1))
+            m.d.comb += rslot.eq(Mux(dslot == D, 0, dslot + 1))
+            sd_wbase = mul_const(dslot, NN)
+            sd_rbase = mul_const(rslot, NN)
+            zd_wbase = mul_const(dslot, CC)
+            zd_rbase = mul_const(rslot, CC)
 
         # ------------------------------------------------------------ idle: streams, access port
         idle = Signal()
         m.d.comb += self.busy.eq(~idle)
         x_ptr = Signal(range(max(2, amap.x_beats)))
-        t_ptr = Signal(range(max(2, amap.t_beats)))
-        m.d.comb += [self.inp.ready.eq(idle), self.tgt.ready.eq(idle)]
+        m.d.comb += self.inp.ready.eq(idle)
+        if target:
+            t_ptr = Signal(range(max(2, amap.t_beats)))
+            m.d.comb += self.tgt.ready.eq(idle)
+        else:
+            e_ptr = Signal(range(max(2, p.n_out)))
+            m.d.comb += self.err.ready.eq(idle)
 
         sp, ix = self.acc_space, self.acc_index
         lane_of = ix[:lp] if lp else Const(0)
@@ -428,7 +664,8 @@ class Core(wiring.Component):
         acc_r = idle & self.acc_re
 
         def wdata(layout_or_width):
-            n = layout_or_width.size if isinstance(layout_or_width, data.Layout) else layout_or_width
+            n = layout_or_width.size if isinstance(layout_or_width, data.Layout) else \
+                (layout_or_width if isinstance(layout_or_width, int) else Shape.cast(layout_or_width).width)
             return self.acc_wdata[:n]
 
         # access-port read pipeline: address this cycle, data next, registered after.
@@ -439,25 +676,44 @@ class Core(wiring.Component):
         m.d.sync += [r1_valid.eq(acc_r), r1_space.eq(sp), r1_lane.eq(lane_of), r1_index.eq(ix)]
         m.d.sync += self.acc_rvalid.eq(r1_valid)
 
+        def lanes_data(rds):
+            return _lane_select([r.data for r in rds], r1_lane)
+
+        rsources = [(Space.NEURON, neur_rd.data), (Space.SIGMA, sig_rd.data),
+                    (Space.SPIKE, spk_rd.data), (Space.XBUF, xb_rd.data),
+                    (Space.PRE, lanes_data(pre_rd)), (Space.SYN, lanes_data(syn_rd))]
+        if target:
+            rsources += [(Space.ERR, err_rd.data), (Space.TBUF, tb_rd.data)]
+        else:
+            rsources.append((Space.EBUF, eb_rd.data))
+        if rmax:
+            rsources.append((Space.Q, lanes_data(q_rd)))
+        if two:
+            rsources.append((Space.HERR, lanes_data(h_rd)))
+        if has_b:
+            rsources.append((Space.FB, lanes_data(b_rd)))
+        if reg:
+            rsources.append((Space.RATE, rate_rd.data))
+        if D:
+            rsources += [(Space.SDLY, sd_rd.data), (Space.ZDLY, lanes_data(zd_rd))]
         with m.If(r1_valid):
             with m.Switch(r1_space):
-                for space, v in (
-                        (Space.NEURON, neur_rd.data), (Space.SIGMA, sig_rd.data),
-                        (Space.SPIKE, spk_rd.data), (Space.ERR, err_rd.data),
-                        (Space.XBUF, xb_rd.data), (Space.TBUF, tb_rd.data),
-                        (Space.PRE, _lane_select([r.data for r in pre_rd], r1_lane)),
-                        (Space.SYN, _lane_select([r.data for r in syn_rd], r1_lane)),
-                        (Space.Q, _lane_select([r.data for r in q_rd], r1_lane))):
+                for space, v in rsources:
                     with m.Case(space):
-                        m.d.sync += self.acc_rdata.eq(_raw(v))
+                        m.d.sync += self.acc_rdata.eq(_raw(v).as_unsigned())
                 with m.Case(Space.REG):
                     with m.Switch(r1_index):
-                        for reg, v in ((Reg.R0, r0), (Reg.STEP_COUNT, step_count),
-                                       (Reg.CYCLES, cycles), (Reg.CHUNK_PHASE, phase)):
-                            with m.Case(reg):
+                        regs = [(Reg.R0, r0), (Reg.STEP_COUNT, step_count),
+                                (Reg.CYCLES, cycles), (Reg.CHUNK_PHASE, phase)]
+                        if D:
+                            regs.append((Reg.DELAY_SLOT, dslot))
+                        for rg, v in regs:
+                            with m.Case(rg):
                                 m.d.sync += self.acc_rdata.eq(v)
                         with m.Default():
                             m.d.sync += self.acc_rdata.eq(0)
+                with m.Default():
+                    m.d.sync += self.acc_rdata.eq(0)
 
         # ------------------------------------------------------------ output stream
         o_k = Signal(range(max(2, amap.t_beats + 1)))
@@ -484,74 +740,110 @@ class Core(wiring.Component):
         # ------------------------------------------------------------ pass pipelines
         # Each pass issues reads at cycle k (index counters), feeds its unit(s) the read data at
         # k + 1 ("s1") and writes the unit outputs back at k + 1 + latency (delayed addresses).
+        sh = ceil_log2(W // P)                         # columns per input word: 2^sh
+        x_addr = cc.shift_right(sh)
+        x_word = Signal(W)
+        hid_kbase = LY[1].kbase if two else 0
+        x_spk1 = pipe_reg(m, x_spk, "x_spk1")
+        m.d.comb += x_word.eq(Mux(x_spk1, spk_rd.data, xb_rd.data))
+
+        def x_bits(c1):
+            off = Cat(Const(0, lp), c1[:sh]) if sh else Const(0, max(1, lp))
+            return x_word.bit_select(off, P)
+
+        def x_read():
+            """Address the input words of this layer's column ``cc``."""
+            m.d.comb += [xb_rd.addr.eq(x_addr), spk_rd.addr.eq(hid_kbase + x_addr)]
+
         # --- neuron pass ----------------------------------------------------
         n_issue = Signal()
         n_s1 = pipe_reg(m, n_issue, "n_s1")
         n_i1 = pipe_reg(m, ci, "n_i1")
         m.d.comb += [
             nu.valid.eq(n_s1), nu.U.eq(neur_rdata.U), nu.I.eq(neur_rdata.I),
-            nu.ref.eq(neur_rdata.ref), nu.drive.eq(0), nu.use_rate.eq(0),
+            nu.ref.eq(neur_rdata.ref), nu.drive.eq(0),
         ]
+        if reg:
+            m.d.comb += [nu.use_rate.eq(pipe_reg(m, lay, "n_hid1")), nu.rate.eq(rate_rdata.rate),
+                         nu.racc.eq(rate_rdata.racc)]
+        else:
+            m.d.comb += nu.use_rate.eq(0)
         n_io = pipe_delay(m, n_i1, Ln, "n_i")
+        n_abs = Signal(range(max(2, NN)))
+        m.d.comb += n_abs.eq(nbase + n_io)
         sbuf = Signal(W)
         n_bit = n_io[:lw] if lw else Const(0, 1)
         n_word = Signal(W)
         m.d.comb += n_word.eq(sbuf | (nu.S.as_unsigned() << n_bit)[:W])
-        n_flush = (n_bit == W - 1) | (n_io == N - 1) if lw else Const(1)
-
-        FRONT_LAST = max(N + Ln + Le, C + Lp)         # last cycle of the FRONT state
+        n_flush = (n_bit == W - 1) | (n_io == lN - 1) if lw else Const(1)
+        FRONT_LAST = per(lambda L: _front_last(p, L, lat))
 
         # --- pre-trace pass -------------------------------------------------
         p_issue = Signal()
         p_s1 = pipe_reg(m, p_issue, "p_s1")
         p_c1 = pipe_reg(m, cc, "p_c1")
-        sh = ceil_log2(W // P)                         # columns per input word: 2^sh
-        x_addr = cc.shift_right(sh)
-
-        def x_bits(c1):
-            off = Cat(Const(0, lp), c1[:sh]) if sh else Const(0, max(1, lp))
-            return xb_rd.data.bit_select(off, P)
-
         p_x = x_bits(p_c1)
         for l in range(P):
             m.d.comb += [ptu[l].valid.eq(p_s1 & lane_ok(p_c1, l)), ptu[l].z.eq(pre_rd[l].data.z),
                          ptu[l].zh.eq(pre_rd[l].data.zh), ptu[l].x.eq(p_x[l])]
         p_co = pipe_delay(m, p_c1, Lp, "p_c")
+        p_abs = Signal(range(max(2, CC)))
+        m.d.comb += p_abs.eq(pbase + p_co)
 
-        # --- error filter, chained to the neuron pipe ---------------------
+        # --- output error, chained to the neuron pipe (output layer only) -
         # S_i leaves NeuronUnit at cycle i + 1 + Ln; e1, e2 and the target word of neuron i are
         # read one cycle before (address i delayed by Ln) so that they arrive with it.
-        e_addr = pipe_delay(m, n_i1, Ln - 1, "e_addr")
-        e_bit = n_io[:lw] if lw else Const(0, 1)
-        m.d.comb += [
-            efu.valid.eq(nu.out_valid), efu.e1.eq(err_rd.data.e1), efu.e2.eq(err_rd.data.e2),
-            efu.target.eq(tb_rd.data.bit_select(e_bit, 1)), efu.spike.eq(nu.S),
-        ]
-        e_io = pipe_delay(m, n_io, Le, "e_i")
+        if target:
+            e_addr = pipe_delay(m, n_i1, Ln - 1, "e_addr")
+            e_bit = n_io[:lw] if lw else Const(0, 1)
+            m.d.comb += [
+                efu.valid.eq(nu.out_valid & is_out), efu.e1.eq(err_rd.data.e1),
+                efu.e2.eq(err_rd.data.e2), efu.target.eq(tb_rd.data.bit_select(e_bit, 1)),
+                efu.spike.eq(nu.S),
+            ]
+            e_io = pipe_delay(m, n_io, efu.latency, "e_i")
 
         # --- learning pass --------------------------------------------------
         l_issue = Signal()
         l_s1 = pipe_reg(m, l_issue, "l_s1")
         l_c1 = pipe_reg(m, cc, "l_c1")
         l_a1 = pipe_reg(m, ca, "l_a1")
+        l_i1 = pipe_reg(m, ci, "l_i1")
         l_first1 = pipe_reg(m, cc == 0, "l_first1")
-        l_last1 = pipe_reg(m, cc == C - 1, "l_last1")
+        l_last1 = pipe_reg(m, cc == lC - 1, "l_last1")
         l_x = x_bits(l_c1)
+        # σ' of the row and ẑ of the column, error_delay steps late when D > 0
+        l_sigma = sd_rd.data if D else sig_rd.data
+        l_zh = [zd_rd[l].data for l in range(P)] if D else [pre_rd[l].data.zh for l in range(P)]
+        # e of the row: the output error, or the hidden error from the accumulators
+        e_out = err_rd.data.e2 if target else eb_rd.data
+        if two:
+            l_lane1 = l_i1[:lp] if lp else Const(0)
+            e_hid = _lane_select([r.data for r in h_rd], l_lane1)[:F["err"].bits].as_signed()
+            l_e = Mux(pipe_reg(m, lay, "l_hid1"), e_hid, e_out)
+        else:
+            l_e = e_out
         for l in range(P):
             u = snu[l]
             rd = syn_rdata[l]
             m.d.comb += [
-                u.valid.eq(l_s1 & lane_ok(l_c1, l)), u.w.eq(rd.w), u.el.eq(rd.el),
-                u.elf.eq(rd.elf), u.m.eq(rd.m), u.sigma.eq(sig_rd.data), u.e.eq(err_rd.data.e2),
-                u.zh.eq(pre_rd[l].data.zh), u.x.eq(l_x[l] & lane_ok(l_c1, l)),
+                u.valid.eq(l_s1 & lane_ok(l_c1, l)), u.w.eq(rd.w), u.m.eq(rd.m),
+                u.sigma.eq(l_sigma), u.e.eq(l_e),
+                u.zh.eq(l_zh[l]), u.x.eq(l_x[l] & lane_ok(l_c1, l)),
             ]
+            if traces:
+                m.d.comb += u.el.eq(rd.el)
+            if double:
+                m.d.comb += u.elf.eq(rd.elf)
+            if has_b:
+                m.d.comb += u.b.eq(b_rd[l].data)
         l_vo = pipe_delay(m, l_s1, Ls, "l_v")
         l_ao = pipe_delay(m, l_a1, Ls, "l_a")
         l_first_o = pipe_delay(m, l_first1, Ls, "l_first")
         l_last_o = pipe_delay(m, l_last1, Ls, "l_last")
-        l_io = pipe_delay(m, pipe_reg(m, ci, "l_i1"), Ls, "l_i")
+        l_io = pipe_delay(m, l_i1, Ls, "l_i")
         l_I = pipe_delay(m, neur_rdata.I, Ls, "l_I")      # the row's I rides with its synapses
-        db = drive_bits(p, p.n_in)
+        db = drive_bits(p)
         acc = Signal(signed(db))
         tot = Signal(signed(db))
         row_sum = Signal(signed(db))
@@ -560,49 +852,116 @@ class Core(wiring.Component):
         with m.If(l_vo):
             m.d.sync += acc.eq(row_sum)
         I_new = sat(decay_signed(l_I, p.decay_syn) + row_sum, F["i"])
+        LEARN_LAST = per(lambda L: L.N * L.C + Ls)
+
+        # Hidden error (output layer's pass): acc[k] += b_ki·e_i for every synapse (i, k) as it
+        # leaves the unit. Column k comes back every C_o cycles; its accumulator is read one
+        # cycle ahead through a read port transparent to the write port, so even C_o = 1 sees
+        # the previous row's sum. The last row writes e_k = sat((Σ) >>₀ frac) in its place.
+        if two:
+            h_c = pipe_delay(m, l_c1, Ls - 1, "h_c")       # column, one cycle before out_valid
+            h_first = pipe_delay(m, pipe_reg(m, ci == 0, "h_first1"), Ls, "h_first")
+            h_last = pipe_delay(m, pipe_reg(m, ci == LY[0].N - 1, "h_last1"), Ls, "h_last")
+            h_co = pipe_reg(m, h_c, "h_co")
+            h_frac = F["w"].frac if p.feedback is Feedback.SYMMETRIC else F["fb"].frac
+            h_new, h_fin = [], []
+            for l in range(P):
+                s = Signal(signed(hb), name=f"h_new{l}")
+                m.d.comb += s.eq(Mux(h_first, 0, h_rd[l].data) + snu[l].fb)
+                f = Signal(signed(hb), name=f"h_fin{l}")
+                m.d.comb += f.eq(resize(sat(shift_trunc(s, h_frac), F["err"]), signed(hb)))
+                h_new.append(s)
+                h_fin.append(f)
 
         # --- chunk pass -----------------------------------------------------
         c_issue = Signal()
         c_s1 = pipe_reg(m, c_issue, "c_s1")
         c_c1 = pipe_reg(m, cc, "c_c1")
         c_a1 = pipe_reg(m, ca, "c_a1")
+        c_last1 = pipe_reg(m, cc == lC - 1, "c_last1")
+        c_n1 = pipe_reg(m, nbase + ci, "c_n1")
+        c_ok = [c_s1 & lane_ok(c_c1, l) for l in range(P)]
+        if reg:
+            # The row's coefficient takes one cycle (RegCoef): the synapse waits one register.
+            m.d.comb += rcu.racc.eq(rate_rdata.racc)
+            c_in = [dict(valid=pipe_reg(m, c_ok[l], f"c_v2_{l}"),
+                         w=pipe_reg(m, syn_rdata[l].w, f"c_w2_{l}"),
+                         m=pipe_reg(m, syn_rdata[l].m, f"c_m2_{l}"),
+                         **({"q": pipe_reg(m, q_rd[l].data.q, f"c_q2_{l}")} if rmax else {}))
+                    for l in range(P)]
+        else:
+            c_in = [dict(valid=c_ok[l], w=syn_rdata[l].w, m=syn_rdata[l].m,
+                         **({"q": q_rd[l].data.q} if rmax else {})) for l in range(P)]
         for l in range(P):
             u = chu[l]
-            rd = syn_rdata[l]
-            m.d.comb += [u.valid.eq(c_s1 & lane_ok(c_c1, l)), u.w.eq(rd.w), u.m.eq(rd.m),
-                         u.q.eq(q_rd[l].data.q), u.r0.eq(r0)]
+            m.d.comb += [u.valid.eq(c_in[l]["valid"]), u.w.eq(c_in[l]["w"]), u.m.eq(c_in[l]["m"])]
+            if rmax:
+                m.d.comb += [u.q.eq(c_in[l]["q"]), u.r0.eq(r0)]
+            if reg:
+                m.d.comb += u.c.eq(rcu.c)
         c_ao = pipe_delay(m, c_a1, Lc, "c_a")
+        CHUNK_LAST = per(lambda L: L.N * L.C + Lc)
 
-        # ------------------------------------------------------------ memory port muxes
+        # ------------------------------------------------------------ sequencer and port muxes
         # Idle: access port and streams. Passes: their own addresses (exclusive by state).
-        with m.FSM(name="seq") as seq:
+        with m.FSM(name="seq"):
             with m.State("IDLE"):
                 m.d.comb += idle.eq(1)
                 # access port addresses
-                m.d.comb += [
-                    neur_rd.addr.eq(ix), sig_rd.addr.eq(ix), spk_rd.addr.eq(ix),
-                    err_rd.addr.eq(ix), xb_rd.addr.eq(ix), tb_rd.addr.eq(ix),
-                ]
+                m.d.comb += [neur_rd.addr.eq(ix), sig_rd.addr.eq(ix), spk_rd.addr.eq(ix),
+                             xb_rd.addr.eq(ix)]
+                if target:
+                    m.d.comb += [err_rd.addr.eq(ix), tb_rd.addr.eq(ix)]
+                else:
+                    m.d.comb += eb_rd.addr.eq(ix)
+                if reg:
+                    m.d.comb += rate_rd.addr.eq(ix)
+                if D:
+                    m.d.comb += sd_rd.addr.eq(ix)
                 for l in range(P):
-                    m.d.comb += [pre_rd[l].addr.eq(addr_of), syn_rd[l].addr.eq(addr_of),
-                                 q_rd[l].addr.eq(addr_of)]
+                    m.d.comb += [pre_rd[l].addr.eq(addr_of), syn_rd[l].addr.eq(addr_of)]
+                    if rmax:
+                        m.d.comb += q_rd[l].addr.eq(addr_of)
+                    if two:
+                        m.d.comb += h_rd[l].addr.eq(addr_of)
+                    if has_b:
+                        m.d.comb += b_rd[l].addr.eq(addr_of)
+                    if D:
+                        m.d.comb += zd_rd[l].addr.eq(addr_of)
                 with m.If(acc_w):
                     with m.Switch(sp):
                         with m.Case(Space.NEURON):
                             m.d.comb += [neur_wr.addr.eq(ix), neur_wdata.eq(wdata(nl)),
                                          neur_wr.en.eq(en_neur())]
-                        for space, wr, lay in ((Space.SIGMA, sig_wr, F["sigma"].bits),
-                                               (Space.SPIKE, spk_wr, W), (Space.ERR, err_wr, el)):
+                        if reg:
+                            with m.Case(Space.RATE):
+                                m.d.comb += [rate_wr.addr.eq(ix), rate_wdata.eq(wdata(rl)),
+                                             rate_wr.en.eq(en_rate())]
+                        single = [(Space.SIGMA, sig_wr, F["sigma"].bits), (Space.SPIKE, spk_wr, W)]
+                        if target:
+                            single.append((Space.ERR, err_wr, el))
+                        if D:
+                            single.append((Space.SDLY, sd_wr, F["sigma"].bits))
+                        for space, wr, lay_ in single:
                             with m.Case(space):
-                                m.d.comb += [wr.addr.eq(ix), wr.data.eq(wdata(lay)), wr.en.eq(1)]
+                                m.d.comb += [wr.addr.eq(ix), wr.data.eq(wdata(lay_)), wr.en.eq(1)]
                         with m.Case(Space.SYN):
                             for l in range(P):
                                 m.d.comb += [syn_wr[l].addr.eq(addr_of), syn_wdata[l].eq(wdata(sl)),
                                              syn_wr[l].en.eq(Mux(lane_of == l, en_all, 0))]
-                        for space, wrs, lay in ((Space.PRE, pre_wr, pl), (Space.Q, q_wr, ql)):
+                        laned = [(Space.PRE, pre_wr, pl)]
+                        if rmax:
+                            laned.append((Space.Q, q_wr, ql))
+                        if two:
+                            laned.append((Space.HERR, h_wr, hb))
+                        if has_b:
+                            laned.append((Space.FB, b_wr, F["fb"].bits))
+                        if D:
+                            laned.append((Space.ZDLY, zd_wr, F["zh"].bits))
+                        for space, wrs, lay_ in laned:
                             with m.Case(space):
                                 for l in range(P):
-                                    m.d.comb += [wrs[l].addr.eq(addr_of), wrs[l].data.eq(wdata(lay)),
+                                    m.d.comb += [wrs[l].addr.eq(addr_of), wrs[l].data.eq(wdata(lay_)),
                                                  wrs[l].en.eq(lane_of == l)]
                         with m.Case(Space.REG):
                             with m.Switch(ix):
@@ -612,6 +971,10 @@ class Core(wiring.Component):
                                     m.d.sync += step_count.eq(self.acc_wdata)
                                 with m.Case(Reg.CHUNK_PHASE):
                                     m.d.sync += phase.eq(self.acc_wdata)
+                                if D:
+                                    with m.Case(Reg.DELAY_SLOT):
+                                        m.d.sync += dslot.eq(Mux(self.acc_wdata > D, D,
+                                                                 self.acc_wdata))
                 # buffers: the access port wins over the stream on the same cycle
                 with m.If(acc_w & (sp == Space.XBUF)):
                     m.d.comb += [xb_wr.addr.eq(ix), xb_wr.data.eq(wdata(W)), xb_wr.en.eq(1)]
@@ -619,107 +982,181 @@ class Core(wiring.Component):
                     m.d.comb += [xb_wr.addr.eq(x_ptr), xb_wr.data.eq(self.inp.payload),
                                  xb_wr.en.eq(1)]
                     m.d.sync += x_ptr.eq(Mux(x_ptr == amap.x_beats - 1, 0, x_ptr + 1))
-                with m.If(acc_w & (sp == Space.TBUF)):
-                    m.d.comb += [tb_wr.addr.eq(ix), tb_wr.data.eq(wdata(W)), tb_wr.en.eq(1)]
-                with m.Elif(self.tgt.valid):
-                    m.d.comb += [tb_wr.addr.eq(t_ptr), tb_wr.data.eq(self.tgt.payload),
-                                 tb_wr.en.eq(1)]
-                    m.d.sync += t_ptr.eq(Mux(t_ptr == amap.t_beats - 1, 0, t_ptr + 1))
+                if target:
+                    with m.If(acc_w & (sp == Space.TBUF)):
+                        m.d.comb += [tb_wr.addr.eq(ix), tb_wr.data.eq(wdata(W)), tb_wr.en.eq(1)]
+                    with m.Elif(self.tgt.valid):
+                        m.d.comb += [tb_wr.addr.eq(t_ptr), tb_wr.data.eq(self.tgt.payload),
+                                     tb_wr.en.eq(1)]
+                        m.d.sync += t_ptr.eq(Mux(t_ptr == amap.t_beats - 1, 0, t_ptr + 1))
+                else:
+                    with m.If(acc_w & (sp == Space.EBUF)):
+                        m.d.comb += [eb_wr.addr.eq(ix), eb_wr.data.eq(wdata(fe)), eb_wr.en.eq(1)]
+                    with m.Elif(self.err.valid):
+                        m.d.comb += [eb_wr.addr.eq(e_ptr), eb_wr.data.eq(self.err.payload),
+                                     eb_wr.en.eq(1)]
+                        m.d.sync += e_ptr.eq(Mux(e_ptr == p.n_out - 1, 0, e_ptr + 1))
                 with m.If(self.start):
-                    reset_counters()
-                    m.d.sync += [cyc.eq(1), x_ptr.eq(0), t_ptr.eq(0), sbuf.eq(0),
+                    reset_counters(0)
+                    m.d.sync += [cyc.eq(1), x_ptr.eq(0), sbuf.eq(0),
                                  do_chunk.eq(phase == p.chunk_steps - 1)]
+                    m.d.sync += (t_ptr if target else e_ptr).eq(0)
                     m.next = "FRONT"
 
             with m.State("FRONT"):
-                # Neuron pass (with the error filter chained to it) and pre-trace pass at once:
-                # they touch disjoint memories and neither reads what the other writes.
-                m.d.comb += [n_issue.eq(k < N), neur_rd.addr.eq(ci), err_rd.addr.eq(e_addr),
-                             tb_rd.addr.eq(e_addr.shift_right(lw))]
-                with m.If(k < N):
+                # Neuron pass (with the error filter chained to it for the output layer) and
+                # pre-trace pass at once: they touch disjoint memories and neither reads what
+                # the other writes.
+                m.d.comb += [n_issue.eq(k < lN), neur_rd.addr.eq(nbase + ci)]
+                if reg:
+                    m.d.comb += rate_rd.addr.eq(nbase + ci)
+                if target:
+                    m.d.comb += [err_rd.addr.eq(e_addr), tb_rd.addr.eq(e_addr.shift_right(lw))]
+                with m.If(k < lN):
                     m.d.sync += ci.eq(ci + 1)
                 with m.If(nu.out_valid):
                     m.d.comb += [
-                        neur_wr.addr.eq(n_io), neur_wr.en.eq(en_neur("U", "ref")),
+                        neur_wr.addr.eq(n_abs), neur_wr.en.eq(en_neur("U", "ref")),
                         neur_wdata.U.eq(nu.U_next), neur_wdata.ref.eq(nu.ref_next),
-                        sig_wr.addr.eq(n_io), sig_wr.data.eq(nu.sigma), sig_wr.en.eq(1),
+                        sig_wr.addr.eq(n_abs), sig_wr.data.eq(nu.sigma), sig_wr.en.eq(1),
                     ]
+                    if reg:
+                        m.d.comb += [rate_wr.addr.eq(n_abs), rate_wr.en.eq(en_rate()),
+                                     rate_wdata.rate.eq(nu.rate_next),
+                                     rate_wdata.racc.eq(nu.racc_next)]
+                    if D:
+                        m.d.comb += [sd_wr.addr.eq(sd_wbase + n_abs), sd_wr.data.eq(nu.sigma),
+                                     sd_wr.en.eq(1)]
                     with m.If(n_flush):
-                        m.d.comb += [spk_wr.addr.eq(n_io.shift_right(lw)), spk_wr.data.eq(n_word),
-                                     spk_wr.en.eq(1)]
+                        m.d.comb += [spk_wr.addr.eq(kbase + n_io.shift_right(lw)),
+                                     spk_wr.data.eq(n_word), spk_wr.en.eq(1)]
                         m.d.sync += sbuf.eq(0)
                     with m.Else():
                         m.d.sync += sbuf.eq(n_word)
-                with m.If(efu.out_valid):
-                    m.d.comb += [err_wr.addr.eq(e_io), err_wr.en.eq(1),
-                                 err_wr.data.e1.eq(efu.e1_next), err_wr.data.e2.eq(efu.e2_next)]
-                m.d.comb += [p_issue.eq(k < C), xb_rd.addr.eq(x_addr)]
+                if target:
+                    with m.If(efu.out_valid):
+                        m.d.comb += [err_wr.addr.eq(e_io), err_wr.en.eq(1),
+                                     err_wr.data.e1.eq(efu.e1_next), err_wr.data.e2.eq(efu.e2_next)]
+                m.d.comb += p_issue.eq(k < lC)
+                x_read()
                 for l in range(P):
-                    m.d.comb += pre_rd[l].addr.eq(cc)
-                with m.If(k < C):
+                    m.d.comb += pre_rd[l].addr.eq(pbase + cc)
+                with m.If(k < lC):
                     m.d.sync += cc.eq(cc + 1)
                 for l in range(P):
                     with m.If(ptu[l].out_valid):
-                        m.d.comb += [pre_wr[l].addr.eq(p_co), pre_wr[l].en.eq(1),
+                        m.d.comb += [pre_wr[l].addr.eq(p_abs), pre_wr[l].en.eq(1),
                                      pre_wr[l].data.z.eq(ptu[l].z_next),
                                      pre_wr[l].data.zh.eq(ptu[l].zh_next)]
+                        if D:
+                            m.d.comb += [zd_wr[l].addr.eq(zd_wbase + p_abs), zd_wr[l].en.eq(1),
+                                         zd_wr[l].data.eq(ptu[l].zh_next)]
                 m.d.sync += k.eq(k + 1)
                 with m.If(k == FRONT_LAST):
-                    reset_counters()
-                    m.d.sync += out_go.eq(1)
+                    m.d.sync += [k.eq(0), ci.eq(0), cc.eq(0), ca.eq(sbase)]
+                    with m.If(is_out):
+                        m.d.sync += out_go.eq(1)
                     m.next = "LEARN"
 
             with m.State("LEARN"):
                 m.d.sync += out_go.eq(0)
-                m.d.comb += [l_issue.eq(k < N * C), xb_rd.addr.eq(x_addr), neur_rd.addr.eq(ci),
-                             sig_rd.addr.eq(ci), err_rd.addr.eq(ci)]
+                m.d.comb += [l_issue.eq(k < lNC), neur_rd.addr.eq(nbase + ci)]
+                if D:
+                    m.d.comb += sd_rd.addr.eq(sd_rbase + nbase + ci)
+                else:
+                    m.d.comb += sig_rd.addr.eq(nbase + ci)
+                if target:
+                    m.d.comb += err_rd.addr.eq(ci)
+                else:
+                    m.d.comb += eb_rd.addr.eq(ci)
+                x_read()
                 for l in range(P):
-                    m.d.comb += [pre_rd[l].addr.eq(cc), syn_rd[l].addr.eq(ca)]
-                with m.If(k < N * C):
+                    m.d.comb += syn_rd[l].addr.eq(ca)
+                    if D:
+                        m.d.comb += zd_rd[l].addr.eq(zd_rbase + pbase + cc)
+                    else:
+                        m.d.comb += pre_rd[l].addr.eq(pbase + cc)
+                    if has_b:
+                        m.d.comb += b_rd[l].addr.eq(ca)
+                    if two:
+                        m.d.comb += h_rd[l].addr.eq(Mux(lay, ci.shift_right(lp), h_c))
+                with m.If(k < lNC):
                     advance_2d()
                 for l in range(P):
                     u = snu[l]
                     with m.If(u.out_valid):
                         m.d.comb += [syn_wr[l].addr.eq(l_ao), syn_wr[l].en.eq(en_all),
-                                     syn_wdata[l].w.eq(u.w_out), syn_wdata[l].el.eq(u.el_next),
-                                     syn_wdata[l].elf.eq(u.elf_next),
-                                     syn_wdata[l].m.eq(u.m_next)]
+                                     syn_wdata[l].w.eq(u.w_out), syn_wdata[l].m.eq(u.m_next)]
+                        if traces:
+                            m.d.comb += syn_wdata[l].el.eq(u.el_next)
+                        if double:
+                            m.d.comb += syn_wdata[l].elf.eq(u.elf_next)
+                        if two:
+                            with m.If(is_out):
+                                m.d.comb += [h_wr[l].addr.eq(h_co), h_wr[l].en.eq(1),
+                                             h_wr[l].data.eq(Mux(h_last, h_fin[l], h_new[l]))]
                 with m.If(l_vo & l_last_o):
-                    m.d.comb += [neur_wr.addr.eq(l_io), neur_wr.en.eq(en_neur("I")),
+                    m.d.comb += [neur_wr.addr.eq(nbase + l_io), neur_wr.en.eq(en_neur("I")),
                                  neur_wdata.I.eq(I_new)]
                 m.d.sync += k.eq(k + 1)
-                with m.If(k == N * C + Ls):
-                    reset_counters()
-                    with m.If(do_chunk):
-                        m.next = "CHUNK"
-                    with m.Else():
-                        m.next = "FIN"
+                with m.If(k == LEARN_LAST):
+                    if two:
+                        with m.If(is_out):
+                            reset_counters(1)
+                            m.next = "FRONT"
+                        with m.Elif(do_chunk):
+                            reset_counters(0)
+                            m.next = "CHUNK"
+                        with m.Else():
+                            m.next = "FIN"
+                    else:
+                        with m.If(do_chunk):
+                            reset_counters(0)
+                            m.next = "CHUNK"
+                        with m.Else():
+                            m.next = "FIN"
 
             with m.State("CHUNK"):
-                m.d.comb += c_issue.eq(k < N * C)
+                m.d.comb += c_issue.eq(k < lNC)
+                if reg:
+                    m.d.comb += rate_rd.addr.eq(nbase + ci)
+                    # the row's racc was read by its last synapse: clear it (chunk consumed)
+                    with m.If(c_s1 & c_last1):
+                        m.d.comb += [rate_wr.addr.eq(c_n1), rate_wr.en.eq(en_rate("racc")),
+                                     rate_wdata.racc.eq(0)]
                 for l in range(P):
-                    m.d.comb += [syn_rd[l].addr.eq(ca), q_rd[l].addr.eq(ca)]
-                with m.If(k < N * C):
+                    m.d.comb += syn_rd[l].addr.eq(ca)
+                    if rmax:
+                        m.d.comb += q_rd[l].addr.eq(ca)
+                with m.If(k < lNC):
                     advance_2d()
                 for l in range(P):
                     u = chu[l]
                     with m.If(u.out_valid):
                         m.d.comb += [syn_wr[l].addr.eq(c_ao), syn_wr[l].en.eq(en_wm),
-                                     syn_wdata[l].w.eq(u.w_next), syn_wdata[l].m.eq(u.m_next),
-                                     q_wr[l].addr.eq(c_ao), q_wr[l].en.eq(1),
-                                     q_wr[l].data.q.eq(u.q_next)]
+                                     syn_wdata[l].w.eq(u.w_next), syn_wdata[l].m.eq(u.m_next)]
+                        if rmax:
+                            m.d.comb += [q_wr[l].addr.eq(c_ao), q_wr[l].en.eq(1),
+                                         q_wr[l].data.q.eq(u.q_next)]
                 m.d.sync += k.eq(k + 1)
-                with m.If(k == N * C + Lc):
-                    reset_counters()
-                    m.next = "FIN"
+                with m.If(k == CHUNK_LAST):
+                    if two:
+                        with m.If(is_out):
+                            reset_counters(1)
+                        with m.Else():
+                            m.next = "FIN"
+                    else:
+                        m.next = "FIN"
 
             with m.State("FIN"):
                 with m.If(out_done):
                     m.d.sync += [
                         step_count.eq(step_count + 1), cycles.eq(cyc),
                         phase.eq(Mux(phase == p.chunk_steps - 1, 0, phase + 1)),
-                        out_done.eq(0),
+                        out_done.eq(0), lay.eq(0),
                     ]
+                    if D:
+                        m.d.sync += dslot.eq(rslot)
                     m.next = "IDLE"
 
         with m.If(~idle):

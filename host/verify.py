@@ -19,7 +19,10 @@ class VerifyMismatch(Exception):
 def verify_core(params: Params, *, steps: int, seed: int, lanes: int = 1, in_width: int = 8,
                 sim: str = "verilator", x_rate: float = 0.2, t_rate: float = 0.05) -> dict:
     """Build the Core for ``params`` and run it in lockstep with the golden model for ``steps``
-    steps of seeded random input and target spikes (with random stalls and backpressure).
+    steps of seeded random input spikes and target spikes, or random error words when
+    ``params.error_source`` is host (random stalls on every input stream, backpressure on
+    ``out``). Any configuration the Core accepts works, hidden layer included; every variable
+    of the golden snapshot is compared after every step.
 
     Returns the run's statistics (``steps``, ``variables``, ``cycles``, ...); raises
     :class:`VerifyMismatch` at the first differing state word or output spike.

@@ -3,13 +3,16 @@
 Test parameters (JSON)::
 
     {"params": Params.to_dict(), "lanes": P, "in_width": W, "steps": N, "seed": s,
-     "x_rate": 0.2, "t_rate": 0.05, "stall": 0.3, "backpressure": 0.4,
+     "x_rate": 0.2, "t_rate": 0.05, "e_scale": 0.5, "stall": 0.3, "backpressure": 0.4,
      "read": "direct" | "port", "stats": path or null}
 
 ``step_lockstep`` runs the golden model and the RTL side by side and after every step compares
-every state variable of the golden snapshot with the RTL's memories (read straight from the
-Verilator model's arrays, or through the access port with ``"read": "port"``) and the output
-spikes streamed on ``out``. ``access_port_roundtrip`` writes random words to every word of every
+every state variable of the golden snapshot (both layers, the error filter) with the RTL's
+memories, located word by word by ``AccessMap.locate`` and read straight from the Verilator
+model's arrays, or through the access port with ``"read": "port"``, and the output spikes
+streamed on ``out``. Input spikes, targets or host errors (``error_source = host``: random
+'err' words, ``e_scale`` of 1.0 wide, now and then the format's extremes) are streamed with
+random stalls, ``out`` is drained with random backpressure. ``access_port_roundtrip`` writes random words to every word of every
 space through the access port and reads them back.
 """
 
@@ -25,8 +28,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
 from spikeloop.hdl.core import AccessMap, Reg, Space, cycles_per_step
-from spikeloop.hdl.layouts import pack, unpack
-from spikeloop.params import Params
+from spikeloop.params import ErrorSource, Feedback, Params
 from spikeloop.sim.golden import GoldenModel
 from spikeloop.sim.rtl_runner import test_params
 
@@ -47,7 +49,8 @@ class TB:
     async def reset(self):
         d = self.dut
         Clock(d.clk, 10, unit="ns").start()
-        for s in (d.inp__valid, d.tgt__valid, d.out__ready, d.start, d.acc_we, d.acc_re):
+        streams = [d.tgt__valid] if self.p.error_source is ErrorSource.TARGET else [d.err__valid]
+        for s in (d.inp__valid, *streams, d.out__ready, d.start, d.acc_we, d.acc_re):
             s.value = 0
         d.rst.value = 1
         await ClockCycles(d.clk, 3)
@@ -110,15 +113,22 @@ class TB:
         d.out__ready.value = 0
         return got
 
-    async def step(self, x, tgt) -> list[int]:
-        """Stream one step's inputs and targets (random stalls), start it, collect ``out``."""
+    async def step(self, x, tgt, err=None) -> list[int]:
+        """Stream one step's inputs and targets or host errors (random stalls on each stream),
+        start it, collect ``out`` (random backpressure)."""
         d = self.dut
-        a = cocotb.start_soon(self.send(d.inp__valid, d.inp__payload, d.inp__ready,
-                                        self.map.pack_bits(x)))
-        b = cocotb.start_soon(self.send(d.tgt__valid, d.tgt__payload, d.tgt__ready,
-                                        self.map.pack_bits(tgt)))
-        await a
-        await b
+        jobs = [cocotb.start_soon(self.send(d.inp__valid, d.inp__payload, d.inp__ready,
+                                            self.map.pack_bits(x)))]
+        if self.p.error_source is ErrorSource.TARGET:
+            jobs.append(cocotb.start_soon(self.send(d.tgt__valid, d.tgt__payload, d.tgt__ready,
+                                                    self.map.pack_bits(tgt))))
+        else:
+            bits = self.p.formats["err"].bits
+            words = [int(e) & ((1 << bits) - 1) for e in (np.zeros(self.p.n_out) if err is None else err)]
+            jobs.append(cocotb.start_soon(self.send(d.err__valid, d.err__payload, d.err__ready,
+                                                    words)))
+        for j in jobs:
+            await j
         d.start.value = 1
         await FallingEdge(d.clk)
         d.start.value = 0
@@ -137,53 +147,64 @@ class TB:
         arr = getattr(self.dut, name)
         return [arr[a].value.to_unsigned() for a in range(n)]
 
-    async def _port(self, space, n, lane=None):
-        if lane is None:
+    async def space_words(self, space, direct=True) -> list[int]:
+        """Every word of ``space`` in access-index order, read straight from the Verilator
+        model's memory arrays or through the access port."""
+        n = self.map.depth[space]
+        if not direct:
             return [await self.acc_read(space, a) for a in range(n)]
-        return [await self.acc_read(space, a * self.P + lane) for a in range(n)]
-
-    async def words(self, space, name, n, direct, lane=None):
-        if direct:
+        name, laned = MEMORY[Space(space)]
+        if not laned:
             return self._direct(name, n)
-        return await self._port(space, n, lane)
+        per_lane = [self._direct(f"{name}{l}", n // self.P) for l in range(self.P)]
+        return [per_lane[a % self.P][a // self.P] for a in range(n)]
 
     async def state(self, direct=True) -> dict[str, np.ndarray]:
-        """The RTL state in the golden model's snapshot layout (batch axis of 1)."""
-        p, m, P, C = self.p, self.map, self.P, self.C
-        N, J = p.n_out, p.n_in
-        L = m.layouts
+        """The RTL state in the golden model's snapshot layout (batch axis of 1), located by
+        ``AccessMap.locate`` (so the map itself is checked by every comparison)."""
+        words = {sp: await self.space_words(sp, direct) for sp in self.plan_spaces}
         st = {}
-        neur = [unpack(L[Space.NEURON], w) for w in await self.words(Space.NEURON, "neur", N, direct)]
-        for f in ("U", "I", "ref"):
-            st[f"out.{f}"] = np.array([[w[f] for w in neur]])
-        st["out.sigma"] = np.array([await self.words(Space.SIGMA, "sig", N, direct)])
-        spk = await self.words(Space.SPIKE, "spk", m.t_beats, direct)
-        st["out.S"] = np.array([[(spk[i // m.in_width] >> (i % m.in_width)) & 1 for i in range(N)]])
-        err = [unpack(L[Space.ERR], w) for w in await self.words(Space.ERR, "err", N, direct)]
-        st["err.e1"] = np.array([[w["e1"] for w in err]])
-        st["err.e2"] = np.array([[w["e2"] for w in err]])
-        st["out.e"] = st["err.e2"].copy()
-        pre = [[unpack(L[Space.PRE], w) for w in await self.words(Space.PRE, f"pre{l}", C, direct, l)]
-               for l in range(P)]
-        st["out.z"] = np.array([[pre[j % P][j // P]["z"] for j in range(J)]])
-        st["out.zh"] = np.array([[pre[j % P][j // P]["zh"] for j in range(J)]])
-        syn = [[unpack(L[Space.SYN], w) for w in await self.words(Space.SYN, f"syn{l}", N * C, direct, l)]
-               for l in range(P)]
-        q = [[unpack(L[Space.Q], w)["q"] for w in await self.words(Space.Q, f"q{l}", N * C, direct, l)]
-             for l in range(P)]
-        for f in ("w", "el", "elf", "m"):
-            st[f"out.{f}"] = np.array([[[syn[j % P][i * C + j // P][f] for j in range(J)]
-                                        for i in range(N)]])
-        st["out.q"] = np.array([[[q[j % P][i * C + j // P] for j in range(J)] for i in range(N)]])
+        for name, (shape, locs) in self.plan.items():
+            vals = []
+            for sp, idx, off, bits, sgn in locs:
+                v = (words[sp][idx] >> off) & ((1 << bits) - 1)
+                if sgn and v >> (bits - 1):
+                    v -= 1 << bits
+                vals.append(v)
+            st[name] = np.array(vals, dtype=np.int64).reshape(shape)
         return st
 
+    def make_plan(self, snapshot: dict):
+        """Where every word of every compared snapshot variable lives (computed once)."""
+        self.plan = {}
+        for name in self.map.names():
+            if name not in snapshot:
+                continue
+            locs = [self.map.locate(name, k) for k in range(self.map.depth_of(name))]
+            self.plan[name] = (snapshot[name].shape,
+                               [(l.space, l.index, l.offset, l.bits, l.signed) for l in locs])
+        self.plan_spaces = sorted({loc[0] for _, locs in self.plan.values() for loc in locs})
 
-COMPARED = ("out.U", "out.I", "out.ref", "out.S", "out.sigma", "out.z", "out.zh", "out.el",
-            "out.elf", "out.m", "out.q", "out.w", "out.e", "err.e1", "err.e2")
+    async def write_var(self, name, k, value):
+        """Read-modify-write one snapshot word through the access port."""
+        loc = self.map.locate(name, k)
+        word = await self.acc_read(loc.space, loc.index)
+        await self.acc_write(loc.space, loc.index, loc.insert(word, int(value)))
+
+
+#: Verilator memory array of each space: (name, one memory per lane).
+MEMORY = {
+    Space.NEURON: ("neur", False), Space.SIGMA: ("sig", False), Space.SPIKE: ("spk", False),
+    Space.ERR: ("err", False), Space.PRE: ("pre", True), Space.SYN: ("syn", True),
+    Space.Q: ("q", True), Space.XBUF: ("xbuf", False), Space.TBUF: ("tbuf", False),
+    Space.EBUF: ("ebuf", False), Space.FB: ("fb", True), Space.HERR: ("herr", True),
+    Space.RATE: ("ratem", False), Space.SDLY: ("sdly", False), Space.ZDLY: ("zdly", True),
+}
 
 
 def first_mismatch(gold: dict, rtl: dict):
-    for name in COMPARED:
+    """The first differing word as ``name[index]: rtl v != golden v (n words differ)``."""
+    for name in rtl:
         g, r = np.asarray(gold[name]).astype(np.int64), np.asarray(rtl[name]).astype(np.int64)
         if g.shape != r.shape:
             return f"{name}: shape {r.shape} != golden {g.shape}"
@@ -202,6 +223,15 @@ def setup():
     return p, lanes, in_width, seed
 
 
+def random_errors(nrng, p: Params, scale: float):
+    """Host error words for one step: mostly within ±scale, now and then the format's extremes."""
+    fe = p.formats["err"]
+    e = np.rint(nrng.normal(0.0, scale * fe.one, p.n_out)).astype(np.int64)
+    wild = nrng.random(p.n_out) < 0.02
+    e[wild] = nrng.choice([fe.min, fe.max], int(wild.sum()))
+    return np.clip(e, fe.min, fe.max)
+
+
 @cocotb.test()
 async def step_lockstep(dut):
     """Golden model and RTL side by side; every state word and output spike after every step."""
@@ -211,12 +241,21 @@ async def step_lockstep(dut):
     tb = TB(dut, p, lanes, in_width, rng, PARAMS.get("stall", 0.3), PARAMS.get("backpressure", 0.4))
     await tb.reset()
     gm = GoldenModel(p, seeds=seed)
-    w0 = gm.layers[0].w[0]
-    sl = tb.map.layouts[Space.SYN]
-    for i in range(p.n_out):
-        for j in range(p.n_in):
-            await tb.acc_write(Space.SYN, tb.map.syn_index(i, j),
-                               pack(sl, {"w": int(w0[i, j]), "el": 0, "elf": 0, "m": 0}))
+    snap = gm.snapshot()
+    missing = set(snap) - set(tb.map.names())
+    assert not missing, f"AccessMap.names() lacks {sorted(missing)}"
+    tb.make_plan(snap)
+    # Weights (and B for random feedback; uniform B is the memory's reset value) from the model.
+    for L in gm.layers:
+        w = L.w[0].ravel()
+        for k in range(w.size):
+            loc = tb.map.locate(f"{L.name}.w", k)
+            await tb.acc_write(loc.space, loc.index, loc.insert(0, int(w[k])))
+    if gm.fb is not None and p.feedback is Feedback.RANDOM:
+        fb = gm.fb[0].ravel()
+        for k in range(fb.size):
+            loc = tb.map.locate("fb", k)
+            await tb.acc_write(loc.space, loc.index, loc.insert(0, int(fb[k])))
     if "r0" in PARAMS:                    # the runtime register: host lowers the step size
         await tb.acc_write(Space.REG, Reg.R0, int(PARAMS["r0"]))
         gm.r0_q = int(PARAMS["r0"])
@@ -226,30 +265,35 @@ async def step_lockstep(dut):
 
     steps = int(PARAMS.get("steps", 200))
     x_rate, t_rate = PARAMS.get("x_rate", 0.2), PARAMS.get("t_rate", 0.05)
+    e_scale = PARAMS.get("e_scale", 0.5)
+    host = p.error_source is ErrorSource.HOST
     cycles = {}
     n_spikes = 0
+    hid_spikes = 0
+    nonzero = set()
     t_sim = t_read = t_gold = 0.0
     for n in range(steps):
         x = nrng.random(p.n_in) < x_rate
         tgt = nrng.random(p.n_out) < t_rate
+        err = random_errors(nrng, p, e_scale) if host else None
         t0 = time.perf_counter()
-        out_words = await tb.step(x, tgt)
+        out_words = await tb.step(x, tgt, err)
         t1 = time.perf_counter()
-        S = gm.step(x, tgt)[0]
+        S = gm.step(x, None if host else tgt, err)[0]
         t2 = time.perf_counter()
         want = tb.map.pack_bits(S)
         assert out_words == want, f"step {n}: out words {out_words} != golden {want}"
         n_spikes += int(S.sum())
+        if p.n_hidden:
+            hid_spikes += int(gm.layers[0].S.sum())
         if PARAMS.get("corrupt_step") == n:   # harness self-test: one word behind the model's back
-            w = gm.layers[0].w[0, 1, 2]
-            await tb.acc_write(Space.SYN, tb.map.syn_index(1, 2),
-                               pack(sl, {"w": int(w) + 1, "el": int(gm.layers[0].el[0, 1, 2]),
-                                         "elf": int(gm.layers[0].elf[0, 1, 2]),
-                                         "m": int(gm.layers[0].m[0, 1, 2])}))
+            await tb.write_var("out.w", 1 * gm.layers[-1].n_pre + 2,
+                               int(gm.layers[-1].w[0, 1, 2]) + 1)
         st = await tb.state(direct)
         t3 = time.perf_counter()
         mm = first_mismatch(gm.snapshot(), st)
         assert mm is None, f"step {n}: {mm}"
+        nonzero.update(name for name, v in st.items() if np.any(v))
         chunk = (n + 1) % p.chunk_steps == 0
         c = dut.cycles.value.to_unsigned()
         cycles.setdefault("chunk" if chunk else "plain", set()).add(c)
@@ -257,7 +301,8 @@ async def step_lockstep(dut):
         t_sim += t1 - t0
         t_gold += t2 - t1
         t_read += t3 - t2
-    info = {"steps": steps, "output_spikes": n_spikes, "variables": len(gm.snapshot()),
+    info = {"steps": steps, "output_spikes": n_spikes, "hidden_spikes": hid_spikes,
+            "variables": len(tb.plan), "names": sorted(tb.plan), "nonzero": sorted(nonzero),
             "cycles": {k: sorted(v) for k, v in cycles.items()},
             "t_sim_s": t_sim, "t_golden_s": t_gold, "t_readout_s": t_read, "read": PARAMS.get("read", "direct")}
     dut._log.info("core lockstep: %s", info)
@@ -275,14 +320,15 @@ async def access_port_roundtrip(dut):
     await tb.reset()
     m = tb.map
     written = {}
-    for space in Space:
+    for space in m.depth:
         for idx in range(m.depth[space]):
             if space is Space.REG:
-                if idx == Reg.CYCLES:
-                    continue                      # read only
+                if idx == Reg.CYCLES or (idx == Reg.DELAY_SLOT and not p.error_delay):
+                    continue                      # read only / absent
                 v = {Reg.R0: rng.getrandbits(p.formats["w"].bits - 1),
                      Reg.CHUNK_PHASE: rng.randrange(p.chunk_steps),
-                     Reg.STEP_COUNT: rng.getrandbits(32)}[Reg(idx)]
+                     Reg.STEP_COUNT: rng.getrandbits(32),
+                     Reg.DELAY_SLOT: rng.randrange(p.error_delay + 1)}[Reg(idx)]
             else:
                 v = rng.getrandbits(m.width[space])
             written[(space, idx)] = v
@@ -293,13 +339,13 @@ async def access_port_roundtrip(dut):
     # the registers drive the core's outputs too
     assert dut.step_count.value.to_unsigned() == written[(Space.REG, Reg.STEP_COUNT)]
     assert dut.r0.value.to_unsigned() == written[(Space.REG, Reg.R0)]
-    # direct reads (used by step_lockstep) see the same words as the port
-    for space, name in ((Space.NEURON, "neur"), (Space.ERR, "err"), (Space.SIGMA, "sig")):
-        direct = tb._direct(name, m.depth[space])
-        assert direct == [written[(space, i)] for i in range(m.depth[space])], f"direct {name}"
-    for l in range(lanes):
-        direct = tb._direct(f"syn{l}", p.n_out * m.cols)
-        assert direct == [written[(Space.SYN, a * lanes + l)] for a in range(p.n_out * m.cols)]
+    # direct reads (used by step_lockstep) see the same words as the port, in every space
+    for space in m.depth:
+        if space is Space.REG:
+            continue
+        direct = await tb.space_words(space, direct=True)
+        want = [written[(space, i)] for i in range(m.depth[space])]
+        assert direct == want, f"direct read of {Space(space).name} differs from the port"
 
 
 @cocotb.test()
@@ -316,7 +362,8 @@ async def free_run(dut):
     cycles = {}
     t_start, c_start = time.perf_counter(), get_sim_time("ns") / 10
     for n in range(steps):
-        await tb.step(nrng.random(p.n_in) < 0.05, nrng.random(p.n_out) < 0.02)
+        err = random_errors(nrng, p, 0.5) if p.error_source is ErrorSource.HOST else None
+        await tb.step(nrng.random(p.n_in) < 0.05, nrng.random(p.n_out) < 0.02, err)
         kind = "chunk" if (n + 1) % p.chunk_steps == 0 else "plain"
         cycles.setdefault(kind, set()).add(dut.cycles.value.to_unsigned())
     wall, sim_cycles = time.perf_counter() - t_start, get_sim_time("ns") / 10 - c_start
