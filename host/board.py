@@ -23,7 +23,8 @@ from spikeloop.params import ErrorSource, Params
 from spikeloop.protocol import RETRANSMIT, Command, Nak, ResetMask
 
 __all__ = ["Board", "DriverError", "LinkTimeout", "NakError", "RetriesExhausted", "IdentityMismatch",
-           "BackendError", "ProtocolError", "TRACE", "DEFAULT_BACKEND", "BACKENDS", "parse_spec", "log"]
+           "BackendError", "ProtocolError", "TRACE", "DEFAULT_BACKEND", "BACKENDS", "RTL_TIMEOUT", "parse_spec",
+           "log"]
 
 #: Logging level below DEBUG at which every frame sent and received is hex-dumped.
 TRACE = 5
@@ -33,9 +34,12 @@ log = logging.getLogger("spikeloop.link")
 #: Backend used when none is named (the simulated gateware: no board needed).
 DEFAULT_BACKEND = "rtl"
 BACKENDS = ("model", "rtl", "serial")
+#: Reply timeout of the ``rtl`` backend unless given: simulated bytes take ~0.2 ms of wall time
+#: each (about 60 times a 3 Mbaud board), so an IDENTIFY reply alone takes a quarter second.
+RTL_TIMEOUT = 30.0
 _SERIAL_NAME = re.compile(r"^(/dev/tty(USB|ACM)\d+|COM\d+|[a-z][a-z0-9+.-]*://.*)$")
 _U32 = P.WordFormat(32, False)
-_BOARD_KW = ("timeout", "retries", "name", "payload_limit", "expect", "expect_lanes")
+_BOARD_KW = ("timeout", "retries", "name", "payload_limit", "steps_per_frame", "expect", "expect_lanes")
 
 
 # ====================================================================== errors
@@ -127,6 +131,8 @@ class Board:
     payload_limit : int, optional
         Use frames with at most this many payload bytes even if the device takes more (a noisy
         link loses fewer long frames); at least 64.
+    steps_per_frame : int, optional
+        K of each RUN_STEPS request (default: the most that fit the payload and ``max_steps``).
     expect : Params, optional
         Raise :class:`IdentityMismatch` unless the device reports exactly these parameters.
     expect_lanes : int, optional
@@ -156,7 +162,8 @@ class Board:
     """
 
     def __init__(self, transport, *, timeout: float = 1.0, retries: int = 8, name: str = "",
-                 payload_limit: int | None = None, expect: Params | None = None,
+                 payload_limit: int | None = None, steps_per_frame: int | None = None,
+                 expect: Params | None = None,
                  expect_lanes: int | None = None):
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
@@ -198,6 +205,12 @@ class Board:
             k = min(k, ident.max_steps)
         if k < 1:
             raise IdentityMismatch(f"{self._who}a RUN_STEPS of one step does not fit {self.max_payload} B")
+        if steps_per_frame is not None:
+            if isinstance(steps_per_frame, bool) or not isinstance(steps_per_frame, int) \
+                    or not 1 <= steps_per_frame <= k:
+                raise ValueError(f"steps_per_frame must be an integer in 1..{k} for this device, "
+                                 f"not {steps_per_frame!r}")
+            k = steps_per_frame
         self.steps_per_frame = k
 
     # ------------------------------------------------------------------ opening
@@ -207,7 +220,8 @@ class Board:
 
         ``params`` builds the ``model`` / ``rtl`` device (default ``Params()``) and, for
         ``serial``, is checked against the board's identity (with ``lanes``). Keywords of
-        :class:`Board` (``timeout``, ``retries``, ``name``, ``payload_limit``) go to the driver,
+        :class:`Board` (``timeout`` — default :data:`RTL_TIMEOUT` for ``rtl`` —, ``retries``,
+        ``name``, ``payload_limit``, ``steps_per_frame``) go to the driver,
         the rest to the backend: ``VirtualBoard`` (``clock_hz``, ``baud``, ``max_payload``,
         ``max_steps``), ``open_rtl`` (``in_width``, ...), ``SerialTransport`` (``baud``).
         """
@@ -221,6 +235,7 @@ class Board:
             transport = ModelTransport(VirtualBoard(params or Params(), lanes, **kw))
         elif kind == "rtl":
             transport = _open_rtl(params or Params(), lanes, **kw)
+            board_kw.setdefault("timeout", RTL_TIMEOUT)
             board_kw.setdefault("expect", params or Params())
             board_kw.setdefault("expect_lanes", lanes)
         else:

@@ -305,3 +305,36 @@ def test_trace_logging_hex_dumps_frames(caplog):
     assert any(sent in t and "> READ_REG" in t for t in text)
     assert any("< ACK" in t and "01 00 00 00" in t for t in text)
     assert logging.getLevelName(TRACE) == "TRACE" and board_mod.log.name == "spikeloop.link"
+
+
+def test_steps_per_frame():
+    p = net()
+    b = Board(ModelTransport(VirtualBoard(p)), steps_per_frame=7)
+    x, y = stimulus(p, 30)
+    before = b.stats["requests"]
+    b.run(x, y)
+    assert b.stats["requests"] - before == 5 and b.read_reg("STEP_COUNT") == 30
+    with pytest.raises(ValueError, match=r"steps_per_frame must be an integer in 1..255 for this device, not 0"):
+        Board(ModelTransport(VirtualBoard(p)), steps_per_frame=0)
+
+
+def test_bench_link_model_and_a_missing_backend(tmp_path):
+    import json
+
+    from spikeloop.host.bench_link import bench_link, format_table
+    res = bench_link(backends=("model", "serial:/dev/ttyUSB97"), cases=(("20 in / 3 out", 20, 3),), k=10,
+                     seconds=0.05, json_path=tmp_path / "link.json", out=False)
+    (case,) = res["cases"]
+    m = case["backends"]["model"]
+    assert m["available"] and m["steps"] >= 10 and m["steps"] % 10 == 0 and m["steps_per_s"] > 0
+    down, up = P.batch_bytes(Params(n_in=20, n_out=3), 10)
+    assert 0 < m["down_bytes_per_step"] <= down / 10 and 0 < m["up_bytes_per_step"] <= up / 10
+    assert m["retries"] == 0 and m["requests"] == m["steps"] // 10
+    assert case["projected_steps_per_s"]["3000000"] == P.projected_steps_per_s(Params(n_in=20, n_out=3), 3e6, 10)
+    s = case["backends"]["serial:/dev/ttyUSB97"]
+    assert not s["available"] and "BackendError" in s["reason"]
+    assert json.loads((tmp_path / "link.json").read_text())["cases"][0]["label"] == "20 in / 3 out"
+    table = format_table(res)
+    assert "20 in / 3 out" in table and "model" in table and "cannot open serial port" in table
+    with pytest.raises(ValueError, match="k must be an integer in 1..65535, not 0"):
+        bench_link(k=0)
