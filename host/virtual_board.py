@@ -21,7 +21,7 @@ from spikeloop.params import ErrorSource, ParamError, Params
 from spikeloop.protocol import Command, Nak, ResetMask, SeqVerdict
 from spikeloop.sim.golden import GoldenModel
 
-__all__ = ["VirtualBoard", "ModelTransport", "LINK_COUNTERS", "core_space_names"]
+__all__ = ["VirtualBoard", "ModelTransport", "LINK_COUNTERS", "core_space_names", "transcript"]
 
 #: Registers cleared by ``RESET_STATE`` with ``ResetMask.LINK`` (and counted by the receiver).
 LINK_COUNTERS = ("FRAMES_OK", "CRC_ERRORS", "FRAMING_ERRORS", "LENGTH_ERRORS", "RESYNCS",
@@ -486,3 +486,118 @@ class ModelTransport(Transport):
 
     def close(self) -> None:
         self._closed = True
+
+
+def transcript(params: Params, lanes: int = 1, seed: int = 0, steps: int = 0, **board_kw) -> list[tuple[bytes, bytes]]:
+    """A replayable conformance session: ``(request bytes, expected reply bytes)`` pairs.
+
+    A fresh :class:`VirtualBoard` is driven through every command, every NAK reason but ``BUSY``
+    (a real device raises it on its own timing), duplicates, a sequence re-established by
+    IDENTIFY, link-level rejects and garbage, and RUN_STEPS batches with seeded weights and
+    stimulus (``steps`` of them, default two chunks). A device implementation (the gateware
+    protocol engine in simulation) that starts from reset and answers each request with exactly
+    the expected bytes behaves like the reference.
+    """
+    from spikeloop.sim.golden import init_weights
+
+    vb = VirtualBoard(params, lanes, **board_kw)
+    p, rng = params, np.random.default_rng(seed)
+    out: list[tuple[bytes, bytes]] = []
+    seq = 0
+
+    def send(data: bytes) -> None:
+        out.append((data, vb.feed(data)))
+
+    def req(cmd, payload=b"", s=None, advance=True):
+        nonlocal seq
+        send(P.encode_frame(cmd, seq if s is None else s, payload))
+        if advance and s is None:
+            seq = P.next_seq(seq)
+
+    def mem(name, words, start=0):
+        sp = vb.spaces[name]
+        fmt = sp.word(p)
+        per = (vb.max_payload - P.MEM_REQ.size) // fmt.nbytes
+        for k in range(0, len(words), per):
+            req(Command.WRITE_MEM, P.pack_write_mem(sp.id, start + k, [int(w) for w in words[k:k + per]], fmt))
+
+    send(b"\x5a\xa5junk")                                     # power-up garbage, then hunting
+    req(Command.IDENTIFY)
+    req(Command.READ_REG, P.pack_read_reg(0x00, 5))
+    req(Command.READ_REG, P.pack_read_reg(0x08, 1))
+    req(Command.READ_REG, P.pack_read_reg(0x0C, 4))
+    req(Command.READ_REG, P.pack_read_reg(0x10, 9))
+    ws, fb = init_weights(p, [seed])
+    for name, w in zip(("hid.w", "out.w") if p.n_hidden else ("out.w",), ws):
+        if name in vb.spaces:
+            mem(name, w.ravel())
+    if "fb" in vb.spaces:
+        mem("fb", fb.ravel())
+    T = steps or 2 * p.chunk_steps
+    x = rng.random((T, p.n_in)) < 0.2
+    target = p.error_source is ErrorSource.TARGET
+    y = rng.random((T, p.n_out)) < 0.05 if target else None
+    e = None if target else rng.integers(-2000, 2000, (T, p.n_out))
+    K = P.max_steps_per_frame(p, vb.max_payload)
+    if vb.max_steps:
+        K = min(K, vb.max_steps)
+    first = True
+    for k in range(0, T, K):
+        pl = P.pack_run_steps(p, x[k:k + K], None if y is None else y[k:k + K], None if e is None else e[k:k + K])
+        req(Command.RUN_STEPS, pl, advance=False)
+        if first:                                             # the reply was "lost": retransmit
+            req(Command.RUN_STEPS, pl, advance=False)
+            first = False
+        seq = P.next_seq(seq)
+    for sp in vb.spaces.values():                             # read every space back
+        fmt, depth = sp.word(p), sp.depth(p)
+        per = vb.max_payload // fmt.nbytes
+        for a in range(0, depth, per):
+            req(Command.READ_MEM, P.pack_read_mem(sp.id, a, min(per, depth - a)))
+    req(Command.READ_REG, P.pack_read_reg(0x00, 5))
+    # duplicates: a write, a read, a refused request
+    for pl, cmd in ((P.pack_write_reg(0x00, [max(1, p.r0_q // 2)]), Command.WRITE_REG),
+                    (P.pack_read_reg(0x01, 1), Command.READ_REG),
+                    (P.pack_read_mem(0x3F, 0, 1), Command.READ_MEM)):
+        req(cmd, pl, advance=False)
+        req(cmd, pl)
+    # link-level rejects (NAKs echo the received seq; not accepted)
+    good = P.encode_frame(Command.WRITE_REG, seq, P.pack_write_reg(0x01, [7]))
+    flipped = bytearray(good)
+    flipped[2] ^= 0x10
+    send(bytes(flipped))
+    body = P.HEADER.pack(Command.WRITE_REG, seq, 3) + P.pack_write_reg(0x01, [7])
+    send(b"\x00" + P.cobs_encode(body + P.crc16(body).to_bytes(2, "big")) + b"\x00")   # length mismatch
+    send(b"\x00" + P.cobs_encode(bytes([Command.WRITE_REG, seq, 1])) + b"\x00")        # too short
+    send(b"\x00\x05\x00")                                  # malformed COBS, no seq: counted only
+    send(good[:len(good) // 2] + b"\x00")                    # truncated
+    send(bytes(rng.integers(1, 256, 3 * vb.max_payload, dtype=np.uint8)) + b"\x00")   # oversize
+    req(Command.WRITE_MEM, bytes(vb.max_payload + 1), advance=False)   # too long for the buffer
+    # command-level refusals (accepted: the seq advances)
+    w = vb.spaces["out.w"]
+    req(Command.IDENTIFY, b"x", advance=False)                # BAD_LENGTH
+    req(Command.RESET_STATE, b"", advance=False)              # BAD_LENGTH
+    req(Command.READ_REG, P.pack_read_reg(0, 1), s=(seq + 9) & 0xFF)    # BAD_SEQUENCE
+    req(0x42)                                                 # BAD_COMMAND
+    req(Command.NAK)
+    req(Command.READ_MEM, P.pack_read_mem(0x3F, 0, 1))        # BAD_ADDRESS: no such space
+    req(Command.READ_MEM, P.pack_read_mem(w.id, w.depth(p), 1))
+    req(Command.READ_REG, P.pack_read_reg(0x05, 1))
+    req(Command.WRITE_REG, P.pack_write_reg(0x02, [1]))       # CYCLES is read-only
+    req(Command.RUN_STEPS, P.RUN_REQ.pack(0))                 # BAD_VALUE
+    req(Command.READ_MEM, P.pack_read_mem(w.id, 0, 0))
+    req(Command.WRITE_REG, P.pack_write_reg(0x03, [p.chunk_steps]))
+    req(Command.RESET_STATE, b"\x10")
+    u = vb.spaces["out.U"]
+    uf = u.word(p)
+    if uf.bits % 8:
+        req(Command.WRITE_MEM, P.MEM_REQ.pack(u.id, 0, 1) + (uf.max + 1).to_bytes(uf.nbytes, "little"))
+    # sequence lost and re-established
+    req(Command.READ_REG, P.pack_read_reg(0x01, 1), s=(seq + 100) & 0xFF)
+    seq = (seq + 100) & 0xFF
+    req(Command.IDENTIFY, s=(seq - 1) & 0xFF)
+    req(Command.READ_REG, P.pack_read_reg(0x10, 9))
+    for mask in (ResetMask.LEARNING, P.RESET_ALL, P.RESET_ALL | ResetMask.LINK):
+        req(Command.RESET_STATE, bytes([mask]))
+    req(Command.READ_REG, P.pack_read_reg(0x00, 5), s=200)   # after LINK: any seq is new
+    return out

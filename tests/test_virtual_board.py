@@ -367,3 +367,23 @@ def test_model_transport():
     t.close()
     with pytest.raises(ConnectionError):
         t.write(b"\x00")
+
+
+@pytest.mark.parametrize("kw", [{}, {"n_in": 20, "n_out": 5, "chunk_steps": 30, "error_source": "host"},
+                                {"n_in": 12, "n_hidden": 4, "n_out": 3, "chunk_steps": 20, "feedback": "random"}])
+def test_transcript_covers_every_reason_and_replays(kw):
+    """The conformance session for a device implementation: every NAK reason but BUSY, and a
+    fresh board fed the same requests answers with exactly the same bytes."""
+    from spikeloop.host.virtual_board import transcript
+    p = Params(**kw)
+    tr = transcript(p, seed=3, max_payload=256)
+    dec, reasons, acks = P.FrameDecoder(max_payload=0xFFFF), set(), 0
+    for _, reply in tr:
+        for f in dec.feed(reply):
+            if f.cmd == Command.NAK:
+                reasons.add(P.unpack_nak(f.payload)[0])
+            acks += f.cmd == Command.ACK
+    assert reasons == set(Nak) - {Nak.BUSY} and acks > 20
+    vb = VirtualBoard(p, max_payload=256)
+    assert [vb.feed(req) for req, _ in tr] == [rep for _, rep in tr]
+    assert vb.reg("STEP_COUNT") == 0 and vb.reg("DUPLICATES") == 0     # reset at the end, LINK too
