@@ -1,12 +1,20 @@
-"""The ``spikeloop`` command line: info, demo, train, bench.
+"""The ``spikeloop`` command line: info, demo, train, compare, bench, verify, synth, plot.
 
 Usage::
 
     spikeloop info
-    spikeloop demo [--out DIR] [--trials N] [--seeds N]
+    spikeloop demo [--backend rtl|board-model|serial:PORT] [--out DIR] [--trials N]
     spikeloop train --input IN.ras --target TGT.ras --trials N --out DIR [--seed S] [--seeds K] ...
     spikeloop train fig2 [--trials 1000] [--seeds 10] [--seed 0] [--out DIR] [--rate-hz R] ...
-    spikeloop bench model [--json PATH]
+    spikeloop train fig2 --backend rtl|board-model|serial:PORT [--error-mode target|host] ...
+    spikeloop train --resume DIR
+    spikeloop compare --backends rtl,board-model [task options] [--neuron I]
+    spikeloop bench model|rtl|link [--json PATH]
+
+Backends: ``model`` (golden model) and ``float`` (float64 reference) train batches of seeds
+in-process; ``rtl`` (the gateware in Verilator), ``board-model`` (the golden model answering the
+link protocol) and ``serial:PORT`` (a board) train one network with the host in the loop
+(:mod:`spikeloop.host.hil`).
 
 Errors in the arguments exit with status 2 and a one-line message; an interrupted training
 (Ctrl-C) keeps what it recorded so far and exits with status 130.
@@ -67,6 +75,32 @@ def _r0_drop(text: str) -> tuple[int, float]:
     return k, (int(f) if f.is_integer() else f)
 
 
+IN_PROCESS_BACKENDS = ("model", "float")
+BACKEND_CHOICES = "model, float, rtl, board-model or serial:PORT"
+
+
+def _backend(text: str) -> str:
+    """A training backend: in-process (model, float) or a board (rtl, board-model, serial:PORT)."""
+    from spikeloop.host.hil import is_board_backend
+    if text in IN_PROCESS_BACKENDS or (is_board_backend(text) and text != "serial:"):
+        return text
+    raise argparse.ArgumentTypeError(f"must be {BACKEND_CHOICES}, not {text!r}")
+
+
+def _board_backend(text: str) -> str:
+    from spikeloop.host.hil import is_board_backend
+    if is_board_backend(text) and text != "serial:":
+        return text
+    raise argparse.ArgumentTypeError(f"must be rtl, board-model or serial:PORT, not {text!r}")
+
+
+def _backend_pair(text: str) -> tuple[str, str]:
+    parts = [t.strip() for t in text.split(",")]
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"must be two backends A,B (e.g. rtl,board-model), not {text!r}")
+    return tuple(_board_backend(t) for t in parts)
+
+
 def _size(text: str) -> tuple[int, int, int]:
     try:
         a, b, c = (int(v) for v in text.lower().split("x"))
@@ -94,9 +128,11 @@ def _add_training_options(p: argparse.ArgumentParser, fig2: bool) -> None:
     g.add_argument("--seeds", type=_positive_int, metavar="K",
                    help="train seeds S..S+K-1 as one batch" +
                         (f" (default {_fig2('seeds')})" if fig2 else " (default 1)"))
-    g.add_argument("--backend", choices=("model", "float"),
-                   help="'model': the bit-exact integer golden model; 'float': the float64 "
-                        "reference (default model)")
+    g.add_argument("--backend", type=_backend, metavar="BACKEND",
+                   help="in-process, one batch of seeds: 'model' (the bit-exact integer golden "
+                        "model, the default) or 'float' (the float64 reference); one network with "
+                        "the host in the loop: 'rtl' (the gateware in Verilator), 'board-model' "
+                        "(the golden model behind the link protocol) or 'serial:PORT' (a board)")
     g.add_argument("--out", type=Path, metavar="DIR",
                    help="output directory" + (" (default ./spikeloop-fig2)" if fig2 else " (required)"))
     g.add_argument("--r0-drop", type=_r0_drop, nargs="*", metavar="TRIAL:FACTOR",
@@ -110,6 +146,24 @@ def _add_training_options(p: argparse.ArgumentParser, fig2: bool) -> None:
                    help="rewrite metrics.json every N trials; 0: only at the end (default 50)")
     g.add_argument("--progress", choices=("auto", "always", "never"),
                    help="progress line on stderr: auto = when stderr is a terminal (default auto)")
+    h = p.add_argument_group("host in the loop (rtl, board-model, serial:PORT)")
+    h.add_argument("--error-mode", choices=("target", "host"),
+                   help="'target': the board filters target − output itself (default); 'host': "
+                        "the host computes the error from the returned spikes and streams it")
+    h.add_argument("--feedback-latency", type=_non_negative_int, metavar="D",
+                   help="host mode: the error reaches the board D steps after the spike "
+                        "(params.error_delay = D, batches of at most D steps); 0: one round trip "
+                        "per step, error one step late (default 0)")
+    h.add_argument("--snapshot-every", type=_non_negative_int, metavar="N",
+                   help="read the whole board state into the run record every N trials; "
+                        "--resume restarts from the last one (default 10; 0: only at the end)")
+    h.add_argument("--trace-every", type=_non_negative_int, metavar="N",
+                   help="besides the first and last trial, record the membrane every step of "
+                        "every N-th trial (one round trip per step; default 0)")
+    h.add_argument("--resume", type=Path, metavar="DIR",
+                   help="continue the interrupted run recorded in DIR from its last snapshot "
+                        "(everything else comes from DIR's manifest; --trials may extend it, "
+                        "--backend may move it)")
     n = p.add_argument_group("network")
     n.add_argument("--config", type=Path, metavar="PARAMS",
                    help="parameters from a .json or .toml file (Params.save writes one)" +
@@ -139,16 +193,24 @@ def build_parser() -> argparse.ArgumentParser:
                                    "HDL tools are available.")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("demo", help="learn the Fig. 2 task on the golden model (under a minute)",
-                       description="Train a few networks on the SuperSpike Fig. 2 task (one output "
-                                   "learns 5 equidistant spikes from 100 frozen Poisson inputs) "
-                                   "with the golden model and write plots.")
+    p = sub.add_parser("demo", help="learn the Fig. 2 task on the simulated gateware, host in the "
+                                    "loop, and compare it with the model (a few minutes)",
+                       description="One network learns the SuperSpike Fig. 2 task (one output learns "
+                                   "5 equidistant spikes from 100 frozen Poisson inputs) on the "
+                                   "rtl backend (the gateware in Verilator) with the host streaming "
+                                   "the task, reading back spikes and state; then the same run on "
+                                   "the golden model behind the same protocol, and a diff of every "
+                                   "recorded variable. Writes the learning curve, the raster and "
+                                   "the comparison plot. Exit status 0 when the two runs are "
+                                   "identical.")
+    p.add_argument("--backend", type=_board_backend, default=None, metavar="BACKEND",
+                   help="where the network learns: rtl (default), board-model or serial:PORT")
     p.add_argument("--out", type=Path, default=Path("spikeloop-demo"), metavar="DIR",
                    help="output directory (default ./spikeloop-demo)")
     p.add_argument("--trials", type=_positive_int, default=DEMO_TRIALS, metavar="N",
                    help=f"trials (default {DEMO_TRIALS})")
-    p.add_argument("--seeds", type=_positive_int, default=DEMO_SEEDS, metavar="N",
-                   help=f"networks trained side by side, seeds 0..N-1 (default {DEMO_SEEDS})")
+    p.add_argument("--seed", type=_non_negative_int, default=DEMO_SEED, metavar="S",
+                   help=f"network and stimulus seed (default {DEMO_SEED})")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress line on stderr (default auto: when stderr is a terminal)")
     p.set_defaults(func=_cmd_demo)
@@ -196,13 +258,57 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(q, fig2=True)
     q.set_defaults(func=_cmd_train, task_name="fig2")
 
-    p = sub.add_parser("bench", help="throughput of the software models",
+    p = sub.add_parser(
+        "compare", help="the same HIL run on two backends: where do they first diverge?",
+        description="Run the same hardware-in-the-loop experiment (the Fig. 2 task by default) on "
+                    "two board backends, diff every recorded variable (output spikes every step, "
+                    "traced variables every traced step, every state variable and register at "
+                    "every snapshot) and print the first divergence (variable, index, step) or "
+                    "'identical'. Writes both run records, compare.json and compare.png (membrane "
+                    "and spikes of the first divergent output neuron, or of --neuron). Exit status "
+                    "0 only when identical, 1 when they diverge.")
+    p.add_argument("--backends", type=_backend_pair, default=("rtl", "board-model"), metavar="A,B",
+                   help="two of rtl, board-model, serial:PORT (default rtl,board-model)")
+    p.add_argument("--neuron", type=_non_negative_int, metavar="I",
+                   help="output neuron to plot when the runs are identical (default 0)")
+    p.add_argument("--out", type=Path, default=Path("spikeloop-compare"), metavar="DIR",
+                   help="output directory (default ./spikeloop-compare)")
+    p.add_argument("--trials", type=_positive_int, default=COMPARE_TRIALS, metavar="N",
+                   help=f"trials (default {COMPARE_TRIALS})")
+    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                   help="network and stimulus seed (default 0)")
+    p.add_argument("--error-mode", choices=("target", "host"), default="target",
+                   help="as for train (default target)")
+    p.add_argument("--feedback-latency", type=_non_negative_int, metavar="D",
+                   help="host error mode: latency in steps (default 0)")
+    p.add_argument("--snapshot-every", type=_non_negative_int, default=1, metavar="N",
+                   help="compare the whole state every N trials (default 1)")
+    p.add_argument("--trace-every", type=_non_negative_int, default=1, metavar="N",
+                   help="record the membrane every step of every N-th trial, one round trip per "
+                        "step (default 1; 0: first and last trial only)")
+    p.add_argument("--r0-drop", type=_r0_drop, nargs="*", metavar="TRIAL:FACTOR",
+                   help="learning-rate schedule (default: none)")
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="progress line on stderr (default auto)")
+    t = p.add_argument_group("task (Fig. 2)")
+    t.add_argument("--rate-hz", type=_positive_float, metavar="R",
+                   help=f"input rate (default {_fig2('rate_hz'):g})")
+    t.add_argument("--n-in", type=_positive_int, metavar="N", help=f"inputs (default {_fig2('n_in')})")
+    t.add_argument("--duration-ms", type=_positive_float, metavar="MS",
+                   help=f"trial length (default {_fig2('duration_ms'):g})")
+    t.add_argument("--n-target-spikes", type=_non_negative_int, metavar="N",
+                   help=f"target spikes per trial (default {_fig2('n_target_spikes')})")
+    t.add_argument("--config", type=Path, metavar="PARAMS",
+                   help="parameters (.json or .toml); default: the Fig. 2 rule settings")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("bench", help="throughput of the software models, the RTL core and the link",
                        description="Measure synapse-steps per second of the golden and the float "
                                    "model (batch 1, one core, interleaved, best of 3).")
-    p.add_argument("what", choices=("model", "rtl"),
+    p.add_argument("what", choices=("model", "rtl", "link"),
                    help="'model': golden vs float throughput; 'rtl': the Core's cycles per step, "
-                        "updates per cycle and lane, and the Verilator harness's cycles/s "
-                        "('link' to come)")
+                        "updates per cycle and lane, and the Verilator harness's cycles/s; "
+                        "'link': the host link (spikeloop.host.bench_link)")
     p.add_argument("--lanes", type=_positive_int, nargs="+", metavar="P",
                    help="rtl: lane counts (default 1 2 4)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
@@ -262,8 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DEMO_TRIALS = 400
-DEMO_SEEDS = 3
+#: The demo: the Fig. 2 task with a learning rate that learns within tens of trials, so that the
+#: run on the simulated gateware stays within a few minutes (see docs/host.md).
+DEMO_TRIALS = 60
+DEMO_SEED = 0
+DEMO_R0_MV = 0.3
+COMPARE_TRIALS = 5
 
 
 # --------------------------------------------------------------------------- commands
@@ -293,11 +403,8 @@ def _cmd_info(args) -> int:
         out.append(f"               {name:<5}  {str(f):<8}  {f.bits:>4}  "
                    f"[{f.real(f.min):.8g}, {f.real(f.max):.8g}]")
     out.append("")
-    out.append("Backends")
-    out.append("  model    golden model: integer numpy, bit-exact with the gateware (available)")
-    out.append("  float    float64 reference in physical units (available)")
-    out.append("  rtl      simulated gateware (not yet)")
-    out.append("  serial   an FPGA board over a serial link (not yet)")
+    out.append("Backends (spikeloop train --backend ...)")
+    out.extend(f"  {name:<12} {text}" for name, text in _backend_lines())
     out.append("")
     out.append("Toolchain")
     for mod in ("amaranth", "cocotb", "verilator"):
@@ -313,6 +420,31 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _backend_lines() -> list[tuple[str, str]]:
+    """Each backend with what it is and whether this installation can run it (checked, not assumed)."""
+    def have(mod: str) -> bool:
+        try:
+            return importlib.util.find_spec(mod) is not None
+        except (ImportError, ValueError):
+            return False
+    board = have("spikeloop.host.board")
+    model_board = board and have("spikeloop.host.virtual_board")
+    rtl = board and have("spikeloop.host.rtl_backend") and have("spikeloop.hdl.soc") and have("cocotb")
+    serial = board and have("serial")
+    state = lambda ok, why: "available" if ok else f"not available: {why}"  # noqa: E731
+    return [
+        ("model", "golden model in-process, batched seeds: integer numpy, the specification (available)"),
+        ("float", "float64 reference in-process, batched seeds (available)"),
+        ("rtl", "the gateware (SoC) in Verilator behind the link protocol, host in the loop; the "
+                "default board backend (" + state(rtl, "needs the driver, the SoC and cocotb") + ")"),
+        ("board-model", "the golden model answering the link protocol, host in the loop ("
+                        + state(model_board, "needs spikeloop.host.board") + ")"),
+        ("serial:PORT", "an FPGA board on a serial port, host in the loop ("
+                        + state(serial, "needs the driver and pyserial")
+                        + "; board builds are still to come)"),
+    ]
+
+
 def _dist_version(name: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
     try:
@@ -326,20 +458,38 @@ def _progress(choice: str | None):
 
 
 def _cmd_demo(args) -> int:
-    from spikeloop.host.train import FIG2_DEFAULTS, fig2_params, make_fig2, train
-    seeds = list(range(args.seeds))
-    params = fig2_params()
-    task = make_fig2(seeds, dt_ms=params.dt_ms)
+    """Fig. 2 on a board backend (rtl by default) with the host in the loop, then the same run on
+    the model behind the protocol, and the comparison."""
+    from spikeloop.host.board import DEFAULT_BACKEND
+    from spikeloop.host.compare import compare_backends, format_divergence, run_dir_name
+    from spikeloop.host.hil import hil_params
+    from spikeloop.host.train import FIG2_DEFAULTS, fig2_params, make_fig2
+    from spikeloop.params import Params
+    backend = args.backend or DEFAULT_BACKEND
+    other = "board-model"
+    params = hil_params(fig2_params(Params(**dict(FIG2_DEFAULTS["params"], r0_mv=DEMO_R0_MV))))
+    task = make_fig2([args.seed], dt_ms=params.dt_ms)
     args.out.mkdir(parents=True, exist_ok=True)
     _write_task(args.out, task, params)
-    m = train(params, task["inputs"], task["targets"], seeds=seeds, trials=args.trials,
-              backend="model", out_dir=args.out, r0_drop=FIG2_DEFAULTS["r0_drop"],
-              tol_ms=FIG2_DEFAULTS["tol_ms"], progress=_progress(args.progress), task=task["task"])
-    print(f"wrote {args.out / 'learning_curve.png'}, {args.out / 'raster.png'} and "
-          f"{args.out / 'metrics.json'}")
-    print()
+    print(f"Fig. 2 task, seed {args.seed}: {args.trials} trials on the {backend} backend with the "
+          f"host in the loop, then on {other}, then a diff of every recorded variable -> {args.out}",
+          file=sys.stderr)
+    res = compare_backends([backend, other], params, task["inputs"][0], task["targets"],
+                           seed=args.seed, trials=args.trials, out_dir=args.out,
+                           snapshot_every=10, trace_every=0, task=task["task"],
+                           progress=_progress(args.progress))
+    run = args.out / run_dir_name("a", backend)
+    m = json.loads((run / "metrics.json").read_text())
     print(_summary_paragraph(m))
-    return 0
+    print(f"{backend} vs {other}: {format_divergence(res['first'], res['backends'])}")
+    print(f"wrote {run / 'learning_curve.png'}, {run / 'raster.png'}, {args.out / 'compare.png'}; "
+          f"run records in {run} and {args.out / run_dir_name('b', other)}")
+    return 0 if res["identical"] else 1
+
+
+def _backend_label(name: str) -> str:
+    return {"model": "golden model", "float": "float reference", "rtl": "simulated gateware (rtl)",
+            "board-model": "golden model behind the protocol (board-model)"}.get(name, name)
 
 
 def _summary_paragraph(m: dict) -> str:
@@ -351,7 +501,9 @@ def _summary_paragraph(m: dict) -> str:
             f"{p['chunk_steps']} steps per trial; ")
     drops = ", ".join(f"÷{f} at trial {k}" for k, f in m["r0_drop"] if k < m["trials_done"])
     lr = f"r0 = {p['r0_mv']:g} mV" + (f" ({drops})" if drops else "")
-    backend = {"model": "golden model", "float": "float reference"}[m["backend"]]
+    backend = _backend_label(m["backend"])
+    if m.get("error_mode"):
+        backend += f" with the host in the loop ({m['error_mode']} errors)"
     n = s["n_seeds"]
     text = (what + f"{backend}, {n} seed{'s' if n != 1 else ''}, {m['trials_done']} trials, {lr}, "
             f"in {s['wall_time_s']:.1f} s. ")
@@ -380,10 +532,44 @@ def _write_task(out: Path, task: dict, params) -> None:
                           f"{task['task']['stimulus_seeds'][b]}): time_s neuron_id")
 
 
+#: Options only the board backends (host in the loop) take.
+HIL_OPTIONS = ("error_mode", "feedback_latency", "snapshot_every", "trace_every", "resume")
+#: Options a resumed run takes from its record instead.
+_RESUME_FIXED = ("input", "target", "duration_ms", "seed", "seeds", "out", "r0_drop", "tol_ms",
+                 "checkpoint_every", "config", "hidden", "feedback", "rate_hz", "n_in",
+                 "n_target_spikes", "error_mode", "feedback_latency", "snapshot_every", "trace_every")
+
+
 def _resolve(args) -> dict:
     """Defaults that depend on the mode (files or fig2), and cross-argument checks."""
     fig2 = args.task_name == "fig2"
     get = lambda name, default: default if getattr(args, name, None) is None else getattr(args, name)  # noqa: E731
+    from spikeloop.host.hil import is_board_backend
+    backend = get("backend", "model")
+    board = is_board_backend(backend)
+    hil_only = [f"--{o.replace('_', '-')}" for o in HIL_OPTIONS if getattr(args, o, None) is not None]
+    if getattr(args, "resume", None) is not None:
+        given = [f"--{o.replace('_', '-')}" for o in _RESUME_FIXED if getattr(args, o, None) is not None]
+        if given:
+            raise UsageError(f"--resume continues a recorded run with its own settings; "
+                             f"{', '.join(given)} cannot be changed (only --trials, --backend, --progress)")
+        if getattr(args, "backend", None) is not None and not board:
+            raise UsageError(f"--resume needs a board backend (rtl, board-model, serial:PORT), "
+                             f"not {backend!r}")
+        return dict(resume=args.resume, trials=getattr(args, "trials", None),
+                    backend=getattr(args, "backend", None), progress=_progress(getattr(args, "progress", None)))
+    if not board and hil_only:
+        raise UsageError(f"{', '.join(hil_only)} appl{'ies' if len(hil_only) == 1 else 'y'} to the board "
+                         f"backends (rtl, board-model, serial:PORT), not to --backend {backend}")
+    if board and getattr(args, "seeds", None) not in (None, 1):
+        raise UsageError(f"a board backend trains one network per run: --seeds must be 1, not "
+                         f"{args.seeds} (choose the network with --seed)")
+    if getattr(args, "feedback_latency", None) is not None and getattr(args, "error_mode", None) != "host":
+        raise UsageError("--feedback-latency applies to --error-mode host only")
+    out = get("out", Path("spikeloop-fig2") if fig2 else None)
+    if board and out is not None and (out / "manifest.json").exists():
+        raise UsageError(f"{out} already holds a run record; continue it with --resume {out} "
+                         f"or choose another --out")
     if fig2:
         for opt in ("input", "target"):
             if getattr(args, opt, None) is not None:
@@ -396,12 +582,17 @@ def _resolve(args) -> dict:
     d = dict(
         trials=get("trials", _fig2("trials") if fig2 else None),
         seed=get("seed", 0),
-        seeds=get("seeds", _fig2("seeds") if fig2 else 1),
-        backend=get("backend", "model"),
-        out=get("out", Path("spikeloop-fig2") if fig2 else None),
+        seeds=1 if board else get("seeds", _fig2("seeds") if fig2 else 1),
+        backend=backend,
+        board=board,
+        error_mode=get("error_mode", "target"),
+        feedback_latency=get("feedback_latency", None),
+        snapshot_every=get("snapshot_every", 10),
+        trace_every=get("trace_every", 0),
+        out=out,
         r0_drop=get("r0_drop", _fig2("r0_drop") if fig2 else []),
         tol_ms=get("tol_ms", _fig2("tol_ms")),
-        checkpoint_every=get("checkpoint_every", 50),
+        checkpoint_every=get("checkpoint_every", 10 if board else 50),
         progress=_progress(getattr(args, "progress", None)),
     )
     return d
@@ -431,6 +622,8 @@ def _cmd_train(args) -> int:
     from spikeloop.params import Params
     from spikeloop.sim.raster import read_ras, to_dense
     o = _resolve(args)
+    if "resume" in o:
+        return _train_resume(o)
     seeds = list(range(o["seed"], o["seed"] + o["seeds"]))
     config = _load_config(getattr(args, "config", None))
     if args.task_name == "fig2":
@@ -468,6 +661,8 @@ def _cmd_train(args) -> int:
             raise ValueError(f"{e}; set the trial length with --duration-ms") from None
         info = dict(name="files", input=str(args.input), target=str(args.target),
                     duration_ms=steps * params.dt_ms)
+    if o["board"]:
+        return _train_board(o, params, np.asarray(inputs), np.asarray(targets), info)
     print(f"training {len(seeds)} network{'s' if len(seeds) != 1 else ''} (seeds {seeds[0]}.."
           f"{seeds[-1]}) for {o['trials']} trials on the {o['backend']} backend; "
           f"n_in={params.n_in} n_hidden={params.n_hidden} n_out={params.n_out}, "
@@ -485,11 +680,123 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _train_board(o: dict, params, inputs, targets, info) -> int:
+    """``train --backend rtl|board-model|serial:PORT``: one network, host in the loop."""
+    from spikeloop.host.hil import hil_params, hil_train, open_board
+    params = hil_params(params, o["error_mode"], o["feedback_latency"])
+    if inputs.ndim == 3:
+        inputs = inputs[0]
+    latency = (f", feedback latency {params.error_delay} step(s)" if o["error_mode"] == "host" else "")
+    print(f"training network seed {o['seed']} for {o['trials']} trials on the {o['backend']} backend "
+          f"with the host in the loop ({o['error_mode']} errors{latency}); n_in={params.n_in} "
+          f"n_hidden={params.n_hidden} n_out={params.n_out}, {params.chunk_steps} steps per trial "
+          f"-> {o['out']}", file=sys.stderr)
+    return _run_board(o["out"], lambda: _with_board(
+        open_board(o["backend"], params), lambda board: hil_train(
+            board, params, inputs, targets, seed=o["seed"], trials=o["trials"], out_dir=o["out"],
+            backend=o["backend"], error_mode=o["error_mode"], r0_drop=o["r0_drop"], tol_ms=o["tol_ms"],
+            snapshot_every=o["snapshot_every"], trace_every=o["trace_every"],
+            record_every=o["checkpoint_every"], task=info, progress=o["progress"])))
+
+
+def _with_board(board, fn):
+    try:
+        return fn(board)
+    finally:
+        board.close()
+
+
+def _train_resume(o: dict) -> int:
+    from spikeloop.host.hil import hil_resume, open_board
+    out = o["resume"]
+    boards = []
+
+    def opener(backend, params):
+        boards.append(open_board(backend, params))
+        return boards[-1]
+
+    def go():
+        try:
+            return hil_resume(opener, out, trials=o["trials"], backend=o["backend"],
+                              progress=o["progress"])
+        finally:
+            for b in boards:
+                b.close()
+    print(f"resuming the run in {out}", file=sys.stderr)
+    return _run_board(out, go)
+
+
+def _run_board(out: Path, go) -> int:
+    """Run a HIL training; a backend failure or Ctrl-C leaves the record and says how to resume."""
+    from spikeloop.host.board import DriverError
+    try:
+        m = go()
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the completed trials are recorded in {out} "
+              f"(continue with: {PROG} train --resume {out})", file=sys.stderr)
+        return 130
+    except (DriverError, OSError) as e:
+        if not (out / "manifest.json").is_file():
+            raise UsageError(f"could not start the board: {e}") from None
+        print(f"{PROG}: the backend failed: {e}\n{PROG}: the completed trials are recorded in {out} "
+              f"(continue with: {PROG} train --resume {out})", file=sys.stderr)
+        return 1
+    print(_summary_paragraph(m))
+    print(f"results in {out}/ (metrics.json, learning_curve.png, raster.png; run record: "
+          f"manifest.json, trials/, snapshots/)")
+    return 0
+
+
+def _fig2_from_args(args, seed: int):
+    """Params and task of the Fig. 2 options of ``compare`` (config, sizes, rate, duration)."""
+    from spikeloop.host.train import fig2_params, make_fig2
+    config = _load_config(getattr(args, "config", None))
+    params = fig2_params(config, n_in=args.n_in, duration_ms=args.duration_ms)
+    task = make_fig2([seed], n_in=params.n_in, duration_ms=args.duration_ms, rate_hz=args.rate_hz,
+                     n_target_spikes=args.n_target_spikes, dt_ms=params.dt_ms)
+    return params, task
+
+
+def _cmd_compare(args) -> int:
+    from spikeloop.host.board import DriverError
+    from spikeloop.host.compare import compare_backends, format_divergence
+    from spikeloop.host.hil import hil_params
+    if args.feedback_latency is not None and args.error_mode != "host":
+        raise UsageError("--feedback-latency applies to --error-mode host only")
+    params, task = _fig2_from_args(args, args.seed)
+    params = hil_params(params, args.error_mode, args.feedback_latency)
+    if args.neuron is not None and args.neuron >= params.n_out:
+        raise UsageError(f"--neuron must be below n_out = {params.n_out}, not {args.neuron}")
+    a, b = args.backends
+    print(f"running {args.trials} trials of the Fig. 2 task (seed {args.seed}) on {a}, then on {b} "
+          f"-> {args.out}", file=sys.stderr)
+    try:
+        res = compare_backends([a, b], params, task["inputs"][0], task["targets"], seed=args.seed,
+                               trials=args.trials, out_dir=args.out, error_mode=args.error_mode,
+                               r0_drop=args.r0_drop or (), snapshot_every=args.snapshot_every,
+                               trace_every=args.trace_every, task=task["task"], neuron=args.neuron,
+                               progress=_progress(args.progress))
+    except DriverError as e:
+        print(f"{PROG}: error: a backend failed: {e}", file=sys.stderr)
+        return 2
+    print(format_divergence(res["first"], res["backends"]))
+    print(f"wrote {args.out / 'compare.png'} and {args.out / 'compare.json'}")
+    return 0 if res["identical"] else 1
+
+
 def _cmd_bench(args) -> int:
     import json
     from spikeloop.host.bench import (DEFAULT_SIZES, RTL_LANES, RTL_SIZES, bench_model, bench_rtl,
                                       format_rtl_table)
-    if args.what == "rtl":
+    if args.what == "link":
+        try:
+            from spikeloop.host.bench_link import bench_link, format_table
+        except ImportError:
+            raise UsageError("bench link needs spikeloop.host.bench_link, which this installation "
+                             "does not have yet") from None
+        res = bench_link()
+        print(format_table(res))
+    elif args.what == "rtl":
         res = bench_rtl(sizes=tuple(args.sizes) if args.sizes else RTL_SIZES,
                         lanes=tuple(args.lanes) if args.lanes else RTL_LANES,
                         steps=args.steps or 4)

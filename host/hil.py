@@ -54,9 +54,9 @@ ERROR_MODES = ("target", "host")
 #: Command-line names of the backends reached through the protocol driver, and the Board spec.
 BOARD_BACKENDS = {"rtl": "rtl", "board-model": "model"}
 
-#: Registers a snapshot saves and a resume writes back (CHUNK_COUNT is read-only: informational).
+#: Registers a snapshot saves and a resume writes back. CHUNK_COUNT (read-only, chunk ends since
+#: the last reset) is a statistic of the session, not training state, and is left out.
 SAVED_REGISTERS = ("R0", "STEP_COUNT", "CHUNK_PHASE")
-INFO_REGISTERS = ("CHUNK_COUNT",)
 
 
 def is_board_backend(name: str) -> bool:
@@ -154,10 +154,11 @@ def read_board_state(board, params: Params) -> tuple[dict, dict]:
     """``(state, registers)``: every variable the board holds (``board.state()``, plus B when the
     board keeps one outside its snapshot) and the registers a resume needs."""
     state = {k: np.asarray(v) for k, v in board.state().items()}
-    if "fb" in _writable(params) and "fb" not in state:
+    has = getattr(board, "spaces", None) or _writable(params)
+    if "fb" in has and "fb" not in state:
         state["fb"] = np.asarray(board.read_mem("fb")).reshape(1, params.n_hidden, params.n_out)
     regs = {name: int(np.atleast_1d(board.read_reg(name))[0])
-            for name in SAVED_REGISTERS + INFO_REGISTERS}
+            for name in SAVED_REGISTERS}
     return state, regs
 
 
