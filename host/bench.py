@@ -145,9 +145,18 @@ RTL_SIZES = ((100, 0, 1), (100, 32, 100), (256, 0, 256))
 RTL_LANES = (1, 2, 4)
 
 
+def learn_cycles(p: Params, lanes: int) -> int:
+    """Cycles of the learning passes of one step (``N·C + 1 + L_s`` per layer, see
+    :func:`spikeloop.hdl.core.cycles_per_step`): the part of a step that updates synapses."""
+    from spikeloop.hdl.core import _latencies, _layers
+    Ls = _latencies(p)["syn"]
+    return sum(L.N * L.C + 1 + Ls for L in _layers(p, lanes, max(8, lanes)))
+
+
 def bench_rtl(sizes=RTL_SIZES, lanes=RTL_LANES, steps: int = 4, in_width: int = 8) -> dict:
-    """Cycles per step, synapse updates per cycle and lane, and the simulated cycles per second
-    of the Verilator harness for the ``Core`` (sizes it cannot build yet are reported as such)."""
+    """Cycles per step, synapse updates per cycle and lane (over the whole step and over the
+    learning passes alone), and the simulated cycles per second of the Verilator harness for
+    the ``Core`` (sizes it cannot build are reported as such)."""
     import json
     import tempfile
     from pathlib import Path
@@ -175,22 +184,31 @@ def bench_rtl(sizes=RTL_SIZES, lanes=RTL_LANES, steps: int = 4, in_width: int = 
                                              "steps": steps, "stats": str(stats)})
                 info = json.loads(stats.read_text())
             plain = info["cycles"]["plain"][0]
-            assert plain == cycles_per_step(p, P), "cycles differ from the documented formula"
+            want = cycles_per_step(p, P)
+            if plain != want:
+                raise AssertionError(f"{n_in}-{n_hid}-{n_out} P={P}: measured {plain} cycles per "
+                                     f"step, the formula says {want}")
+            learn = learn_cycles(p, P)
             rows.append({**row, "synapses": p.n_synapses, "cycles_per_step": plain,
                          "cycles_per_chunk_end_step": info["cycles"].get("chunk", [None])[0],
                          "updates_per_cycle_per_lane": p.n_synapses / P / plain,
+                         "learn_cycles": learn,
+                         "learn_updates_per_cycle_per_lane": p.n_synapses / P / learn,
                          "sim_cycles_per_s": info["sim_cycles_per_s"],
                          "build_s": res.build_time_s})
     return {"rows": rows, "steps": steps}
 
 
 def format_rtl_table(res: dict) -> str:
-    lines = [f"{'size':>12} {'lanes':>5} {'cycles/step':>11} {'upd/cycle/lane':>14} {'sim cycles/s':>12}",
-             "-" * 58]
+    lines = [f"{'size':>12} {'lanes':>5} {'cycles/step':>11} {'upd/cycle/lane':>14} "
+             f"{'learn pass':>10} {'sim cycles/s':>12}", "-" * 69]
     for r in res["rows"]:
         if "error" in r:
             lines.append(f"{r['size']:>12} {r['lanes']:>5}  {r['error']}")
         else:
             lines.append(f"{r['size']:>12} {r['lanes']:>5} {r['cycles_per_step']:>11} "
-                         f"{r['updates_per_cycle_per_lane']:>14.3f} {r['sim_cycles_per_s']:>12.3g}")
+                         f"{r['updates_per_cycle_per_lane']:>14.3f} "
+                         f"{r['learn_updates_per_cycle_per_lane']:>10.3f} {r['sim_cycles_per_s']:>12.3g}")
+    lines.append("upd/cycle/lane: synapses ÷ lanes ÷ cycles of the whole step; learn pass: the same "
+                 "over the learning passes' cycles alone")
     return "\n".join(lines)
