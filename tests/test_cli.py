@@ -1,4 +1,5 @@
-"""The ``spikeloop`` command line: help, argument errors, info and bench (training: test_train.py)."""
+"""The ``spikeloop`` command line: help, argument errors, info, bench and the host-in-the-loop
+options of train/demo (training itself: test_train.py, test_hil.py; compare: test_compare.py)."""
 
 import json
 
@@ -7,7 +8,8 @@ import pytest
 from spikeloop.host.cli import main
 from spikeloop.sim.raster import write_ras
 
-SUBCOMMANDS = [[], ["info"], ["demo"], ["train"], ["train", "fig2"], ["bench"], ["bench", "model"]]
+SUBCOMMANDS = [[], ["info"], ["demo"], ["train"], ["train", "fig2"], ["compare"], ["bench"],
+               ["bench", "model"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w) or "top")
@@ -33,6 +35,12 @@ def test_info_runs(capsys):
     for text in ("spikeloop", "n_in=100", "(463, 9)", "SQ9.10", "UQ0.8", "model", "float",
                  "amaranth", "cocotb", "verilator"):
         assert text in out, text
+    backends = out.split("Backends")[1].split("Toolchain")[0]
+    for name in ("model", "float", "rtl", "board-model", "serial:PORT"):
+        assert f"\n  {name} " in backends, name
+    assert "(not yet)" not in backends
+    assert "board-model  the golden model answering the link protocol, host in the loop (available)" \
+        in backends
 
 
 # --------------------------------------------------------------------------- argument errors
@@ -99,9 +107,21 @@ def test_unknown_config_key_is_a_clean_error(tmp_path, capsys):
     assert _err(capsys).startswith("spikeloop: error: unknown parameter(s) n_inputs")
 
 
-def test_bench_what_must_be_model_or_rtl(capsys):
-    assert main(["bench", "link"]) == 2
-    assert "argument what: invalid choice: 'link'" in _err(capsys)
+def test_bench_what_must_be_model_rtl_or_link(capsys):
+    assert main(["bench", "disk"]) == 2
+    assert "argument what: invalid choice: 'disk'" in _err(capsys)
+
+
+def test_bench_link_calls_bench_link_and_prints_its_table(tmp_path, capsys, monkeypatch):
+    import spikeloop.host.bench_link as bl
+    calls = []
+    monkeypatch.setattr(bl, "bench_link", lambda: calls.append(1) or {"results": [7]})
+    monkeypatch.setattr(bl, "format_table", lambda res: f"TABLE {res['results']}")
+    path = tmp_path / "link.json"
+    assert main(["bench", "link", "--json", str(path)]) == 0
+    assert calls == [1]
+    assert capsys.readouterr().out.startswith("TABLE [7]\n")
+    assert json.loads(path.read_text()) == {"results": [7]}
 
 
 # --------------------------------------------------------------------------- bench
@@ -164,3 +184,90 @@ def test_plot_refuses_a_directory_without_metrics(tmp_path, capsys):
     from spikeloop.host.cli import main
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
     assert "no metrics.json" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- host in the loop
+
+SMALL = ["--n-in", "30", "--duration-ms", "40", "--n-target-spikes", "2", "--progress", "never"]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["train", "fig2", "--backend", "float", "--error-mode", "host"],
+     "--error-mode applies to the board backends (rtl, board-model, serial:PORT), not to --backend float"),
+    (["train", "fig2", "--snapshot-every", "3"],
+     "--snapshot-every applies to the board backends (rtl, board-model, serial:PORT), not to --backend model"),
+    (["train", "fig2", "--backend", "board-model", "--seeds", "3"],
+     "a board backend trains one network per run: --seeds must be 1, not 3"),
+    (["train", "fig2", "--backend", "board-model", "--feedback-latency", "2"],
+     "--feedback-latency applies to --error-mode host only"),
+    (["train", "fig2", "--backend", "serial:"],
+     "argument --backend: must be model, float, rtl, board-model or serial:PORT, not 'serial:'"),
+    (["train", "fig2", "--backend", "fpga"],
+     "argument --backend: must be model, float, rtl, board-model or serial:PORT, not 'fpga'"),
+    (["train", "fig2", "--error-mode", "both"], "argument --error-mode: invalid choice: 'both'"),
+    (["train", "--resume", "run", "--seed", "3"],
+     "--resume continues a recorded run with its own settings; --seed cannot be changed"),
+    (["train", "--resume", "run", "--backend", "float"],
+     "--resume needs a board backend (rtl, board-model, serial:PORT), not 'float'"),
+    (["demo", "--backend", "model"], "argument --backend: must be rtl, board-model or serial:PORT"),
+])
+def test_hil_argument_errors_are_clean(argv, msg, capsys):
+    assert main(argv) == 2
+    assert msg in _err(capsys)
+
+
+def test_resume_of_a_directory_without_a_record(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert f"error: {tmp_path} is not a run record (no manifest.json)" in _err(capsys)
+
+
+def test_train_on_board_model_then_resume_to_more_trials(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "fig2", "--backend", "board-model", "--trials", "3", "--seed", "2",
+               "--out", str(out), "--snapshot-every", "2", "--error-mode", "host",
+               "--feedback-latency", "2"] + SMALL)
+    assert rc == 0, _err(capsys)
+    text = capsys.readouterr().out
+    assert "golden model behind the protocol (board-model) with the host in the loop (host errors)" in text
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["trials_done"] == 3 and m["seeds"] == [2] and m["feedback_latency"] == 2
+    for f in ("manifest.json", "input.ras", "target.ras", "raster.png", "learning_curve.png"):
+        assert (out / f).is_file(), f
+    # the same --out again is refused (the record would be lost); resume extends it
+    assert main(["train", "fig2", "--backend", "board-model", "--out", str(out)] + SMALL) == 2
+    assert f"{out} already holds a run record; continue it with --resume {out}" in _err(capsys)
+    assert main(["train", "--resume", str(out), "--trials", "5", "--progress", "never"]) == 2
+    assert "cannot resume with error_delay = 2" in _err(capsys)
+
+
+def test_resume_continues_an_interrupted_cli_run(tmp_path, capsys, monkeypatch):
+    import spikeloop.host.hil as hil
+    out = tmp_path / "run"
+    real = hil._Run.run_trial
+
+    def crash_in_trial_3(self, k):
+        if k == 3:
+            raise KeyboardInterrupt
+        return real(self, k)
+    monkeypatch.setattr(hil._Run, "run_trial", crash_in_trial_3)
+    rc = main(["train", "fig2", "--backend", "board-model", "--trials", "5", "--out", str(out),
+               "--snapshot-every", "2"] + SMALL)
+    assert rc == 130
+    assert f"continue with: spikeloop train --resume {out}" in _err(capsys)
+    assert json.loads((out / "metrics.json").read_text())["trials_done"] == 3
+    monkeypatch.setattr(hil._Run, "run_trial", real)
+    assert main(["train", "--resume", str(out), "--progress", "never"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["complete"] and m["trials_done"] == 5
+
+
+def test_demo_on_board_model(tmp_path, capsys):
+    rc = main(["demo", "--backend", "board-model", "--trials", "2", "--out", str(tmp_path),
+               "--progress", "never"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "board-model vs board-model: identical" in out
+    run = tmp_path / "a-board-model"
+    for f in ("learning_curve.png", "raster.png", "metrics.json", "manifest.json"):
+        assert (run / f).is_file(), f
+    assert (tmp_path / "compare.png").is_file() and (tmp_path / "input.ras").is_file()
