@@ -215,9 +215,12 @@ class RtlTransport(Transport):
 
         ``free_cycles_per_s`` (Verilator alone on this design, measured at start),
         ``cycles_per_s`` (simulated cycles per second of wall time while serving, time blocked
-        on an idle link excluded), ``cycles``, ``run_s``, ``blocked_s``, ``bytes_to_dut``,
+        on an idle link excluded), the same two per CPU second of the simulation process
+        (``free_cycles_per_cpu_s``, ``cycles_per_cpu_s``: insensitive to other load on the
+        machine), ``cycles``, ``run_s``, ``cpu_s``, ``blocked_s``, ``bytes_to_dut``,
         ``bytes_from_dut``, ``wakes`` (Python wake-ups while serving), ``overrun`` (bytes lost,
-        must be 0), ``frame_error``, plus ``ratio`` = cycles_per_s / free_cycles_per_s.
+        must be 0), ``frame_error``, plus ``ratio`` = cycles_per_s / free_cycles_per_s and
+        ``cpu_ratio`` = cycles_per_cpu_s / free_cycles_per_cpu_s.
         """
         with self._cond:
             if not self._eof and not self._closing:
@@ -227,6 +230,8 @@ class RtlTransport(Transport):
             st = dict(self._stats or {})
         if st.get("cycles_per_s") and st.get("free_cycles_per_s"):
             st["ratio"] = st["cycles_per_s"] / st["free_cycles_per_s"]
+        if st.get("cycles_per_cpu_s") and st.get("free_cycles_per_cpu_s"):
+            st["cpu_ratio"] = st["cycles_per_cpu_s"] / st["free_cycles_per_cpu_s"]
         return st
 
     @property

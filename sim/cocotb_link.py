@@ -9,12 +9,10 @@ Run by :mod:`spikeloop.sim.rtl_server` (never per clock, never per UART bit). Te
 cycle rate on it (the clock is the simulator-side GPI clock and Python sleeps in one long
 ``Timer`` while the link is idle; a ``ClockCycles`` await would wake Python on every edge) and
 sends it in a HELLO message. It then moves bytes socket → ``in_*`` words and ``out_*`` words →
-socket (message format in :mod:`spikeloop.sim.rtl_server`), waking only on
-
-* ``out_seq`` changing (a word or frame arrived from the design),
-* ``in_taken`` changing (the bridge took a word, so the next may be loaded),
-* ``line_idle`` rising or ``in_busy`` falling (the link went quiet),
-* a ``Timer`` of ``poll_s`` worth of cycles (to notice host messages while simulating).
+socket (message format in :mod:`spikeloop.sim.rtl_server`), waking only when the bridge's
+``attn`` toggles: a word or frame arrived from the design, the bridge took an input word (the
+next may be loaded), the link went quiet, or a poll tick of ``poll_s`` worth of cycles passed
+(to notice host messages while simulating). One ``ValueChange`` trigger, no per-wake tasks.
 
 When nothing is queued, nothing is on the wire and the host is not waiting for bytes (RUN), it
 blocks on the socket without advancing simulated time, so an idle link costs no CPU. It counts
@@ -31,7 +29,7 @@ import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, First, RisingEdge, Timer, ValueChange
+from cocotb.triggers import Timer, ValueChange
 from cocotb.utils import get_sim_time
 
 from spikeloop.sim.rtl_runner import test_params
@@ -64,11 +62,13 @@ class Link:
         self.closed = False
         self.in_seq = 0
         self.out_ack = 0
-        self.free_cycles_per_s = None
+        self.free_cycles_per_s = self.free_cycles_per_cpu_s = None
         self.bytes_to_dut = self.bytes_from_dut = 0
         self.wakes = 0
         self.blocked_s = 0.0
+        self.blocked_since = None
         self.t_start = time.perf_counter()
+        self.cpu_start = time.process_time()
         self.c_start = 0
 
     # ------------------------------------------------------------------ socket
@@ -121,6 +121,7 @@ class Link:
         d.in_count.value = 0
         d.in_data.value = 0
         d.out_ack.value = 0
+        d.poll_cycles.value = 0
         await Timer(4 * PERIOD + PERIOD // 2, unit="step")
         d.rst.value = 0
         await Timer(4 * PERIOD, unit="step")
@@ -131,14 +132,14 @@ class Link:
             return
         n = 20_000
         for _ in range(3):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             await Timer(n * PERIOD, unit="step")
-            dt = time.perf_counter() - t0
-            rate = n / dt
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if dt >= 0.5 * self.calibrate_s:
                 break
-            n = max(n, int(rate * self.calibrate_s))
-        self.free_cycles_per_s = rate
+            n = max(n, int(n / dt * self.calibrate_s))
+        self.free_cycles_per_s = n / dt
+        self.free_cycles_per_cpu_s = n / dc if dc > 0 else None
 
     def service(self) -> None:
         """Forward a handed-over word to the host; load the next input word if the bridge has room."""
@@ -164,15 +165,21 @@ class Link:
                     or d.in_busy.value or not d.line_idle.value or int(d.out_seq.value) != self.out_ack)
 
     def stats(self) -> dict:
-        run_s = time.perf_counter() - self.t_start - self.blocked_s
+        now = time.perf_counter()
+        blocked_s = self.blocked_s + (now - self.blocked_since if self.blocked_since is not None else 0.0)
+        run_s = now - self.t_start - blocked_s
+        cpu_s = time.process_time() - self.cpu_start
         cycles = cycles_now() - self.c_start
         d = self.dut
         return {
             "free_cycles_per_s": self.free_cycles_per_s,
+            "free_cycles_per_cpu_s": self.free_cycles_per_cpu_s,
             "cycles": cycles,
             "run_s": run_s,
-            "blocked_s": self.blocked_s,
+            "cpu_s": cpu_s,
+            "blocked_s": blocked_s,
             "cycles_per_s": cycles / run_s if run_s > 0 else None,
+            "cycles_per_cpu_s": cycles / cpu_s if cpu_s > 0 else None,
             "bytes_to_dut": self.bytes_to_dut,
             "bytes_from_dut": self.bytes_from_dut,
             "wakes": self.wakes,
@@ -186,26 +193,24 @@ class Link:
         await self.calibrate()
         poll_cycles = max(256, int((self.free_cycles_per_s or 100_000) * self.poll_s))
         self.send(Msg.HELLO, json.dumps({
-            "free_cycles_per_s": self.free_cycles_per_s, "width": self.width, "divisor": self.divisor,
+            "free_cycles_per_s": self.free_cycles_per_s,
+            "free_cycles_per_cpu_s": self.free_cycles_per_cpu_s, "width": self.width, "divisor": self.divisor,
             "poll_cycles": poll_cycles, "period_steps": PERIOD}).encode())
-        self.t_start, self.c_start = time.perf_counter(), cycles_now()
-        poll = Timer(poll_cycles * PERIOD, unit="step")
-        out_changed, in_changed = ValueChange(d.out_seq), ValueChange(d.in_taken)
-        went_idle, drained = RisingEdge(d.line_idle), FallingEdge(d.in_busy)
+        self.t_start, self.cpu_start, self.c_start = time.perf_counter(), time.process_time(), cycles_now()
+        d.poll_cycles.value = poll_cycles
+        attn = ValueChange(d.attn)
         while True:
             self.service()
             self.poll_socket(block=False)
             if self.closed:
                 break
             if not self.active():
-                t0 = time.perf_counter()
+                self.blocked_since = time.perf_counter()
                 self.poll_socket(block=True)
-                self.blocked_s += time.perf_counter() - t0
+                self.blocked_s += time.perf_counter() - self.blocked_since
+                self.blocked_since = None
                 continue
-            triggers = [out_changed, went_idle, drained, poll]
-            if self.inbuf:
-                triggers.append(in_changed)
-            await First(*triggers)
+            await attn
             self.wakes += 1
         st = self.stats()
         try:

@@ -15,8 +15,8 @@ pins (``rx: In(1)``, ``tx: Out(1)``, 8N1) and gives the testbench two wide ports
   handed-over word stays until Python toggles ``out_ack`` to match ``out_seq``; meanwhile the
   accumulator keeps collecting (and the receiver's one-byte register absorbs one more frame).
 
-Python therefore wakes once per word or frame (``ValueChange`` on ``in_taken`` / ``out_seq``) and
-for ``line_idle``, never per clock or per bit; the UART between the bridge and the design is
+Python therefore wakes once per word or frame, when the link goes quiet and on a slow poll tick
+(all folded into one ``attn`` toggle), never per clock or per bit; the UART between the bridge and the design is
 the real gateware, at ``divisor`` clocks per bit both ways.
 """
 
@@ -30,10 +30,12 @@ from amaranth.lib.wiring import In, Out
 
 from spikeloop.hdl.uart import COUNTER_BITS, MIN_DIVISOR, UARTRx, UARTTx
 
-__all__ = ["SimLinkBridge", "BITS_PER_FRAME"]
+__all__ = ["SimLinkBridge", "BITS_PER_FRAME", "POLL_BITS"]
 
 #: Bit times per byte on the wire: start, 8 data, stop.
 BITS_PER_FRAME = 10
+#: Width of the ``poll_cycles`` input.
+POLL_BITS = 24
 
 
 def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
@@ -75,6 +77,12 @@ class SimLinkBridge(wiring.Component):
         Set equal to ``out_seq`` to release the handed-over word.
     line_idle : Out(1)
         The design's ``tx`` has been quiet for ``idle_cycles`` and nothing is left to hand over.
+    poll_cycles : In(24)
+        Period of the poll tick (0: none).
+    attn : Out(1)
+        Toggles at every event the testbench may want to act on: a word handed over, an input
+        word taken, ``line_idle`` rising, ``in_busy`` falling, a poll tick. One ``ValueChange``
+        on it is all the testbench waits for.
     overrun, frame_error : Out(16)
         The receiver's saturating counters: bytes lost (must stay 0) and bad stop bits.
 
@@ -120,6 +128,8 @@ class SimLinkBridge(wiring.Component):
             "out_seq": Out(1),
             "out_ack": In(1),
             "line_idle": Out(1),
+            "poll_cycles": In(POLL_BITS),
+            "attn": Out(1),
             "overrun": Out(COUNTER_BITS),
             "frame_error": Out(COUNTER_BITS),
         })
@@ -147,7 +157,7 @@ class SimLinkBridge(wiring.Component):
         ]
         with m.If(tx.data.valid & tx.data.ready):
             m.d.sync += [buf.eq(buf >> 8), left.eq(left - 1)]
-        with m.If((self.in_seq != self.in_taken) & (left == 0)):
+        with m.If((self.in_seq != self.in_taken) & (left == 0)):    # "load" below
             m.d.sync += [
                 buf.eq(self.in_data.as_value()),
                 left.eq(self.in_count),
@@ -182,4 +192,18 @@ class SimLinkBridge(wiring.Component):
         with m.Elif(quiet != self.idle_cycles):
             m.d.sync += quiet.eq(quiet + 1)
         m.d.comb += self.line_idle.eq((quiet == self.idle_cycles) & (n == 0) & ~rx.data.valid)
+
+        # ---- attention: one toggle per cycle with any event
+        tick = Signal(POLL_BITS)
+        was_idle, was_busy = Signal(), Signal()
+        m.d.sync += [was_idle.eq(self.line_idle), was_busy.eq(self.in_busy)]
+        poll = (tick == 1)
+        with m.If((tick <= 1) & (self.poll_cycles != 0)):
+            m.d.sync += tick.eq(self.poll_cycles)
+        with m.Elif(tick != 0):
+            m.d.sync += tick.eq(tick - 1)
+        load = (self.in_seq != self.in_taken) & (left == 0)
+        event = (flush | load | poll | (self.line_idle & ~was_idle) | (~self.in_busy & was_busy))
+        with m.If(event):
+            m.d.sync += self.attn.eq(~self.attn)
         return m

@@ -172,6 +172,8 @@ def main(argv=None) -> int:
 
     params = {"port": args.port, "width": width, "divisor": divisor, "calibrate_s": args.calibrate_s,
               "poll_s": args.poll_s}
+    print(f"rtl_server: building {args.toplevel} ({args.dut}, divisor {divisor}, width {width}) "
+          f"and connecting to port {args.port}", flush=True)
     try:
         res = build_and_test(design, args.toplevel, TEST_MODULE,
                              build_dir=args.build_dir or default_build_dir(), params=params, verbose=True)

@@ -182,13 +182,14 @@ def test_large_transfer_and_rates(link):
     assert bytes(got) == data
     st = link.stats()
     cycles = st["cycles"] - before["cycles"]
-    run_s = st["run_s"] - before["run_s"]
+    run_s, cpu_s = st["run_s"] - before["run_s"], st["cpu_s"] - before["cpu_s"]
     assert cycles >= len(data) * 10 * DIVISOR               # every byte crossed the real UART
     assert st["overrun"] == 0
     print(f"\nrtl echo: {len(data)} B in {wall:.2f} s wall, {cycles} cycles, "
-          f"served {cycles / run_s:,.0f} cycles/s vs free-running {st['free_cycles_per_s']:,.0f} "
-          f"cycles/s (ratio {cycles / run_s / st['free_cycles_per_s']:.2f}); "
-          f"{st['wakes'] - before['wakes']} Python wakes")
+          f"{st['wakes'] - before['wakes']} Python wakes; served {cycles / run_s:,.0f} cycles/s "
+          f"vs free-running {st['free_cycles_per_s']:,.0f} (ratio {cycles / run_s / st['free_cycles_per_s']:.2f}); "
+          f"per CPU second {cycles / cpu_s:,.0f} vs {st['free_cycles_per_cpu_s']:,.0f} "
+          f"(ratio {cycles / cpu_s / st['free_cycles_per_cpu_s']:.2f})")
 
 
 def test_idle_link_does_not_simulate(link):
@@ -281,6 +282,10 @@ def test_soc_identify():
         assert (f.cmd, f.seq) == (Command.ACK, 7)
         ident = unpack_identify(f.payload)
         assert ident.params == p
-        assert (ident.lanes, ident.clock_hz, ident.baud) == (1, 12_000_000, 3_000_000)
+        assert (ident.lanes, ident.clock_hz, ident.baud, ident.max_payload) == (1, 12_000_000, 3_000_000, 1024)
+        st = t.stats()
+        assert st["overrun"] == 0 and st["bytes_from_dut"] >= len(f.payload)
+        print(f"\nrtl SoC: free-running {st['free_cycles_per_s']:,.0f} cycles/s, served "
+              f"{st['cycles_per_s']:,.0f} (ratio {st['ratio']:.2f}; per CPU second {st['cpu_ratio']:.2f})")
         pgid = t.pid
     assert wait_gone(pgid) == []
