@@ -1,0 +1,117 @@
+"""The spikeloop system on chip: UART, protocol engine and Core behind two pins.
+
+:class:`EngineCore` is the engine and the Core joined, with byte streams instead of pins (what the
+cocotb tests drive, one byte per clock); :class:`SoC` adds the UART. A board file wraps
+:class:`SoC`; the simulation bridge drives its ``rx`` / ``tx``. See ``docs/link.md``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from spikeloop.params import Params
+
+from .core import Core
+from .engine import ProtocolEngine
+from .uart import UART, uart_divisor
+
+__all__ = ["EngineCore", "SoC"]
+
+
+class EngineCore(wiring.Component):
+    """:class:`ProtocolEngine` driving a :class:`Core`, with byte streams for the link.
+
+    Members
+    -------
+    rx : In(stream.Signature(8))
+        Received bytes (the engine's input).
+    tx : Out(stream.Signature(8))
+        Bytes to send.
+    uart_overrun : In(16)
+        The UART's overrun counter (0 when there is none).
+    status : Out(3)
+        The engine's status bits.
+    """
+
+    def __init__(self, params: Params, lanes: int = 1, in_width: int = 8, *, clock_hz: int = 12_000_000,
+                 baud: int = 3_000_000, max_payload: int = 1024):
+        self.engine = ProtocolEngine(params, lanes, in_width, clock_hz=clock_hz, baud=baud,
+                                     max_payload=max_payload)
+        self.core = Core(params, lanes, in_width)
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "uart_overrun": In(16),
+            "status": Out(3),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine = eng = self.engine
+        m.submodules.core = self.core
+        wiring.connect(m, eng.core, self.core)
+        wiring.connect(m, wiring.flipped(self.rx), eng.rx)
+        wiring.connect(m, eng.tx, wiring.flipped(self.tx))
+        m.d.comb += [eng.uart_overrun.eq(self.uart_overrun), self.status.eq(eng.status)]
+        return m
+
+
+class SoC(wiring.Component):
+    """UART + :class:`ProtocolEngine` + :class:`Core`: the whole device behind ``rx`` / ``tx``.
+
+    Parameters
+    ----------
+    params : Params
+    lanes, in_width : int
+        Passed to the :class:`Core`.
+    clock_hz, baud : int
+        The UART divisor is ``round(clock_hz / baud)`` (at least 4, within 2 %).
+    max_payload : int
+        The engine's frame and reply buffer limit (reported by IDENTIFY).
+
+    Members
+    -------
+    rx : In(1)
+        Serial input, idle high.
+    tx : Out(1)
+        Serial output, idle high.
+    status : Out(3)
+        For LEDs: bit 0 executing a request, bit 1 transmitting, bit 2 a link error was counted.
+
+    Raises
+    ------
+    ValueError
+        If the baud rate does not divide the clock (see ``uart_divisor``) or the engine refuses
+        the parameters.
+    """
+
+    def __init__(self, params: Params, lanes: int = 1, in_width: int = 8, *, clock_hz: int = 12_000_000,
+                 baud: int = 3_000_000, max_payload: int = 1024):
+        try:
+            uart_divisor(clock_hz, baud)
+        except ValueError:
+            self._MustUse__silence = True
+            raise
+        self.params, self.lanes, self.in_width = params, lanes, in_width
+        self.clock_hz, self.baud, self.max_payload = clock_hz, baud, max_payload
+        self.link = EngineCore(params, lanes, in_width, clock_hz=clock_hz, baud=baud,
+                               max_payload=max_payload)
+        super().__init__({
+            "rx": In(1, init=1),
+            "tx": Out(1, init=1),
+            "status": Out(3),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart = uart = UART(self.clock_hz, self.baud)
+        m.submodules.link = link = self.link
+        wiring.connect(m, uart.rx_data, link.rx)
+        wiring.connect(m, link.tx, uart.tx_data)
+        m.d.comb += [
+            uart.rx.eq(self.rx), self.tx.eq(uart.tx),
+            link.uart_overrun.eq(uart.overrun), self.status.eq(link.status),
+        ]
+        return m
