@@ -57,7 +57,7 @@ def _measure(board, p: Params, k: int, seconds: float, seed: int) -> dict:
 
 
 def bench_link(backends=LINK_BACKENDS, cases=LINK_CASES, k: int = 50, seconds: float = 1.0,
-               bauds=LINK_BAUDS, seed: int = 0, json_path=None, out=None) -> dict:
+               bauds=LINK_BAUDS, seed: int = 0, json_path=None, out=False) -> dict:
     """Measure every backend of ``backends`` that opens, on every network of ``cases``.
 
     Parameters
@@ -75,8 +75,9 @@ def bench_link(backends=LINK_BACKENDS, cases=LINK_CASES, k: int = 50, seconds: f
         Weights and stimulus.
     json_path : path, optional
         Where the result is written as JSON.
-    out : text stream, optional
-        Where the table is printed (default ``sys.stdout``; ``False`` prints nothing).
+    out : text stream or None, optional
+        Where the table is printed (``None``: ``sys.stdout``; default ``False``: not printed, so a
+        caller printing :func:`format_table` itself does not get it twice).
 
     Returns
     -------
@@ -109,7 +110,8 @@ def bench_link(backends=LINK_BACKENDS, cases=LINK_CASES, k: int = 50, seconds: f
                "projected_steps_per_s": {str(b): P.projected_steps_per_s(p, b, k) for b in bauds},
                "backends": {}}
         for spec in backends:
-            kw = {"max_payload": max(1024, P.batch_bytes(p, k)[0])} if spec == "model" else {}
+            # the simulated devices get a receive buffer that holds a K-step request
+            kw = {"max_payload": max(1024, P.batch_bytes(p, k)[0])} if spec in ("model", "rtl") else {}
             try:
                 board = Board.open(spec, p, steps_per_frame=k, **kw)
             except Exception as e:          # a missing backend is a result, not a failure
