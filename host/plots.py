@@ -185,7 +185,7 @@ def plot_compare_curves(runs: dict, path, *, success_level=0.1, title: str | Non
 
 def plot_compare_traces(path, runs: list, *, targets, dt_ms: float, threshold_mv: float,
                         mark_step: int | None = None, title: str | None = None) -> Path:
-    """One output neuron on two backends: membrane potential (overlaid) and spikes, one trial.
+    """One output neuron on two backends: membrane potential (overlaid, and A − B) and spikes.
 
     Parameters
     ----------
@@ -200,10 +200,11 @@ def plot_compare_traces(path, runs: list, *, targets, dt_ms: float, threshold_mv
     targets = np.asarray(targets, bool)
     T = targets.shape[0]
     t_ms = np.arange(T) * dt_ms
-    fig = Figure(figsize=(8.0, 5.0))
-    gs = fig.add_gridspec(2, 1, height_ratios=[2.4, 1.0], hspace=0.1)
+    fig = Figure(figsize=(8.0, 6.0))
+    gs = fig.add_gridspec(3, 1, height_ratios=[2.4, 0.9, 1.0], hspace=0.12)
     ax_u = fig.add_subplot(gs[0])
-    ax_s = fig.add_subplot(gs[1], sharex=ax_u)
+    ax_d = fig.add_subplot(gs[1], sharex=ax_u)
+    ax_s = fig.add_subplot(gs[2], sharex=ax_u)
     styles = (("C0", "-", 1.6), ("C3", "--", 1.0))
     any_u = False
     for r, (styl, run) in enumerate(zip(styles, runs)):
@@ -215,12 +216,18 @@ def plot_compare_traces(path, runs: list, *, targets, dt_ms: float, threshold_mv
         k = np.flatnonzero(np.asarray(run["spikes"], bool))
         ax_s.vlines(k * dt_ms, r + 0.6, r + 1.4, color=colour, lw=1.4)
     ax_s.vlines(np.flatnonzero(targets) * dt_ms, -0.4, 0.4, color="C2", lw=1.4)
+    us = [r.get("u_mv") for r in runs]
+    if len(us) == 2 and all(u is not None for u in us):
+        ax_d.plot(t_ms, np.asarray(us[0], np.float64) - np.asarray(us[1], np.float64), color="k", lw=0.9)
+    ax_d.axhline(0.0, color="0.6", lw=0.6)
+    ax_d.set_ylabel("difference (mV)", fontsize=8)
+    ax_d.tick_params(labelbottom=False)
     if not any_u:
         ax_u.text(0.5, 0.5, "membrane not traced in this trial (--trace-every)", ha="center",
                   va="center", transform=ax_u.transAxes, fontsize=9, color="0.4")
     ax_u.axhline(threshold_mv, color="0.4", ls=":", lw=0.9, label=f"threshold {threshold_mv:g} mV")
     if mark_step is not None:
-        for ax in (ax_u, ax_s):
+        for ax in (ax_u, ax_d, ax_s):
             ax.axvline(mark_step * dt_ms, color="k", lw=0.8, alpha=0.6)
     ax_u.set_ylabel("membrane U (mV)")
     ax_u.tick_params(labelbottom=False)
