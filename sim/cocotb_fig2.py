@@ -21,7 +21,6 @@ import cocotb
 import numpy as np
 
 from spikeloop.hdl.core import Reg, Space
-from spikeloop.hdl.layouts import pack
 from spikeloop.host.train import FIG2_DEFAULTS, fig2_params, make_fig2
 from spikeloop.sim.cocotb_core import TB, first_mismatch
 from spikeloop.sim.golden import GoldenModel
@@ -40,11 +39,11 @@ async def fig2_training(dut):
     tb = TB(dut, p, 1, 8, random.Random(seed), stall=0.0, backpressure=0.0)
     await tb.reset()
     gm = GoldenModel(p, seeds=seed)
-    sl = tb.map.layouts[Space.SYN]
+    tb.make_plan(gm.snapshot())
     w0 = gm.layers[0].w[0].copy()
-    for j in range(p.n_in):
-        await tb.acc_write(Space.SYN, tb.map.syn_index(0, j),
-                           pack(sl, {k: (int(w0[0, j]) if k == "w" else 0) for k in sl.members}))
+    for k, w in enumerate(w0.ravel()):
+        loc = tb.map.locate("out.w", k)
+        await tb.acc_write(loc.space, loc.index, loc.insert(0, int(w)))
     drops = dict(FIG2_DEFAULTS["r0_drop"])
     spikes, t0 = [], time.perf_counter()
     for trial in range(trials):
