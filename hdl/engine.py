@@ -26,7 +26,7 @@ __all__ = ["ProtocolEngine", "SpaceMap", "space_maps", "crc16_step"]
 #: Reply buffer slot for replies that are not cached (link NAKs, BAD_SEQUENCE, bare duplicate ACKs):
 #: header 4 + payload ≤ 2 + CRC 2.
 SMALL_SLOT = 8
-#: Width of the shift register that feeds header and fixed payload heads into the reply.
+#: Bytes EMIT can send from the header registers: cmd, seq, length (4) and the 6-byte head.
 _SR_BYTES = 10
 
 
@@ -310,8 +310,10 @@ class ProtocolEngine(wiring.Component):
         wptr = Signal(range(RDEPTH + 1))
         rbase = Signal(range(RDEPTH + 1))
         tcrc = Signal(16)
-        sr = Signal(8 * _SR_BYTES)
-        sr_n = Signal(range(_SR_BYTES + 1))
+        # EMIT sends bytes e_i .. e_end - 1 of ``cmd · seq · length · r_head``: the header and the
+        # head on a new reply, then r_head reloaded with a register value, a memory word or the CRC
+        e_i = Signal(range(_SR_BYTES + 1))
+        e_end = Signal(range(_SR_BYTES + 1))
         ret = Signal(_Ret)
         tx_go, tx_base, tx_len = Signal(), Signal(range(RDEPTH + 1)), Signal(range(RDEPTH + 1))
         tx_idle = Signal()
@@ -356,7 +358,15 @@ class ProtocolEngine(wiring.Component):
                 ok = ok | ((reg_addr >= a) & (end <= b + 1))
             return ok
 
-        rd_ok, wr_ok = range_ok(False), range_ok(True)
+        # Request arithmetic, registered: the head is stable from the closing delimiter on, and
+        # VALIDATE runs at least two cycles later, so these cost no cycle and keep the
+        # multiplies and wide compares out of the state machine's paths.
+        def registered(value, width, name):
+            r = Signal(width, name=name)
+            m.d.sync += r.eq(value)
+            return r
+        rd_ok = registered(range_ok(False), 1, "rd_ok")
+        wr_ok = registered(range_ok(True), 1, "wr_ok")
         in_core = Signal()                 # the register lives in the Core (read via the access port)
         m.d.comb += in_core.eq(sum((idx2 == pr.register(n).addr) for n in core_regs) != 0)
         known = set(core_regs) | set(cnt) | {"STATUS", "MAGIC", "VERSION", "CLOCK_HZ", "BAUD"}
@@ -478,6 +488,16 @@ class ProtocolEngine(wiring.Component):
         # ------------------------------------------------------------ main FSM
         seq_new = (~have_last) | (cmd == pr.Command.IDENTIFY) | (seq == (last_seq + 1)[:8])
         seq_dup = have_last & (seq == last_seq) & (cmd == last_cmd)
+        want_c = Signal(32)
+        for i, s in enumerate(SP):
+            with m.If(d == i):
+                m.d.comb += want_c.eq(mcount * s.fmt.nbytes)
+        want = registered(want_c, 32, "want")                 # data bytes of a memory request
+        end = registered(mstart + mcount, 33, "mem_end")
+        run_len = registered(run_k * REC + 2, 32, "run_len")
+        run_bad_k = registered((run_k == 0) | (run_k > self.max_steps), 1, "run_bad_k")
+        run_sc = registered(core.step_count + run_k, 32, "run_sc")
+        run_rlen = registered(run_k * n_out_b + 6, 32, "run_rlen")
         requests = [c.value for c in pr.Command if c.is_request]
         cmd_ok = (cmd >= min(requests)) & (cmd <= max(requests))
         link_reason = Signal(8)
@@ -626,12 +646,6 @@ class ProtocolEngine(wiring.Component):
                             m.next = "WREG_CHK"
                     with m.Case(pr.Command.READ_MEM, pr.Command.WRITE_MEM):
                         is_w = cmd == pr.Command.WRITE_MEM
-                        want = Signal(32)
-                        for i, s in enumerate(SP):
-                            with m.If(d == i):
-                                m.d.comb += want.eq(mcount * s.fmt.nbytes)
-                        end = Signal(33)
-                        m.d.comb += end.eq(mstart + mcount)
                         with m.If(length < 7):
                             nak(pr.Nak.BAD_LENGTH, 0)
                         with m.Elif(~d_ok):
@@ -653,16 +667,15 @@ class ProtocolEngine(wiring.Component):
                             with m.Else():
                                 m.next = "SEEK"
                     with m.Case(pr.Command.RUN_STEPS):
-                        with m.If((length < 2) | (length != run_k * REC + 2)):
+                        with m.If((length < 2) | (length != run_len)):
                             nak(pr.Nak.BAD_LENGTH, 0)
-                        with m.Elif((run_k == 0) | (run_k > self.max_steps)):
+                        with m.Elif(run_bad_k):
                             nak(pr.Nak.BAD_VALUE, 1)
                         with m.Else():
-                            sc = Signal(32)
-                            m.d.comb += sc.eq(core.step_count + run_k)
+                            sc = run_sc
                             m.d.sync += nleft.eq(run_k)
                             m.d.comb += rptr_nx.eq(6)
-                            reply(1, pr.Command.ACK, run_k * n_out_b + 6,
+                            reply(1, pr.Command.ACK, run_rlen,
                                   (sc[0:8], sc[8:16], sc[16:24], sc[24:32], hb[0], hb[1]), _Op.RUN)
                     with m.Case(pr.Command.RESET_STATE):
                         with m.If(length != 1):
@@ -731,16 +744,16 @@ class ProtocolEngine(wiring.Component):
                                     m.d.comb += val.eq(consts[r.name])
                                 elif r.name == "STATUS":
                                     m.d.comb += val.eq(link_err << 2)
-                    m.d.sync += [sr.eq(val), sr_n.eq(4), ret.eq(_Ret.RREG)]
+                    m.d.sync += [r_head.eq(val), e_i.eq(4), e_end.eq(8), ret.eq(_Ret.RREG)]
                     m.next = "EMIT"
 
             with m.State("RREG_W"):
                 with m.If(acc.acc_rvalid):
                     with m.If((idx2 == core_regs["CYCLES"]) & ~cycles_valid):
-                        m.d.sync += sr.eq(0)         # cleared by RESET_STATE COUNTERS
+                        m.d.sync += r_head.eq(0)     # cleared by RESET_STATE COUNTERS
                     with m.Else():
-                        m.d.sync += sr.eq(acc.acc_rdata[:32])
-                    m.d.sync += [sr_n.eq(4), ret.eq(_Ret.RREG)]
+                        m.d.sync += r_head.eq(acc.acc_rdata[:32])
+                    m.d.sync += [e_i.eq(4), e_end.eq(8), ret.eq(_Ret.RREG)]
                     m.next = "EMIT"
 
             # ---------------------------------------------------------- memory
@@ -764,7 +777,7 @@ class ProtocolEngine(wiring.Component):
 
             with m.State("RMEM_W"):
                 with m.If(acc.acc_rvalid):
-                    m.d.sync += [sr.eq(fld_val), sr_n.eq(d_nb), ret.eq(_Ret.RMEM),
+                    m.d.sync += [r_head.eq(fld_val), e_i.eq(4), e_end.eq(d_nb + 4), ret.eq(_Ret.RMEM),
                                  nleft.eq(nleft - 1)]
                     advance_word()
                     m.next = "EMIT"
@@ -919,7 +932,7 @@ class ProtocolEngine(wiring.Component):
             with m.State("REPLY"):
                 base = Mux(r_main, 0, RMAIN)
                 m.d.sync += [wptr.eq(base), rbase.eq(base), tcrc.eq(pr.CRC16_INIT),
-                             sr.eq(Cat(r_cmd, seq, r_len, r_head)), sr_n.eq(r_head_n + 4),
+                             e_i.eq(0), e_end.eq(r_head_n + 4),
                              ret.eq(_Ret.BODY)]
                 with m.If(r_cmd == pr.Command.NAK):
                     _sat_inc(m, cnt["NAKS_SENT"])
@@ -929,9 +942,10 @@ class ProtocolEngine(wiring.Component):
                 m.next = "EMIT"
 
             with m.State("EMIT"):
-                emit(sr[:8])
-                m.d.sync += [sr.eq(sr >> 8), sr_n.eq(sr_n - 1)]
-                with m.If(sr_n == 1):
+                vec = Cat(r_cmd, seq, r_len, r_head)
+                emit(vec.word_select(e_i, 8))
+                m.d.sync += e_i.eq(e_i + 1)
+                with m.If(e_i == e_end - 1):
                     with m.Switch(ret):
                         with m.Case(_Ret.TRAILER):
                             m.next = "LAUNCH"
@@ -960,7 +974,8 @@ class ProtocolEngine(wiring.Component):
                     m.next = "TRAILER"
 
             with m.State("TRAILER"):
-                m.d.sync += [sr.eq(Cat(tcrc[8:], tcrc[:8])), sr_n.eq(2), ret.eq(_Ret.TRAILER)]
+                m.d.sync += [r_head.eq(Cat(tcrc[8:], tcrc[:8])), e_i.eq(4), e_end.eq(6),
+                             ret.eq(_Ret.TRAILER)]
                 m.next = "EMIT"
 
             with m.State("LAUNCH"):

@@ -3,7 +3,8 @@
 Run by ``tests/test_rtl_engine.py``. Test parameters (JSON)::
 
     {"params": Params.to_dict(), "lanes": P, "in_width": W, "max_payload": n,
-     "clock_hz": f, "baud": b, "seed": s, "requests": n, "steps": n, "backpressure": 0.3}
+     "clock_hz": f, "baud": b, "seed": s, "requests": n, "steps": n, "backpressure": 0.3,
+     "stall": 0.2, "faults": n, "stats": path or null}
 
 Every request goes to the RTL and to :class:`~spikeloop.host.virtual_board.VirtualBoard` (the
 protocol's executable reference over the golden model); the replies must be byte-identical. On top
@@ -503,6 +504,31 @@ async def golden_run(dut):
             bad = np.flatnonzero(g != words)
             assert not len(bad), f"after step {done}: {name}[{bad[0]}] rtl {words[bad[0]]} != golden {g[bad[0]]}"
     assert (await tb.reg("CHUNK_COUNT"))[0] == steps // p.chunk_steps
+    # execution time of one batch: from the closing delimiter to the engine handing the reply to
+    # the transmitter, against the Core's own cycles per step
+    from spikeloop.hdl.core import cycles_per_step
+    K = min(tb.max_steps, 50)
+    x, y = _stim(tb, K)
+    tgt = y if p.error_source is ErrorSource.TARGET else None
+    data = P.encode_frame(Command.RUN_STEPS, tb.seq, P.pack_run_steps(p, x, tgt, None if tgt is not None else y))
+    tb.seq = P.next_seq(tb.seq)
+    tb.vb.feed(data)
+    tb.got.clear()
+    await tb._send_stream(data)
+    n = 0
+    while int(tb.dut.status.value) & 1:
+        await RisingEdge(tb.dut.clk)
+        n += 1
+    await tb.settle()
+    core = sum(cycles_per_step(p, tb.lanes, (s + 1) % p.chunk_steps == 0, tb.W)
+               for s in range(steps, steps + K))
+    info = {"K": K, "engine_cycles": n, "core_cycles": core, "per_step_overhead": (n - core) / K}
+    tb.dut._log.info(f"RUN_STEPS timing: {info}")
+    stats = PARAMS.get("stats")
+    if stats:
+        import json
+        with open(stats, "w") as fh:
+            json.dump(info, fh)
     assert spikes > 0, "no output spikes: the comparison did not exercise the outputs"
     tb.dut._log.info(f"{steps} steps, {spikes} output spikes, equal to the golden model")
 
