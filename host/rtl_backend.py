@@ -392,3 +392,78 @@ def open_rtl(params, lanes: int = 1, in_width: int = 8, *, clock_hz: int = 12_00
               "baud": clock_hz // divisor, "max_payload": max_payload}
     return open_link(SOC_FACTORY, kwargs, divisor=divisor, toplevel="link_soc", timeout=timeout,
                      build_dir=build_dir, **link)
+
+
+# ---------------------------------------------------------------------------------------- benchmark
+def measure(params, frames: int = 10, lanes: int = 1, seed: int = 0, **kw) -> dict:
+    """Drive the simulated ``SoC`` with ``frames`` full RUN_STEPS frames (stop-and-wait, random
+    spikes) and return its link counters over that stretch: the speed figures of ``docs/host.md``."""
+    import random
+
+    from spikeloop import protocol as P
+
+    rng = random.Random(seed)
+    with open_rtl(params, lanes, **kw) as t:
+        dec = P.FrameDecoder()
+
+        def transact(cmd, seq, payload=b""):
+            t.write(P.encode_frame(cmd, seq, payload))
+            while True:
+                data = t.read(1 << 16, timeout=120)
+                if not data:
+                    raise TimeoutError(f"no reply to {cmd.name} within 120 s")
+                for f in dec.feed(data):
+                    if f.seq == seq:
+                        return f
+
+        ident = P.unpack_identify(transact(P.Command.IDENTIFY, 0).payload)
+        k = P.max_steps_per_frame(params, ident.max_payload)
+        k = min(k, ident.max_steps) if ident.max_steps else k
+        before, t0 = t.stats(), time.perf_counter()
+        for i in range(frames):
+            xs = [[rng.random() < 0.05 for _ in range(params.n_in)] for _ in range(k)]
+            ys = [[rng.random() < 0.02 for _ in range(params.n_out)] for _ in range(k)]
+            f = transact(P.Command.RUN_STEPS, (i + 1) & 0xFF, P.pack_run_steps(params, xs, ys))
+            if f.cmd != P.Command.ACK:
+                raise RuntimeError(f"RUN_STEPS answered with {f.cmd:#x}: {f.payload.hex()}")
+        wall = time.perf_counter() - t0
+        after = t.stats()
+    d = {key: after[key] - before[key] for key in ("cycles", "run_s", "cpu_s", "wakes", "bytes_to_dut",
+                                                    "bytes_from_dut")}
+    return {
+        "n_in": params.n_in, "n_out": params.n_out, "lanes": lanes, "steps_per_frame": k, "frames": frames,
+        "wall_s": wall, "steps_per_s": frames * k / wall, **d,
+        "free_cycles_per_s": after["free_cycles_per_s"], "cycles_per_s": d["cycles"] / d["run_s"],
+        "free_cycles_per_cpu_s": after["free_cycles_per_cpu_s"], "cycles_per_cpu_s": d["cycles"] / d["cpu_s"],
+        "ratio": d["cycles"] / d["run_s"] / after["free_cycles_per_s"],
+        "cpu_ratio": d["cycles"] / d["cpu_s"] / after["free_cycles_per_cpu_s"],
+    }
+
+
+def _main(argv=None) -> int:
+    import argparse
+
+    from spikeloop.params import Params
+
+    ap = argparse.ArgumentParser(prog="python -m spikeloop.host.rtl_backend",
+                                 description="Speed of the rtl backend: RUN_STEPS frames through the simulated SoC.")
+    ap.add_argument("--size", action="append", default=None, metavar="N_IN,N_OUT",
+                    help="network size (repeatable; default 100,1 and 256,16)")
+    ap.add_argument("--frames", type=int, default=10)
+    ap.add_argument("--lanes", type=int, default=1)
+    args = ap.parse_args(argv)
+    sizes = [tuple(int(v) for v in s.split(",")) for s in (args.size or ["100,1", "256,16"])]
+    print("| network | steps/frame | steps/s | free-running cycles/s | served cycles/s | ratio "
+          "| per CPU s: free / served | ratio | Python wakes per 1k cycles |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n_in, n_out in sizes:
+        r = measure(Params(n_in=n_in, n_out=n_out), frames=args.frames, lanes=args.lanes)
+        print(f"| {n_in} in / {n_out} out | {r['steps_per_frame']} | {r['steps_per_s']:,.1f} "
+              f"| {r['free_cycles_per_s']:,.0f} | {r['cycles_per_s']:,.0f} | {r['ratio']:.2f} "
+              f"| {r['free_cycles_per_cpu_s']:,.0f} / {r['cycles_per_cpu_s']:,.0f} | {r['cpu_ratio']:.2f} "
+              f"| {1000 * r['wakes'] / r['cycles']:.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
