@@ -226,3 +226,22 @@ def test_bad_arguments_are_refused(kw, msg, task, tmp_path):
     args.update(kw)
     with pytest.raises(ValueError, match=msg):
         run(hil_params(base_params()), task, tmp_path, **args)
+
+
+@pytest.mark.slow
+def test_hil_on_the_rtl_backend_matches_the_model(tmp_path):
+    """The gateware behind the link (SoC in Verilator) trains exactly as the model: every output,
+    the membrane of two traced trials and the whole state after every trial, through a weight
+    update (chunk end at step 500 falls in trial 10). Params of the SoC build test_board uses."""
+    pytest.importorskip("spikeloop.hdl.soc")
+    from spikeloop.host.compare import compare_backends
+    p = Params(n_in=8, n_out=3)
+    rng = np.random.default_rng(7)
+    x, y = rng.random((50, 8)) < 0.3, rng.random((50, 3)) < 0.05
+    res = compare_backends(["rtl", "board-model"], p, x, y, seed=2, trials=12, out_dir=tmp_path,
+                           trace_every=0, plots=False)
+    assert res["identical"], res["first"]
+    rec = RunRecord.open(tmp_path / res["runs"][0])
+    w0, w12 = rec.read_snapshot(0)["state"]["out.w"], rec.read_snapshot(12)["state"]["out.w"]
+    assert not np.array_equal(w0, w12), "no weight update happened"
+    assert rec.read_snapshot(12)["registers"]["STEP_COUNT"] == 600
