@@ -271,3 +271,13 @@ def test_demo_on_board_model(tmp_path, capsys):
     for f in ("learning_curve.png", "raster.png", "metrics.json", "manifest.json"):
         assert (run / f).is_file(), f
     assert (tmp_path / "compare.png").is_file() and (tmp_path / "input.ras").is_file()
+
+
+def test_plot_draws_a_hil_run_next_to_a_model_run(tmp_path):
+    hil, model = tmp_path / "hil", tmp_path / "model"
+    assert main(["train", "fig2", "--backend", "board-model", "--trials", "3", "--out", str(hil)]
+                + SMALL) == 0
+    assert main(["train", "fig2", "--trials", "3", "--seeds", "2", "--out", str(model)] + SMALL) == 0
+    png = tmp_path / "both.png"
+    assert main(["plot", str(hil), str(model), "--out", str(png)]) == 0
+    assert png.stat().st_size > 10_000

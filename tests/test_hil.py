@@ -149,6 +149,24 @@ def test_resume_ends_bit_identical(mode, latency, task, tmp_path):
     assert b.manifest["sessions"][1]["from_trial"] == 8
 
 
+def test_resume_with_a_hidden_layer_and_random_feedback(tmp_path):
+    """B is loaded from the seed, saved in every snapshot and written back on resume."""
+    from spikeloop.host.compare import diff_records
+    p = hil_params(fig2_params(Params(w_init_std_mv=2.0, r0_mv=0.3), n_in=40, duration_ms=60.0,
+                               n_hidden=8, feedback="random"))
+    t = make_fig2([1], n_in=40, duration_ms=60.0, n_target_spikes=2, rate_hz=60.0)
+    small = (t["inputs"][0], t["targets"], t["task"])
+    run(p, small, tmp_path / "whole", 8, snapshot_every=3, plots=False)
+    with pytest.raises(KeyboardInterrupt):
+        run(p, small, tmp_path / "cut", 8, snapshot_every=3, on_trial=stop_after(5), plots=False)
+    hil_resume(opener, tmp_path / "cut", plots=False)
+    a, b = RunRecord.open(tmp_path / "whole"), RunRecord.open(tmp_path / "cut")
+    assert diff_records(a, b) is None
+    fb = a.read_snapshot(8)["state"]["fb"]
+    assert fb.shape == (1, 8, 1) and fb.any()
+    assert a.read_snapshot(8)["state"]["hid.U"].any()
+
+
 def test_interrupted_run_keeps_its_record(task, tmp_path):
     p = hil_params(base_params())
     with pytest.raises(KeyboardInterrupt):
