@@ -184,10 +184,11 @@ def bench_rtl(sizes=RTL_SIZES, lanes=RTL_LANES, steps: int = 4, in_width: int = 
                                              "steps": steps, "stats": str(stats)})
                 info = json.loads(stats.read_text())
             plain = info["cycles"]["plain"][0]
-            want = cycles_per_step(p, P)
-            if plain != want:
-                raise AssertionError(f"{n_in}-{n_hid}-{n_out} P={P}: measured {plain} cycles per "
-                                     f"step, the formula says {want}")
+            for kind, chunk in (("plain", False), ("chunk", True)):
+                got, want = info["cycles"].get(kind, [None])[0], cycles_per_step(p, P, chunk)
+                if got is not None and got != want:
+                    raise AssertionError(f"{n_in}-{n_hid}-{n_out} P={P}: measured {got} cycles per "
+                                         f"{kind} step, the formula says {want}")
             learn = learn_cycles(p, P)
             rows.append({**row, "synapses": p.n_synapses, "cycles_per_step": plain,
                          "cycles_per_chunk_end_step": info["cycles"].get("chunk", [None])[0],

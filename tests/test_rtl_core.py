@@ -22,9 +22,12 @@ CONFIGS = {
     "37x11-P2": dict(n_in=37, n_out=11, lanes=2),
     "16x3-P4": dict(n_in=16, n_out=3, lanes=4),
 }
-#: Also checked for 200 steps: W = P (one column per stream word) and a single output.
+#: Also checked for 200 steps: W = P (one column per stream word) with a hidden layer of P
+#: neurons, so the output layer has one column per lane and every hidden-error accumulator is
+#: read and written back on consecutive cycles (the transparent-port forwarding), and a single
+#: output.
 EXTRA = {
-    "16x3-P4-W4": dict(n_in=16, n_out=3, lanes=4, in_width=4),
+    "16x4x3-P4-W4": dict(n_in=16, n_hidden=4, n_out=3, lanes=4, in_width=4, w_init_mean_mv=4.0),
     "9x1-P2-W16": dict(n_in=9, n_out=1, lanes=2, in_width=16),
 }
 #: The option matrix, one build each, covered by few sets (odd sizes: 37 inputs, 13 hidden,
@@ -58,8 +61,9 @@ OPTIONS = {
 def core_params(n_in, n_out, n_hidden=0, **options) -> Params:
     # Large weights so the outputs spike (S, ref and the error filter get exercised); short
     # chunks so the chunk-end pass runs every 25 steps; a large r0 so weights move visibly.
-    return Params(n_in=n_in, n_hidden=n_hidden, n_out=n_out, chunk_steps=25, w_init_mean_mv=1.0,
-                  w_init_std_mv=3.0, r0_mv=0.5, **options)
+    options = {"w_init_mean_mv": 1.0, **options}
+    return Params(n_in=n_in, n_hidden=n_hidden, n_out=n_out, chunk_steps=25, w_init_std_mv=3.0,
+                  r0_mv=0.5, **options)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +110,7 @@ def check_cycles(p, lanes, info):
 def test_core_matches_golden(build_dir, tmp_path, name):
     p, lanes, info = run(build_dir, tmp_path, {**CONFIGS, **EXTRA}[name], "step_lockstep")
     check_cycles(p, lanes, info)
+    check_exercised(p, info)
     assert info["output_spikes"] > 0
 
 
