@@ -697,19 +697,15 @@ def _train_board(o: dict, params, inputs, targets, info) -> int:
           f"with the host in the loop ({o['error_mode']} errors{latency}); n_in={params.n_in} "
           f"n_hidden={params.n_hidden} n_out={params.n_out}, {params.chunk_steps} steps per trial "
           f"-> {o['out']}", file=sys.stderr)
-    return _run_board(o["out"], lambda: _with_board(
-        open_board(o["backend"], params), lambda board: hil_train(
-            board, params, inputs, targets, seed=o["seed"], trials=o["trials"], out_dir=o["out"],
-            backend=o["backend"], error_mode=o["error_mode"], r0_drop=o["r0_drop"], tol_ms=o["tol_ms"],
-            snapshot_every=o["snapshot_every"], trace_every=o["trace_every"],
-            record_every=o["checkpoint_every"], task=info, progress=o["progress"])))
 
-
-def _with_board(board, fn):
-    try:
-        return fn(board)
-    finally:
-        board.close()
+    def go():
+        with open_board(o["backend"], params) as board:
+            return hil_train(board, params, inputs, targets, seed=o["seed"], trials=o["trials"],
+                             out_dir=o["out"], backend=o["backend"], error_mode=o["error_mode"],
+                             r0_drop=o["r0_drop"], tol_ms=o["tol_ms"],
+                             snapshot_every=o["snapshot_every"], trace_every=o["trace_every"],
+                             record_every=o["checkpoint_every"], task=info, progress=o["progress"])
+    return _run_board(o["out"], go)
 
 
 def _train_resume(o: dict) -> int:
@@ -738,8 +734,11 @@ def _run_board(out: Path, go) -> int:
     try:
         m = go()
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; the completed trials are recorded in {out} "
-              f"(continue with: {PROG} train --resume {out})", file=sys.stderr)
+        if not (out / "manifest.json").is_file():
+            print(f"{PROG}: interrupted before the run started", file=sys.stderr)
+        else:
+            print(f"{PROG}: interrupted; the completed trials are recorded in {out} "
+                  f"(continue with: {PROG} train --resume {out})", file=sys.stderr)
         return 130
     except (DriverError, OSError) as e:
         if not (out / "manifest.json").is_file():
