@@ -474,7 +474,9 @@ def hil_train(board, params: Params, inputs, targets, *, seed: int, trials: int,
 
     out_dir = Path(out_dir)
     manifest = dict(
-        kind="spikeloop hil run", backend=backend, spikeloop=spikeloop.__version__,
+        kind="spikeloop hil run", backend=backend,
+        board_spec=board_spec(backend) if is_board_backend(backend) else None,
+        spikeloop=spikeloop.__version__,
         protocol=protocol.PROTOCOL_VERSION, tools=_tool_versions(backend),
         identity=_identity_dict(board), params=params.to_dict(), task=task, seed=int(seed),
         trials=int(trials), r0_drop=[[k, f] for k, f in schedule],

@@ -177,7 +177,8 @@ def test_interrupted_run_keeps_its_record(task, tmp_path):
     rec = RunRecord.open(tmp_path)
     assert rec.trials_done() == 5 and rec.snapshots() == [0, 3]
     man = rec.manifest
-    assert man["backend"] == "board-model" and man["seed"] == SEED and man["trials"] == 20
+    assert man["backend"] == "board-model" and man["board_spec"] == "model"
+    assert man["seed"] == SEED and man["trials"] == 20
     assert man["params"] == p.to_dict() and man["identity"]["version"] >= 1
     assert man["options"]["error_mode"] == "target" and man["options"]["snapshot_every"] == 3
     assert {"python", "numpy"} <= set(man["tools"]) and man["protocol"] >= 1
