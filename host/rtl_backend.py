@@ -74,6 +74,8 @@ def _stop(proc: subprocess.Popen, sock: socket.socket | None, grace: float) -> N
     """Stop the server and everything it started: BYE (if a socket), SIGTERM, then SIGKILL to the group."""
     if sock is not None:
         with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)      # also wakes a reader thread blocked in recv
+        with contextlib.suppress(OSError):
             sock.close()
     if proc.poll() is None:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -87,6 +89,40 @@ def _stop(proc: subprocess.Popen, sock: socket.socket | None, grace: float) -> N
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+class _Inbox:
+    """What the reader thread fills: received DATA bytes, the last STATS, end of stream."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.buf = bytearray()
+        self.eof = False
+        self.stats: dict | None = None
+        self.stats_seq = 0
+
+    def on_msg(self, kind: Msg, payload: bytes) -> None:
+        with self.cond:
+            if kind is Msg.DATA:
+                self.buf += payload
+            elif kind is Msg.STATS:
+                self.stats = json.loads(payload)
+                self.stats_seq += 1
+            self.cond.notify_all()
+
+    def pump(self, sock: socket.socket, reader: MsgReader) -> None:
+        try:
+            while True:
+                data = sock.recv(1 << 16)
+                if not data:
+                    break
+                for kind, payload in reader.feed(data):
+                    self.on_msg(kind, payload)
+        except (OSError, ValueError):
+            pass
+        with self.cond:
+            self.eof = True
+            self.cond.notify_all()
 
 
 class RtlTransport(Transport):
@@ -113,44 +149,31 @@ class RtlTransport(Transport):
         self.log_path = log_path
         self.hello = hello
         self._workdir = workdir
-        self._cond = threading.Condition()
+        self._in = inbox = _Inbox()
         self._send_lock = threading.Lock()
-        self._buf = bytearray()
-        self._eof = False
         self._closing = False
-        self._stats: dict | None = None
-        self._stats_seq = 0
         self.bytes_written = self.bytes_read = 0
         self._finalizer = weakref.finalize(self, _stop, proc, sock, 2.0)
         for kind, payload in pending:
-            self._on_msg(kind, payload)
-        self._reader = reader
-        self._thread = threading.Thread(target=self._read_loop, name="rtl-link-reader", daemon=True)
+            inbox.on_msg(kind, payload)
+        # The thread holds the inbox and the socket, not the transport, so that an unreferenced
+        # transport is collected and its finalizer stops the simulation.
+        self._thread = threading.Thread(target=inbox.pump, args=(sock, reader), name="rtl-link-reader",
+                                        daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ socket
-    def _read_loop(self) -> None:
-        try:
-            while True:
-                data = self._sock.recv(1 << 16)
-                if not data:
-                    break
-                for kind, payload in self._reader.feed(data):
-                    self._on_msg(kind, payload)
-        except (OSError, ValueError):
-            pass
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
+    @property
+    def _cond(self) -> threading.Condition:
+        return self._in.cond
 
-    def _on_msg(self, kind: Msg, payload: bytes) -> None:
-        with self._cond:
-            if kind is Msg.DATA:
-                self._buf += payload
-            elif kind is Msg.STATS:
-                self._stats = json.loads(payload)
-                self._stats_seq += 1
-            self._cond.notify_all()
+    @property
+    def _buf(self) -> bytearray:
+        return self._in.buf
+
+    @property
+    def _eof(self) -> bool:
+        return self._in.eof
 
     def _send(self, kind: Msg, payload: bytes = b"") -> None:
         try:
@@ -224,10 +247,10 @@ class RtlTransport(Transport):
         """
         with self._cond:
             if not self._eof and not self._closing:
-                seq = self._stats_seq
+                seq = self._in.stats_seq
                 self._send(Msg.STATS)
-                self._cond.wait_for(lambda: self._stats_seq != seq or self._eof, timeout)
-            st = dict(self._stats or {})
+                self._cond.wait_for(lambda: self._in.stats_seq != seq or self._eof, timeout)
+            st = dict(self._in.stats or {})
         if st.get("cycles_per_s") and st.get("free_cycles_per_s"):
             st["ratio"] = st["cycles_per_s"] / st["free_cycles_per_s"]
         if st.get("cycles_per_cpu_s") and st.get("free_cycles_per_cpu_s"):

@@ -32,6 +32,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import Timer, ValueChange
 from cocotb.utils import get_sim_time
 
+from spikeloop.sim.link_bridge import POLL_BITS
 from spikeloop.sim.rtl_runner import test_params
 from spikeloop.sim.rtl_server import Msg, MsgReader, pack_msg
 
@@ -191,7 +192,8 @@ class Link:
         d = self.dut
         await self.reset()
         await self.calibrate()
-        poll_cycles = max(256, int((self.free_cycles_per_s or 100_000) * self.poll_s))
+        poll_cycles = min(max(256, int((self.free_cycles_per_s or 100_000) * self.poll_s)),
+                          (1 << POLL_BITS) - 1)
         self.send(Msg.HELLO, json.dumps({
             "free_cycles_per_s": self.free_cycles_per_s,
             "free_cycles_per_cpu_s": self.free_cycles_per_cpu_s, "width": self.width, "divisor": self.divisor,
@@ -223,6 +225,8 @@ class Link:
 @cocotb.test()
 async def serve(dut):
     """Serve the design on the host's socket until BYE or EOF; no byte may be lost."""
+    if PARAMS.get("build_only"):          # rtl_server's build step: the model exists, nothing to run
+        return
     link = Link(dut, PARAMS)
     st = await link.serve()
     dut._log.info("link stats: %s", json.dumps(st))

@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import argparse
 import enum
+import fcntl
+import hashlib
 import importlib
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import struct
 import sys
@@ -140,6 +143,23 @@ def _watch_parent(ppid: int, period: float = 0.5) -> None:
             return
 
 
+def _discard_failed_builds(root: Path, toplevel: str, verilog: str) -> bool:
+    """Remove the cache folders holding ``verilog`` whose build never completed; any removed?"""
+    from spikeloop.sim import rtl_runner
+
+    removed = False
+    for work in root.glob(f"{toplevel}-*"):
+        src, stamp = work / f"{toplevel}.v", work / rtl_runner._STAMP
+        try:
+            same = src.read_text() == verilog
+        except OSError:
+            continue
+        if same and not stamp.exists():
+            shutil.rmtree(work, ignore_errors=True)
+            removed = True
+    return removed
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m spikeloop.sim.rtl_server", description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, required=True, help="host's TCP port on 127.0.0.1")
@@ -161,7 +181,7 @@ def main(argv=None) -> int:
 
     from spikeloop.sim.link_bridge import SimLinkBridge
     from spikeloop.sim.rtl_runner import (CocotbTestFailure, RTLBuildError, build_and_test,
-                                          default_build_dir)
+                                          default_build_dir, design_verilog)
 
     factory = load_factory(args.dut)
     kwargs = json.loads(args.kwargs)
@@ -174,9 +194,29 @@ def main(argv=None) -> int:
               "poll_s": args.poll_s}
     print(f"rtl_server: building {args.toplevel} ({args.dut}, divisor {divisor}, width {width}) "
           f"and connecting to port {args.port}", flush=True)
+    root = Path(args.build_dir or default_build_dir())
     try:
-        res = build_and_test(design, args.toplevel, TEST_MODULE,
-                             build_dir=args.build_dir or default_build_dir(), params=params, verbose=True)
+        verilog = design_verilog(design, args.toplevel)
+        # Two servers of the same design (two terminals, two backends of one comparison) must not
+        # build into the same cache folder at once: build (or find the cached build) under a
+        # lock, with a run that returns at once, then serve without holding it.
+        root.mkdir(parents=True, exist_ok=True)
+        key = hashlib.sha256(verilog.encode()).hexdigest()[:16]
+        with open(root / f".{args.toplevel}-{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                build_and_test(verilog, args.toplevel, TEST_MODULE, build_dir=root,
+                               params={"build_only": True}, verbose=True)
+            except RTLBuildError:
+                # A folder left half-built (a killed or concurrent build: a truncated precompiled
+                # header makes every later compile crash) is rebuilt from scratch, once.
+                if not _discard_failed_builds(root, args.toplevel, verilog):
+                    raise
+                print("rtl_server: build failed, retrying in a clean folder", flush=True)
+                build_and_test(verilog, args.toplevel, TEST_MODULE, build_dir=root,
+                               params={"build_only": True}, verbose=True)
+        res = build_and_test(verilog, args.toplevel, TEST_MODULE, build_dir=root, params=params,
+                             verbose=True)
     except RTLBuildError as exc:
         print(f"rtl_server: BUILD FAILED: {exc}", flush=True)
         return 2

@@ -6,6 +6,7 @@ no process of the server's group survives.
 """
 
 
+import gc
 import os
 import random
 import signal
@@ -217,6 +218,16 @@ def test_close_stops_everything():
     assert not t.log_path.exists(), "a clean close removes its temporary log folder"
     with pytest.raises(ConnectionError):
         t.write(b"more")
+
+
+def test_unreferenced_transport_stops_simulation():
+    t = echo_link()
+    pgid = t.pid
+    t.write(b"abc")
+    assert read_exact(t, 3) == b"abc"
+    del t
+    gc.collect()
+    assert wait_gone(pgid) == []
 
 
 def test_simulation_death_is_reported():
