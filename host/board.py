@@ -121,7 +121,8 @@ class Board:
     Parameters
     ----------
     transport : Transport
-        Owned by the board from now on (:meth:`close` closes it).
+        Owned by the board once it is constructed (:meth:`close` closes it; :meth:`open` also
+        closes it when connecting fails).
     timeout : float
         Seconds to wait for each reply before retransmitting.
     retries : int
