@@ -143,21 +143,27 @@ def _watch_parent(ppid: int, period: float = 0.5) -> None:
             return
 
 
-def _discard_failed_builds(root: Path, toplevel: str, verilog: str) -> bool:
-    """Remove the cache folders holding ``verilog`` whose build never completed; any removed?"""
+def _builds(root: Path, toplevel: str, verilog: str, done: bool) -> list[Path]:
+    """Cache folders holding exactly ``verilog``, completed (``done``) or not."""
     from spikeloop.sim import rtl_runner
 
-    removed = False
+    out = []
     for work in root.glob(f"{toplevel}-*"):
-        src, stamp = work / f"{toplevel}.v", work / rtl_runner._STAMP
         try:
-            same = src.read_text() == verilog
+            same = (work / f"{toplevel}.v").read_text() == verilog
         except OSError:
             continue
-        if same and not stamp.exists():
-            shutil.rmtree(work, ignore_errors=True)
-            removed = True
-    return removed
+        if same and (work / rtl_runner._STAMP).exists() == done:
+            out.append(work)
+    return out
+
+
+def _discard_failed_builds(root: Path, toplevel: str, verilog: str) -> bool:
+    """Remove the cache folders holding ``verilog`` whose build never completed; any removed?"""
+    failed = _builds(root, toplevel, verilog, done=False)
+    for work in failed:
+        shutil.rmtree(work, ignore_errors=True)
+    return bool(failed)
 
 
 def main(argv=None) -> int:
@@ -204,17 +210,18 @@ def main(argv=None) -> int:
         key = hashlib.sha256(verilog.encode()).hexdigest()[:16]
         with open(root / f".{args.toplevel}-{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                build_and_test(verilog, args.toplevel, TEST_MODULE, build_dir=root,
-                               params={"build_only": True}, verbose=True)
-            except RTLBuildError:
-                # A folder left half-built (a killed or concurrent build: a truncated precompiled
-                # header makes every later compile crash) is rebuilt from scratch, once.
-                if not _discard_failed_builds(root, args.toplevel, verilog):
-                    raise
-                print("rtl_server: build failed, retrying in a clean folder", flush=True)
-                build_and_test(verilog, args.toplevel, TEST_MODULE, build_dir=root,
-                               params={"build_only": True}, verbose=True)
+            if not _builds(root, args.toplevel, verilog, done=True):
+                try:
+                    build_and_test(verilog, args.toplevel, TEST_MODULE, build_dir=root,
+                                   params={"build_only": True}, verbose=True)
+                except RTLBuildError:
+                    # A folder left half-built (a killed or concurrent build: a truncated
+                    # precompiled header makes every later compile crash) is rebuilt, once.
+                    if not _discard_failed_builds(root, args.toplevel, verilog):
+                        raise
+                    print("rtl_server: build failed, retrying in a clean folder", flush=True)
+                    build_and_test(verilog, args.toplevel, TEST_MODULE, build_dir=root,
+                                   params={"build_only": True}, verbose=True)
         res = build_and_test(verilog, args.toplevel, TEST_MODULE, build_dir=root, params=params,
                              verbose=True)
     except RTLBuildError as exc:
