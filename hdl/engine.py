@@ -51,7 +51,8 @@ def crc16_step(crc, byte):
 class SpaceMap:
     """How protocol word ``k`` of one memory space reaches the Core's access port, without a divider.
 
-    ``v = base + (k div R)·stride + (k mod R)``; the access word is ``v >> sh`` of ``acc_space``,
+    ``v = base + (k div R)·stride + (k mod R)·cstride``; the access word is ``v >> sh`` of
+    ``acc_space``,
     the field ``[off0 + (v mod 2^sh)·bits, + bits)``. Derived from ``AccessMap.locate`` by probing
     and then checked against it for every ``k`` (so a Core whose map does not have this shape is
     refused at construction instead of being mis-addressed).
@@ -74,17 +75,21 @@ class SpaceMap:
         if per & (per - 1):
             raise ValueError(f"space {s.name}: words per access word must be a power of two, not {per}")
         self.sh = ceil_log2(per)
-        R = D
-        if per == 1:
+        R, cs = D, 1                              # row length, column step (fb: transposed)
+        if per == 1 and D > 1:
+            cs = loc[1].index - L0.index
+            if cs < 1:
+                raise ValueError(f"space {s.name}: words must ascend in the access port, "
+                                 f"word 1 is at {loc[1].index}, word 0 at {L0.index}")
             for k in range(1, D):
-                if loc[k].index != L0.index + k:
+                if loc[k].index != L0.index + k * cs:
                     R = k
                     break
-        self.R = R
-        self.stride = (loc[R].index - L0.index) if R < D else R
+        self.R, self.cstride = R, cs
+        self.stride = (loc[R].index - L0.index) if R < D else R * cs
         self.base = L0.index << self.sh
         for k, L in enumerate(loc):
-            v = self.base + (k // R) * self.stride + k % R
+            v = self.base + (k // R) * self.stride + (k % R) * cs
             want = (int(L.space), L.index, L.offset, L.bits, L.signed)
             got = (self.acc_space, v >> self.sh, self.off0 + (v % per) * self.bits, self.bits,
                    self.signed)
@@ -376,23 +381,28 @@ class ProtocolEngine(wiring.Component):
 
         # ------------------------------------------------------------ memory spaces
         SP = self.spaces
-        d = Signal(range(max(2, len(SP))))
-        d_ok = Signal()
+        # The space of a memory request and its constants, registered (like the request
+        # arithmetic): ``sid`` is stable from the closing delimiter on.
+        d_c, d_ok_c = Signal(range(max(2, len(SP)))), Signal()
         with m.Switch(sid):
             for i, s in enumerate(SP):
                 with m.Case(s.id):
-                    m.d.comb += [d.eq(i), d_ok.eq(1)]
+                    m.d.comb += [d_c.eq(i), d_ok_c.eq(1)]
+        d = registered(d_c, len(d_c), "space")
+        d_ok = registered(d_ok_c, 1, "space_ok")
         maxdep = max(s.depth for s in SP)
-        col = Signal(range(maxdep + 1))
+        col = Signal(range(maxdep + 1))     # column of the current word
+        cv = Signal(range(max(s.R * s.cstride for s in SP) + 1))   # column · cstride
+        ccnt = Signal(range(maxdep + 1))    # SEEK: columns stepped so far
         rowb = Signal(range(max(s.base + maxdep * max(1, s.stride) for s in SP) + 2))
-        d_depth, d_nb, d_R, d_stride = (Signal(32), Signal(4), Signal(range(maxdep + 1)),
-                                        Signal(len(rowb)))
+        d_depth, d_nb, d_R, d_stride, d_cs = (Signal(32), Signal(4), Signal(range(maxdep + 1)),
+                                              Signal(len(rowb)), Signal(len(cv)))
         for i, s in enumerate(SP):
             with m.If(d == i):
-                m.d.comb += [d_depth.eq(s.depth), d_nb.eq(s.fmt.nbytes), d_R.eq(s.R),
-                             d_stride.eq(s.stride)]
+                m.d.sync += [d_depth.eq(s.depth), d_nb.eq(s.fmt.nbytes), d_R.eq(s.R),
+                             d_stride.eq(s.stride), d_cs.eq(s.cstride)]
         v_idx = Signal(len(rowb))
-        m.d.comb += v_idx.eq(rowb + col)
+        m.d.comb += v_idx.eq(rowb + cv)
 
         # ------------------------------------------------------------ access port defaults
         acc = core
@@ -449,9 +459,9 @@ class ProtocolEngine(wiring.Component):
 
         def advance_word():
             with m.If(col == d_R - 1):
-                m.d.sync += [col.eq(0), rowb.eq(rowb + d_stride)]
+                m.d.sync += [col.eq(0), cv.eq(0), rowb.eq(rowb + d_stride)]
             with m.Else():
-                m.d.sync += col.eq(col + 1)
+                m.d.sync += [col.eq(col + 1), cv.eq(cv + d_cs)]
 
         # ------------------------------------------------------------ reset jobs
         jobs = {}
@@ -657,7 +667,8 @@ class ProtocolEngine(wiring.Component):
                         with m.Elif((mcount == 0) | (~is_w & (want > self.max_payload))):
                             nak(pr.Nak.BAD_VALUE, 1)
                         with m.Else():
-                            m.d.sync += [nleft.eq(mcount), col.eq(mstart), r_len.eq(want)]
+                            m.d.sync += [nleft.eq(mcount), col.eq(mstart), cv.eq(0), ccnt.eq(0),
+                                         r_len.eq(want)]
                             for i, s in enumerate(SP):
                                 with m.If(d == i):
                                     m.d.sync += rowb.eq(s.base)
@@ -761,6 +772,10 @@ class ProtocolEngine(wiring.Component):
                 # row and column of the first word, by repeated subtraction (once per request)
                 with m.If(col >= d_R):
                     m.d.sync += [col.eq(col - d_R), rowb.eq(rowb + d_stride)]
+                with m.Elif((ccnt != col) & (d_cs == 1)):
+                    m.d.sync += [ccnt.eq(col), cv.eq(col)]
+                with m.Elif(ccnt != col):              # then the column offset, step by step
+                    m.d.sync += [ccnt.eq(ccnt + 1), cv.eq(cv + d_cs)]
                 with m.Elif(cmd == pr.Command.WRITE_MEM):
                     m.d.sync += [nleft.eq(mcount), bi.eq(0)]
                     m.d.comb += rptr_nx.eq(11)
@@ -784,7 +799,7 @@ class ProtocolEngine(wiring.Component):
 
             with m.State("WMEM_CHK"):
                 with m.If(nleft == 0):
-                    m.d.sync += [col.eq(mstart)]
+                    m.d.sync += [col.eq(mstart), cv.eq(0), ccnt.eq(0)]
                     m.next = "SEEK"
                 with m.Elif(bi != d_nb):
                     gather()
@@ -857,6 +872,17 @@ class ProtocolEngine(wiring.Component):
                     m.next = "RU_IN_G"
 
             def stream_bitmap(prefix, port, nxt_state, nxt_setup):
+                if MB == 1:
+                    # a beat is one bitmap byte: straight from the frame buffer, one per cycle
+                    with m.State(prefix + "_G"):
+                        m.d.comb += [port.valid.eq(1), port.payload.eq(fbyte)]
+                        with m.If(port.ready):
+                            m.d.comb += rptr_nx.eq(rptr + 1)
+                            m.d.sync += beats.eq(beats - 1)
+                            with m.If(beats == 1):
+                                nxt_setup()
+                                m.next = nxt_state
+                    return
                 with m.State(prefix + "_G"):
                     with m.If(bi == MB):
                         m.next = prefix + "_S"
@@ -911,9 +937,14 @@ class ProtocolEngine(wiring.Component):
                 with m.If(beats != 0):
                     m.d.comb += core.out.ready.eq(1)
                     with m.If(core.out.valid):
-                        m.d.sync += [beat.eq(core.out.payload), beats.eq(beats - 1),
-                                     beat_bytes.eq(0)]
-                        m.next = "RU_OB"
+                        m.d.sync += beats.eq(beats - 1)
+                        if MB == 1:              # one reply byte per beat, written at once
+                            ob = core.out.payload[:8]
+                            emit(Mux(out_left == 1, ob & LAST_MASK, ob))
+                            m.d.sync += out_left.eq(out_left - 1)
+                        else:
+                            m.d.sync += [beat.eq(core.out.payload), beat_bytes.eq(0)]
+                            m.next = "RU_OB"
                 with m.Elif(~core.busy):
                     m.d.sync += [nleft.eq(nleft - 1), cycles_valid.eq(1)]
                     with m.If(chunk_flag):

@@ -24,8 +24,11 @@ def net(**kw):
 
 CONFIGS = {
     "20x3-P1": (dict(n_in=20, n_out=3), 1, 8, 1024),
-    # two lanes, padded synapse rows, two spike words, 16-bit stream beats, a small max_payload
-    "37x11-P2-W16": (dict(n_in=37, n_out=11), 2, 16, 128),
+    # the Core's other options through the same engine: a hidden layer, random feedback (space
+    # fb), host-streamed errors (stream err), two lanes with padded rows, 16-bit stream beats,
+    # and a max_payload so small that bursts and batches split
+    "37x6x3-host-P2-W16": (dict(n_in=37, n_hidden=6, n_out=3, error_source="host",
+                                feedback="random", w_init_mean_mv=4.0), 2, 16, 128),
 }
 
 
@@ -58,8 +61,8 @@ def test_engine_20x3(build_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_engine_lanes_and_wide_beats(build_dir):
-    run(build_dir, "37x11-P2-W16", ["commands", "refusals", "golden_run", "random_stream"],
+def test_engine_hidden_layer_host_errors(build_dir):
+    run(build_dir, "37x6x3-host-P2-W16", ["commands", "refusals", "golden_run", "random_stream"],
         steps=60, requests=150)
 
 
@@ -86,4 +89,9 @@ def test_space_maps_follow_locate():
         maps = space_maps(net(**kw), lanes, W)
         assert {m.name for m in maps} >= {"out.w", "out.S", "out.U"}
         w = next(m for m in maps if m.name == "out.w")
-        assert (w.R, w.sh) == (kw.get("n_hidden") or kw["n_in"], 0)
+        assert (w.R, w.sh, w.cstride) == (kw.get("n_hidden") or kw["n_in"], 0, 1)
+    # the feedback matrix is stored transposed (B[k, i] in the output synapse word (i, k)):
+    # consecutive protocol words step a whole padded row in the Core
+    p = net(n_in=12, n_hidden=5, n_out=3, feedback="random")
+    fb = next(m for m in space_maps(p, 2, 8) if m.name == "fb")
+    assert (fb.R, fb.cstride, fb.stride) == (p.n_out, 6, 1)
