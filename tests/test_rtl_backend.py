@@ -277,7 +277,6 @@ def test_build_failure_is_reported():
 # ------------------------------------------------------------------------------ the SoC
 def test_soc_identify():
     """IDENTIFY through the simulated SoC returns its parameters."""
-    pytest.importorskip("spikeloop.hdl.soc")
     from spikeloop.params import Params
     from spikeloop.protocol import Command, FrameDecoder, encode_frame, unpack_identify
 
