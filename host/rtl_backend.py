@@ -89,6 +89,11 @@ def _stop(proc: subprocess.Popen, sock: socket.socket | None, grace: float) -> N
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    # Anything of the group that outlived its leader (compilers of an interrupted build): the id
+    # cannot have been reused while a member is alive.
+    if _group_alive(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 class _Inbox:

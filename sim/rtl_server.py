@@ -231,6 +231,10 @@ def main(argv=None) -> int:
         print(f"rtl_server: SIMULATION FAILED: {exc}", flush=True)
         return 3
     except Terminated:
+        # subprocess.run killed its direct child; a build's compilers may still run in our
+        # group. SIGTERM is ignored here by now, so this reaches only them.
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpid(), signal.SIGTERM)
         print("rtl_server: terminated", flush=True)
         return 143
     print(f"rtl_server: done ({'cached' if res.cached_build else 'built'} {res.build_dir.name}, "
