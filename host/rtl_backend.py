@@ -9,8 +9,9 @@ frame, never per clock (see ``docs/host.md``, "rtl backend").
 
 Simulated time advances while bytes are queued or on the wire, and while the host waits in
 :meth:`RtlTransport.read`; otherwise the simulation blocks on the socket, costing nothing.
-Timeouts stay wall-clock: at ~200k simulated cycles/s a byte at divisor 4 (40 cycles) takes
-~0.2 ms of wall time, about 60 times slower than 3 Mbaud on a board.
+Timeouts stay wall-clock: the SoC simulates at ~170k cycles per CPU second, so a byte at
+divisor 4 (40 cycles) takes 0.25 ms of wall time or more, some 70 times (on a busy machine
+150 times) longer than at 3 Mbaud on a board.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ pins (``rx: In(1)``, ``tx: Out(1)``, 8N1) and gives the testbench two wide ports
   handed-over word stays until Python toggles ``out_ack`` to match ``out_seq``; meanwhile the
   accumulator keeps collecting (and the receiver's one-byte register absorbs one more frame).
 
-Python therefore wakes once per word or frame, when the link goes quiet and on a slow poll tick
-(all folded into one ``attn`` toggle), never per clock or per bit; the UART between the bridge and the design is
-the real gateware, at ``divisor`` clocks per bit both ways.
+Python therefore wakes once per word or frame, when the link goes quiet and on a slow poll
+tick (all folded into one ``attn`` toggle), never per clock or per bit; the UART between the
+bridge and the design is the real gateware, at ``divisor`` clocks per bit both ways.
 """
 
 from __future__ import annotations
