@@ -496,8 +496,9 @@ class ProtocolEngine(wiring.Component):
         LAST_MASK = (1 << (p.n_out % 8)) - 1 if p.n_out % 8 else 0xFF
 
         # ------------------------------------------------------------ main FSM
-        seq_new = (~have_last) | (cmd == pr.Command.IDENTIFY) | (seq == (last_seq + 1)[:8])
-        seq_dup = have_last & (seq == last_seq) & (cmd == last_cmd)
+        seq_new = registered((~have_last) | (cmd == pr.Command.IDENTIFY) | (seq == (last_seq + 1)[:8]),
+                             1, "seq_new")
+        seq_dup = registered(have_last & (seq == last_seq) & (cmd == last_cmd), 1, "seq_dup")
         want_c = Signal(32)
         for i, s in enumerate(SP):
             with m.If(d == i):
@@ -509,7 +510,22 @@ class ProtocolEngine(wiring.Component):
         run_sc = registered(core.step_count + run_k, 32, "run_sc")
         run_rlen = registered(run_k * n_out_b + 6, 32, "run_rlen")
         requests = [c.value for c in pr.Command if c.is_request]
-        cmd_ok = (cmd >= min(requests)) & (cmd <= max(requests))
+        cmd_ok = registered((cmd >= min(requests)) & (cmd <= max(requests)), 1, "cmd_ok")
+        is_w = cmd == pr.Command.WRITE_MEM
+        # every size and range verdict of VALIDATE, registered (PREP gives them a cycle)
+        bad_len0 = registered(length != 0, 1, "bad_len0")
+        bad_len4 = registered(length != 4, 1, "bad_len4")
+        bad_wreg_len = registered((length < 4) | (length != Cat(Const(0, 2), reg_count) + 4), 1,
+                                  "bad_wreg_len")
+        count0 = registered(reg_count == 0, 1, "count0")
+        rreg_big = registered(reg_count > self.max_payload // 4, 1, "rreg_big")
+        mem_short = registered(length < 7, 1, "mem_short")
+        mem_badlen = registered(length != Mux(is_w, want, 0) + 7, 1, "mem_badlen")
+        mem_range = registered(end > d_depth, 1, "mem_range")
+        mem_badval = registered((mcount == 0) | (~is_w & (want > self.max_payload)), 1, "mem_badval")
+        run_badlen = registered((length < 2) | (length != run_len), 1, "run_badlen")
+        bad_len1 = registered(length != 1, 1, "bad_len1")
+        bad_mask = registered(rmask[4:] != 0, 1, "bad_mask")
         link_reason = Signal(8)
         link_nak = Signal()
 
@@ -609,7 +625,7 @@ class ProtocolEngine(wiring.Component):
                         with m.If(~cmd_ok):
                             nak(pr.Nak.BAD_COMMAND, 1)
                         with m.Else():
-                            m.next = "VALIDATE"
+                            m.next = "PREP"
                     with m.Elif(seq_dup):
                         _sat_inc(m, cnt["DUPLICATES"])
                         with m.If(cached_nak | (cmd == pr.Command.RUN_STEPS)):
@@ -619,52 +635,54 @@ class ProtocolEngine(wiring.Component):
                                 _sat_inc(m, cnt["NAKS_SENT"])
                             m.next = "RX"
                         with m.Elif((cmd == pr.Command.READ_REG) | (cmd == pr.Command.READ_MEM)):
-                            m.next = "VALIDATE"          # side-effect free: read again
+                            m.next = "PREP"              # side-effect free: read again
                         with m.Else():
                             reply(0, pr.Command.ACK, 0)  # writes, RESET_STATE: a bare ACK
                     with m.Else():
                         nak(pr.Nak.BAD_SEQUENCE, 0)
 
+            with m.State("PREP"):
+                m.next = "VALIDATE"              # the registered verdicts settle
+
             with m.State("VALIDATE"):
                 with m.Switch(cmd):
                     with m.Case(pr.Command.IDENTIFY):
-                        with m.If(length != 0):
+                        with m.If(bad_len0):
                             nak(pr.Nak.BAD_LENGTH, 0)
                         with m.Else():
                             m.d.comb += iptr_nx.eq(0)
                             reply(1, pr.Command.ACK, len(self.ident), (), _Op.IDENT)
                     with m.Case(pr.Command.READ_REG):
-                        with m.If(length != 4):
+                        with m.If(bad_len4):
                             nak(pr.Nak.BAD_LENGTH, 0)
                         with m.Elif(~rd_ok):
                             nak(pr.Nak.BAD_ADDRESS, 1)
-                        with m.Elif((reg_count == 0) | (reg_count > self.max_payload // 4)):
+                        with m.Elif(count0 | rreg_big):
                             nak(pr.Nak.BAD_VALUE, 1)
                         with m.Else():
                             m.d.sync += [idx2.eq(reg_addr), nleft.eq(reg_count)]
                             reply(1, pr.Command.ACK, reg_count << 2, (), _Op.RREG)
                     with m.Case(pr.Command.WRITE_REG):
-                        with m.If((length < 4) | (length != Cat(Const(0, 2), reg_count) + 4)):
+                        with m.If(bad_wreg_len):
                             nak(pr.Nak.BAD_LENGTH, 0)
                         with m.Elif(~wr_ok):
                             nak(pr.Nak.BAD_ADDRESS, 1)
-                        with m.Elif(reg_count == 0):
+                        with m.Elif(count0):
                             nak(pr.Nak.BAD_VALUE, 1)
                         with m.Else():
                             m.d.sync += [idx2.eq(reg_addr), nleft.eq(reg_count)]
                             m.d.comb += rptr_nx.eq(8)
                             m.next = "WREG_CHK"
                     with m.Case(pr.Command.READ_MEM, pr.Command.WRITE_MEM):
-                        is_w = cmd == pr.Command.WRITE_MEM
-                        with m.If(length < 7):
+                        with m.If(mem_short):
                             nak(pr.Nak.BAD_LENGTH, 0)
                         with m.Elif(~d_ok):
                             nak(pr.Nak.BAD_ADDRESS, 1)
-                        with m.Elif(length != Mux(is_w, want, 0) + 7):
+                        with m.Elif(mem_badlen):
                             nak(pr.Nak.BAD_LENGTH, 0)
-                        with m.Elif(end > d_depth):
+                        with m.Elif(mem_range):
                             nak(pr.Nak.BAD_ADDRESS, 1)
-                        with m.Elif((mcount == 0) | (~is_w & (want > self.max_payload))):
+                        with m.Elif(mem_badval):
                             nak(pr.Nak.BAD_VALUE, 1)
                         with m.Else():
                             m.d.sync += [nleft.eq(mcount), col.eq(mstart), cv.eq(0), ccnt.eq(0),
@@ -678,7 +696,7 @@ class ProtocolEngine(wiring.Component):
                             with m.Else():
                                 m.next = "SEEK"
                     with m.Case(pr.Command.RUN_STEPS):
-                        with m.If((length < 2) | (length != run_len)):
+                        with m.If(run_badlen):
                             nak(pr.Nak.BAD_LENGTH, 0)
                         with m.Elif(run_bad_k):
                             nak(pr.Nak.BAD_VALUE, 1)
@@ -689,9 +707,9 @@ class ProtocolEngine(wiring.Component):
                             reply(1, pr.Command.ACK, run_rlen,
                                   (sc[0:8], sc[8:16], sc[16:24], sc[24:32], hb[0], hb[1]), _Op.RUN)
                     with m.Case(pr.Command.RESET_STATE):
-                        with m.If(length != 1):
+                        with m.If(bad_len1):
                             nak(pr.Nak.BAD_LENGTH, 0)
-                        with m.Elif(rmask[4:] != 0):
+                        with m.Elif(bad_mask):
                             nak(pr.Nak.BAD_VALUE, 1)
                         with m.Else():
                             m.d.sync += [job.eq(0), idx2.eq(0)]

@@ -324,6 +324,20 @@ async def refusals(dut):
     async def unchanged():
         assert await tb.read_mem("out.w", 0, 3) == before
 
+    # link-level refusals: NAK with the received seq byte and cmd 0xFF, nothing applied
+    def body(raw):
+        return b"\x00" + P.cobs_encode(raw) + b"\x00"
+    hdr = P.HEADER.pack(Command.WRITE_MEM, tb.seq, 9)
+    good = hdr + P.pack_write_mem(w_sp.id, 0, [1], fmt)
+    for raw, reason in ((bytes([Command.WRITE_MEM, tb.seq, 1, 0]), Nak.BAD_FRAMING),
+                        (good + (P.crc16(good) ^ 0x0100).to_bytes(2, "big"), Nak.BAD_CRC),
+                        (good[:-1] + P.crc16(good[:-1]).to_bytes(2, "big"), Nak.BAD_LENGTH)):
+        frames = await tb.raw(body(raw))
+        assert len(frames) == 1 and frames[0].cmd == Command.NAK and frames[0].seq == tb.seq, frames
+        assert P.unpack_nak(frames[0].payload) == (reason, 0xFF), frames[0]
+    assert await tb.raw(body(b"\x05")) == []            # too short to hold a seq byte: counted only
+    assert await tb.raw(b"\x00\x05\x01\x00") == []      # COBS code past the end: counted only
+    await unchanged()
     # BAD_LENGTH (payload size, over max_payload); not accepted: the seq does not advance
     await tb.nak(Command.READ_REG, b"\x00\x00\x01", Nak.BAD_LENGTH, advance=False)
     await tb.nak(Command.WRITE_MEM, P.pack_write_mem(w_sp.id, 0, [1, 2], fmt)[:-1], Nak.BAD_LENGTH,
