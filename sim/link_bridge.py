@@ -13,7 +13,8 @@ pins (``rx: In(1)``, ``tx: Out(1)``, 8N1) and gives the testbench two wide ports
   holds ``width`` bytes, when a 0x00 delimiter arrives after at least one other byte (a COBS
   frame ends), or when the line has been quiet for ``idle_cycles`` with bytes pending. The
   handed-over word stays until Python toggles ``out_ack`` to match ``out_seq``; meanwhile the
-  accumulator keeps collecting (and the receiver's one-byte register absorbs one more frame).
+  accumulator keeps collecting (and the receiver's one-byte register absorbs one more frame),
+  and a hand-over due in that time happens at the release, with the bytes that came since.
 
 Python therefore wakes once per word or frame, when the link goes quiet and on a slow poll
 tick (all folded into one ``attn`` toggle), never per clock or per bit; the UART between the
