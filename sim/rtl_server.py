@@ -143,14 +143,21 @@ def _watch_parent(ppid: int, period: float = 0.5) -> None:
             return
 
 
+def _normalised(verilog: str) -> str:
+    """The Verilog as the build cache keys it (file/line attributes and header removed)."""
+    from spikeloop.sim.rtl_runner import _normalised_verilog
+
+    return _normalised_verilog(verilog)
+
+
 def _builds(root: Path, toplevel: str, verilog: str, done: bool) -> list[Path]:
-    """Cache folders holding exactly ``verilog``, completed (``done``) or not."""
+    """Cache folders holding ``verilog`` (up to ``src`` attributes), completed (``done``) or not."""
     from spikeloop.sim import rtl_runner
 
-    out = []
+    out, want = [], _normalised(verilog)
     for work in root.glob(f"{toplevel}-*"):
         try:
-            same = (work / f"{toplevel}.v").read_text() == verilog
+            same = _normalised((work / f"{toplevel}.v").read_text()) == want
         except OSError:
             continue
         if same and (work / rtl_runner._STAMP).exists() == done:
@@ -207,7 +214,7 @@ def main(argv=None) -> int:
         # build into the same cache folder at once: build (or find the cached build) under a
         # lock, with a run that returns at once, then serve without holding it.
         root.mkdir(parents=True, exist_ok=True)
-        key = hashlib.sha256(verilog.encode()).hexdigest()[:16]
+        key = hashlib.sha256(_normalised(verilog).encode()).hexdigest()[:16]
         with open(root / f".{args.toplevel}-{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not _builds(root, args.toplevel, verilog, done=True):
