@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -338,9 +339,11 @@ def open_link(dut: str, kwargs: Mapping[str, Any] | None = None, *, divisor: int
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     port = listener.getsockname()[1]
+    token = secrets.token_hex(8)
     cmd = [sys.executable, "-m", "spikeloop.sim.rtl_server", "--port", str(port), "--dut", dut,
            "--kwargs", kw_json, "--toplevel", toplevel, "--divisor", str(divisor), "--width", str(width),
-           "--calibrate-s", str(calibrate_s), "--poll-s", str(poll_s), "--parent", str(os.getpid())]
+           "--calibrate-s", str(calibrate_s), "--poll-s", str(poll_s), "--parent", str(os.getpid()),
+           "--token", token]
     if idle_cycles is not None:
         cmd += ["--idle-cycles", str(idle_cycles)]
     if build_dir is not None:
@@ -386,6 +389,9 @@ def open_link(dut: str, kwargs: Mapping[str, Any] | None = None, *, divisor: int
             for kind, payload in reader.feed(data):
                 if kind is Msg.HELLO and hello is None:
                     hello = json.loads(payload)
+                    if hello.pop("token", None) != token:
+                        raise RtlLaunchError(f"another program connected to port {port} instead of the "
+                                             f"rtl simulation")
                 else:
                     pending.append((kind, payload))
         sock.settimeout(None)

@@ -51,6 +51,7 @@ class Link:
     def __init__(self, dut, params: dict):
         self.dut = dut
         self.width = int(params["width"])
+        self.token = str(params.get("token", ""))
         self.divisor = int(params["divisor"])
         self.poll_s = float(params.get("poll_s", 0.005))
         self.calibrate_s = float(params.get("calibrate_s", 1.0))
@@ -195,7 +196,7 @@ class Link:
         poll_cycles = min(max(256, int((self.free_cycles_per_s or 100_000) * self.poll_s)),
                           (1 << POLL_BITS) - 1)
         self.send(Msg.HELLO, json.dumps({
-            "free_cycles_per_s": self.free_cycles_per_s,
+            "token": self.token, "free_cycles_per_s": self.free_cycles_per_s,
             "free_cycles_per_cpu_s": self.free_cycles_per_cpu_s, "width": self.width, "divisor": self.divisor,
             "poll_cycles": poll_cycles, "period_steps": PERIOD}).encode())
         self.t_start, self.cpu_start, self.c_start = time.perf_counter(), time.process_time(), cycles_now()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import enum
-import fcntl
 import hashlib
 import importlib
 import importlib.util
@@ -186,7 +185,10 @@ def main(argv=None) -> int:
     ap.add_argument("--poll-s", type=float, default=0.005)
     ap.add_argument("--build-dir", default=None)
     ap.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
+    ap.add_argument("--token", default="", help="echoed in HELLO so the host knows who connected")
     args = ap.parse_args(argv)
+
+    import fcntl                      # POSIX; the host imports this module for its messages only
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     ppid = args.parent or os.getppid()
@@ -203,8 +205,8 @@ def main(argv=None) -> int:
     def design():
         return SimLinkBridge(lambda: factory(**kwargs), divisor, width=width, idle_cycles=idle)
 
-    params = {"port": args.port, "width": width, "divisor": divisor, "calibrate_s": args.calibrate_s,
-              "poll_s": args.poll_s}
+    params = {"port": args.port, "token": args.token, "width": width, "divisor": divisor,
+              "calibrate_s": args.calibrate_s, "poll_s": args.poll_s}
     print(f"rtl_server: building {args.toplevel} ({args.dut}, divisor {divisor}, width {width}) "
           f"and connecting to port {args.port}", flush=True)
     root = Path(args.build_dir or default_build_dir())
