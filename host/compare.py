@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeloop.host.hil import hil_train, open_board
+from spikeloop.host.hil import hil_train, open_board, replay_trial
 from spikeloop.host.record import RecordError, RunRecord, atomic_write_json
 
 __all__ = ["compare_backends", "diff_records", "run_dir_name"]
@@ -202,6 +202,12 @@ def compare_backends(backends: Sequence[str], params, inputs, targets, *, seed: 
         ta, tb = ra.read_trial(k), rb.read_trial(k)
         u_one = params.formats["u"].one
         u = [t["traces"].get("out.U") for t in (ta, tb)]
+        if any(uu is None for uu in u):     # trial k was not traced: run it again, traced
+            try:
+                u = [_replay_u(name, params, rec, k, opener) for name, rec in zip(backends, (ra, rb))]
+                result["replayed_trial"] = int(k)
+            except RecordError as e:
+                result["replay_error"] = str(e)
         plot_compare_traces(
             out_dir / "compare.png",
             [dict(label=name, spikes=t["outputs"][:, i],
@@ -216,6 +222,14 @@ def compare_backends(backends: Sequence[str], params, inputs, targets, *, seed: 
         result["plot"] = "compare.png"
     atomic_write_json(out_dir / "compare.json", result)
     return result
+
+
+def _replay_u(backend: str, params, rec: RunRecord, k: int, opener) -> np.ndarray:
+    board = opener(backend, params)
+    try:
+        return replay_trial(board, rec, k, ("out.U",))["traces"]["out.U"]
+    finally:
+        board.close()
 
 
 def format_divergence(d: dict | None, backends: Sequence[str]) -> str:

@@ -47,7 +47,7 @@ from spikeloop.host.train import (SUCCESS_REL_COST, TrialScorer, _check_schedule
 
 __all__ = ["hil_train", "hil_resume", "hil_params", "HostErrorFilter", "ERROR_MODES",
            "BOARD_BACKENDS", "board_spec", "is_board_backend", "open_board", "restore_board",
-           "read_board_state"]
+           "read_board_state", "replay_trial"]
 
 ERROR_MODES = ("target", "host")
 
@@ -352,17 +352,26 @@ class _Run:
         sys.stderr.flush()
 
     # -- the loop
+    def apply_schedule(self, k: int) -> None:
+        """The r0 drops due at the start of trial ``k``, through the R0 register."""
+        fs = [f for t, f in self.schedule if t == k]
+        if fs:
+            for f in fs:
+                self.r0_q = max(1, int(self.r0_q // f))
+            self.board.write_reg("R0", [self.r0_q])
+
+    def restore(self, snap: dict) -> None:
+        """Put the board and the host's error loop back to a snapshot."""
+        restore_board(self.board, self.p, snap["state"], snap["registers"])
+        self.r0_q = int(snap["registers"]["R0"])
+        if self.filt is not None:
+            self.filt.restore(snap["host"])
+
     def loop(self, start: int) -> dict:
         self._start = start
-        drops: dict[int, list[float]] = {}
-        for k, f in self.schedule:
-            drops.setdefault(k, []).append(f)
         try:
             for k in range(start, self.trials):
-                if k in drops:
-                    for f in drops[k]:
-                        self.r0_q = max(1, int(self.r0_q // f))
-                    self.board.write_reg("R0", [self.r0_q])
+                self.apply_schedule(k)
                 outputs, errors, traces = self.run_trial(k)
                 self.rec.write_trial(k, outputs, errors, traces)
                 self.scorer.add(outputs[None], self.r0_q / self.p.formats["w"].one)
@@ -538,14 +547,11 @@ def hil_resume(board_or_opener, out_dir, *, trials: int | None = None, backend: 
             wall_before = float(json.loads(prev.read_text())["summary"]["wall_time_s"] or 0.0)
         except (ValueError, KeyError, TypeError):
             wall_before = 0.0
-    restore_board(board, params, snap["state"], snap["registers"])
+    run = _Run(board, rec, params, progress, plots, on_trial)
+    run.restore(snap)
     rec.truncate(n)
     rec.start_session(backend=m["backend"], identity=_identity_dict(board), from_trial=n)
-    run = _Run(board, rec, params, progress, plots, on_trial)
     run.wall_before = wall_before
-    run.r0_q = int(snap["registers"]["R0"])
-    if run.filt is not None:
-        run.filt.restore(snap["host"])
     for k in range(n):                         # the metrics are a function of the recorded outputs
         r0 = rec.read_trial(k)
         run.scorer.add(r0["outputs"][None], _r0_at(params, run.schedule, k))
@@ -563,3 +569,36 @@ def _r0_at(params: Params, schedule, k: int) -> float:
         if t <= k:
             r0_q = max(1, int(r0_q // f))
     return r0_q / params.formats["w"].one
+
+
+def replay_trial(board, record: RunRecord, k: int, trace_vars: Sequence[str] = ("out.U",)) -> dict:
+    """Run trial ``k`` of a record again on ``board``, traced, without touching the record.
+
+    The board is restored from the last snapshot at or before trial ``k`` and runs the trials
+    from there with the record's options and schedule; trial ``k`` runs one step per round trip
+    with ``trace_vars`` read after every step. ``compare`` uses it to draw the membrane of a
+    divergent trial that was not traced.
+
+    Returns
+    -------
+    dict
+        ``outputs`` (T, n_out) bool and ``traces`` ({var: (T, depth)}) of trial ``k``.
+
+    Raises
+    ------
+    RecordError
+        No snapshot at or before ``k``, or the board cannot be restored exactly.
+    """
+    params = Params.from_dict(record.manifest["params"])
+    _check_board(board, params)
+    before = [n for n in record.snapshots() if n <= k]
+    if not before:
+        raise RecordError(f"{record.path}: no snapshot at or before trial {k}")
+    run = _Run(board, record, params, False, False, None)
+    run.restore(record.read_snapshot(before[-1]))
+    run.trace_vars = tuple(trace_vars)
+    run.traced = lambda j: j == k          # noqa: E731  (only the trial asked for)
+    for j in range(before[-1], k + 1):
+        run.apply_schedule(j)
+        outputs, _, traces = run.run_trial(j)
+    return dict(outputs=outputs, traces=traces)

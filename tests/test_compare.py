@@ -141,3 +141,49 @@ def test_cli_compare_errors_are_clean(argv, msg, tmp_path, capsys):
     assert main(["compare", "--out", str(tmp_path)] + argv) == 2
     err = capsys.readouterr().err
     assert msg in err and "Traceback" not in err
+
+
+class LateFaultBoard(PerturbedBoard):
+    """Loads the right weights, then one weight goes one LSB off after the first trial."""
+
+    def load_weights(self, weights, feedback=None):
+        self._board.load_weights(weights, feedback)
+
+    def run(self, inputs, targets=None, errors=None):
+        if int(self._board.read_reg("STEP_COUNT")) == self._T:
+            w = self._board.read_mem("out.w")
+            w[PERTURB[1]] += 1
+            self._board.write_mem("out.w", w)
+        return self._board.run(inputs, targets=targets, errors=errors)
+
+
+def test_untraced_divergent_trial_is_replayed_for_the_plot(tmp_path):
+    p, x, y = setup()
+
+    def open_(backend, params):
+        b = Board.open("model", params=params)
+        if backend == "rtl":
+            b = LateFaultBoard(b)
+            b._T = x.shape[0]
+        return b
+    res = compare_backends(["board-model", "rtl"], p, x, y, seed=0, trials=4, out_dir=tmp_path,
+                           trace_every=0, opener=open_)
+    d = res["first"]
+    assert (d["variable"], tuple(d["index"]), d["where"]) == ("out.w", PERTURB, "snapshot after 2 trials")
+    assert d["trial"] == 1 and res["replayed_trial"] == 1
+    assert RunRecord.open(tmp_path / res["runs"][0]).read_trial(1)["traces"] == {}   # not traced
+    assert json.loads((tmp_path / "compare.json").read_text())["replayed_trial"] == 1
+
+
+def test_replay_reproduces_a_recorded_trace(tmp_path):
+    from spikeloop.host.hil import replay_trial
+    p, x, y = setup()
+    compare_backends(["board-model", "board-model"], p, x, y, seed=0, trials=4, out_dir=tmp_path,
+                     snapshot_every=2, opener=opener(), plots=False, r0_drop=[(3, 2)])
+    rec = RunRecord.open(tmp_path / run_dir_name("a", "board-model"))
+    with Board.open("model", params=p) as b:
+        got = replay_trial(b, rec, 3)
+    want = rec.read_trial(3)
+    assert np.array_equal(got["outputs"], want["outputs"])
+    assert np.array_equal(got["traces"]["out.U"], want["traces"]["out.U"])
+    assert got["traces"]["out.U"].any()
