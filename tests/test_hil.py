@@ -167,6 +167,21 @@ def test_resume_with_a_hidden_layer_and_random_feedback(tmp_path):
     assert a.read_snapshot(8)["state"]["hid.U"].any()
 
 
+def test_resume_extends_a_finished_run(task, tmp_path):
+    from spikeloop.host.compare import diff_records
+    p = hil_params(base_params())
+    run(p, task, tmp_path / "four", 4, snapshot_every=2, trace_every=3, plots=False)
+    run(p, task, tmp_path / "two", 2, snapshot_every=2, trace_every=3, plots=False)
+    m = hil_resume(opener, tmp_path / "two", trials=4, plots=False)
+    assert m["complete"] and m["trials_done"] == 4 and m["trials"] == 4
+    a, b = RunRecord.open(tmp_path / "four"), RunRecord.open(tmp_path / "two")
+    assert [np.array_equal(a.read_trial(k)["outputs"], b.read_trial(k)["outputs"]) for k in range(4)] \
+        == [True] * 4
+    assert diff_records(a, b) is None
+    with pytest.raises(ValueError, match="trials must be an integer >= 4"):
+        hil_resume(opener, tmp_path / "two", trials=3)
+
+
 def test_interrupted_run_keeps_its_record(task, tmp_path):
     p = hil_params(base_params())
     with pytest.raises(KeyboardInterrupt):
