@@ -153,6 +153,9 @@ class Link:
             d.out_ack.value = self.out_ack
             self.bytes_from_dut += n
             self.send(Msg.DATA, data)
+            # The host has something to chew on; it sends RUN again if it wants more. (Waiting
+            # for its HOLD instead would keep simulating for up to a poll period when it is slow.)
+            self.host_waiting = False
         if self.inbuf and int(d.in_taken.value) == self.in_seq:
             chunk = bytes(self.inbuf[:W])
             del self.inbuf[:W]
