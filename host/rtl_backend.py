@@ -465,8 +465,17 @@ def measure(params, frames: int = 10, lanes: int = 1, seed: int = 0, **kw) -> di
         after = t.stats()
     d = {key: after[key] - before[key] for key in ("cycles", "run_s", "cpu_s", "wakes", "bytes_to_dut",
                                                     "bytes_from_dut")}
+    from spikeloop.hdl.core import cycles_per_step
+
+    divisor = kw.get("divisor", 4)
+    steps = frames * k
+    chunks = sum(1 for n in range(steps) if (n + 1) % params.chunk_steps == 0)
+    # What the frames need at least: every byte on the wire once, every step of the Core.
+    needed = (10 * divisor * (d["bytes_to_dut"] + d["bytes_from_dut"])
+              + (steps - chunks) * cycles_per_step(params, lanes) + chunks * cycles_per_step(params, lanes, True))
     return {
         "n_in": params.n_in, "n_out": params.n_out, "lanes": lanes, "steps_per_frame": k, "frames": frames,
+        "cycles_needed": needed,
         "wall_s": wall, "steps_per_s": frames * k / wall, **d,
         "free_cycles_per_s": after["free_cycles_per_s"], "cycles_per_s": d["cycles"] / d["run_s"],
         "free_cycles_per_cpu_s": after["free_cycles_per_cpu_s"], "cycles_per_cpu_s": d["cycles"] / d["cpu_s"],
@@ -488,12 +497,13 @@ def _main(argv=None) -> int:
     ap.add_argument("--lanes", type=int, default=1)
     args = ap.parse_args(argv)
     sizes = [tuple(int(v) for v in s.split(",")) for s in (args.size or ["100,1", "256,16"])]
-    print("| network | steps/frame | steps/s | free-running cycles/s | served cycles/s | ratio "
-          "| per CPU s: free / served | ratio | Python wakes per 1k cycles |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| network | steps/frame | steps/s | cycles/frame (wire + Core) | free-running cycles/s "
+          "| served cycles/s | ratio | per CPU s: free / served | ratio | Python wakes per 1k cycles |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n_in, n_out in sizes:
         r = measure(Params(n_in=n_in, n_out=n_out), frames=args.frames, lanes=args.lanes)
         print(f"| {n_in} in / {n_out} out | {r['steps_per_frame']} | {r['steps_per_s']:,.1f} "
+              f"| {r['cycles'] / r['frames']:,.0f} ({r['cycles_needed'] / r['frames']:,.0f}) "
               f"| {r['free_cycles_per_s']:,.0f} | {r['cycles_per_s']:,.0f} | {r['ratio']:.2f} "
               f"| {r['free_cycles_per_cpu_s']:,.0f} / {r['cycles_per_cpu_s']:,.0f} | {r['cpu_ratio']:.2f} "
               f"| {1000 * r['wakes'] / r['cycles']:.2f} |", flush=True)
