@@ -969,13 +969,14 @@ class ProtocolEngine(wiring.Component):
                         _sat_inc(m, cnt["CHUNK_COUNT"])
                     m.next = "RU_PH"
 
-            with m.State("RU_OB"):
-                with m.If((beat_bytes == MB) | (out_left == 0)):
-                    m.next = "RU_RUN"
-                with m.Else():
-                    emit(Mux(out_left == 1, beat[:8] & LAST_MASK, beat[:8]))
-                    m.d.sync += [beat.eq(beat >> 8), beat_bytes.eq(beat_bytes + 1),
-                                 out_left.eq(out_left - 1)]
+            if MB > 1:
+                with m.State("RU_OB"):             # the bytes of a wide output beat
+                    with m.If((beat_bytes == MB) | (out_left == 0)):
+                        m.next = "RU_RUN"
+                    with m.Else():
+                        emit(Mux(out_left == 1, beat[:8] & LAST_MASK, beat[:8]))
+                        m.d.sync += [beat.eq(beat >> 8), beat_bytes.eq(beat_bytes + 1),
+                                     out_left.eq(out_left - 1)]
 
             # ---------------------------------------------------------- reply assembly
             with m.State("REPLY"):
