@@ -114,6 +114,7 @@ class SimLinkBridge(wiring.Component):
                     and Shape.cast(mem.shape).width == 1)
         ok = pin("rx", wiring.In) and pin("tx", wiring.Out)
         if not ok:
+            dut._MustUse__silence = True       # refused, so never elaborated: no warning for it
             raise TypeError(f"the design must be a wiring.Component with ports rx: In(1) and tx: Out(1), "
                             f"not {sig!r}")
         self.dut = dut
