@@ -92,7 +92,8 @@ class TB:
         if clear:
             for sp in self.spaces():
                 await self.write_mem(sp.name, [0] * sp.depth(self.p))
-            await self.ack(Command.RESET_STATE, bytes([ResetMask.LINK]))
+            # everything else the Core keeps in memory (delay lines): RESET_STATE, all of it
+            await self.ack(Command.RESET_STATE, bytes([int(P.RESET_ALL | ResetMask.LINK)]))
             self.seq = 0
 
     # ------------------------------------------------------------------ byte streams
