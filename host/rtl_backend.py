@@ -72,8 +72,9 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _stop(proc: subprocess.Popen, sock: socket.socket | None, grace: float) -> None:
-    """Stop the server and everything it started: BYE (if a socket), SIGTERM, then SIGKILL to the group."""
+def _stop(proc: subprocess.Popen, sock: socket.socket | None, grace: float, workdir: Path | None = None) -> None:
+    """Stop the server and everything it started: BYE (if a socket), SIGTERM, then SIGKILL to the
+    group; then remove ``workdir`` (the temporary log folder) if the server exited cleanly."""
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)      # also wakes a reader thread blocked in recv
@@ -96,6 +97,8 @@ def _stop(proc: subprocess.Popen, sock: socket.socket | None, grace: float) -> N
     if _group_alive(proc.pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+    if workdir is not None and proc.returncode == 0:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class _Inbox:
@@ -160,7 +163,7 @@ class RtlTransport(Transport):
         self._send_lock = threading.Lock()
         self._closing = False
         self.bytes_written = self.bytes_read = 0
-        self._finalizer = weakref.finalize(self, _stop, proc, sock, 2.0)
+        self._finalizer = weakref.finalize(self, _stop, proc, sock, 2.0, workdir)
         for kind, payload in pending:
             inbox.on_msg(kind, payload)
         # The thread holds the inbox and the socket, not the transport, so that an unreferenced
@@ -280,10 +283,8 @@ class RtlTransport(Transport):
             with self._cond:
                 self._cond.wait_for(lambda: self._eof, _GRACE_S)
         self._finalizer.detach()
-        _stop(self._proc, self._sock, _GRACE_S)
+        _stop(self._proc, self._sock, _GRACE_S, self._workdir)
         self._thread.join(1.0)
-        if self._workdir is not None and self._proc.returncode == 0:
-            shutil.rmtree(self._workdir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------- launch

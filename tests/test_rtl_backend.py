@@ -288,16 +288,17 @@ def test_close_stops_everything():
 
 def test_unreferenced_transport_stops_simulation():
     t = echo_link()
-    pgid = t.pid
+    pgid, log_dir = t.pid, t.log_path.parent
     t.write(b"abc")
     assert read_exact(t, 3) == b"abc"
     del t
     gc.collect()
     assert wait_gone(pgid) == []
+    assert not log_dir.exists()
 
 
-def test_simulation_death_is_reported():
-    t = echo_link()
+def test_simulation_death_is_reported(tmp_path):
+    t = echo_link(log_dir=tmp_path)
     pgid = t.pid
     sims = [p for p in group_members(pgid) if p != pgid]
     assert sims
@@ -320,7 +321,7 @@ def test_host_death_stops_simulation(tmp_path):
         import sys, time
         from spikeloop.host.rtl_backend import open_link
         t = open_link({ECHO!r}, {{"divisor": {DIVISOR}}}, divisor={DIVISOR}, toplevel="link_echo",
-                      calibrate_s=0.1)
+                      calibrate_s=0.1, log_dir={str(tmp_path)!r})
         print(t.pid, flush=True)
         time.sleep(120)
     """))
@@ -335,9 +336,10 @@ def test_host_death_stops_simulation(tmp_path):
     assert wait_gone(pgid) == []
 
 
-def test_build_failure_is_reported():
+def test_build_failure_is_reported(tmp_path):
     with pytest.raises(RtlLaunchError, match=r"(?s)exited with code .*ports rx: In\(1\) and tx: Out\(1\)"):
-        open_link(f"{HERE}:NoPins", divisor=4, toplevel="link_nopins", calibrate_s=0)
+        open_link(f"{HERE}:NoPins", divisor=4, toplevel="link_nopins", calibrate_s=0, log_dir=tmp_path)
+    assert (tmp_path / "rtl_server.log").exists()         # kept for the user
 
 
 # ------------------------------------------------------------------------------ the SoC
