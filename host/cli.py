@@ -98,7 +98,8 @@ def _backend_pair(text: str) -> tuple[str, str]:
     parts = [t.strip() for t in text.split(",")]
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"must be two backends A,B (e.g. rtl,board-model), not {text!r}")
-    return tuple(_board_backend(t) for t in parts)
+    # Both sides of a comparison go through the link, so 'model' can only mean board-model here.
+    return tuple(_board_backend("board-model" if t == "model" else t) for t in parts)
 
 
 def _size(text: str) -> tuple[int, int, int]:
@@ -269,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and spikes of the first divergent output neuron, or of --neuron). Exit status "
                     "0 only when identical, 1 when they diverge.")
     p.add_argument("--backends", type=_backend_pair, default=("rtl", "board-model"), metavar="A,B",
-                   help="two of rtl, board-model, serial:PORT (default rtl,board-model)")
+                   help="two of rtl, board-model (or model, its alias here), serial:PORT "
+                        "(default rtl,board-model)")
     p.add_argument("--neuron", type=_non_negative_int, metavar="I",
                    help="output neuron to plot when the runs are identical (default 0)")
     p.add_argument("--out", type=Path, default=Path("spikeloop-compare"), metavar="DIR",

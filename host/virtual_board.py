@@ -46,9 +46,10 @@ def core_space_names(p: Params, lanes: int = 1) -> list[str] | None:
 
     in_width = max(8, lanes)
     try:
-        Core(p, lanes, in_width)
+        core = Core(p, lanes, in_width)
     except ParamError:
         return None
+    core._MustUse__silence = True          # built only to ask whether it can be
     return AccessMap(p, lanes, in_width).names()
 
 
@@ -238,7 +239,10 @@ class VirtualBoard:
         if f.cmd == Command.RUN_STEPS:
             return self._reply(Command.ACK, f.seq, last[1])
         if f.cmd in (Command.READ_REG, Command.READ_MEM):     # side-effect free: read again
-            return self._reply(Command.ACK, f.seq, self._validate(f)())
+            try:
+                return self._reply(Command.ACK, f.seq, self._validate(f)())
+            except _Refuse as r:                              # its payload fails now: say why
+                return self._nak(f.seq, r.reason, f.cmd)
         return self._reply(Command.ACK, f.seq)                 # writes, RESET_STATE: a bare ACK
 
     def _validate(self, f: P.Frame):

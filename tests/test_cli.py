@@ -281,3 +281,9 @@ def test_plot_draws_a_hil_run_next_to_a_model_run(tmp_path):
     png = tmp_path / "both.png"
     assert main(["plot", str(hil), str(model), "--out", str(png)]) == 0
     assert png.stat().st_size > 10_000
+
+
+def test_compare_takes_model_as_the_protocol_level_model():
+    from spikeloop.host.cli import build_parser
+    args = build_parser().parse_args(["compare", "--backends", "rtl,model"])
+    assert args.backends == ("rtl", "board-model")

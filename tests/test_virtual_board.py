@@ -214,6 +214,15 @@ def test_host_error_words_are_range_checked():
     h.ack(Command.RUN_STEPS, bytes(pl))
 
 
+def test_duplicate_read_with_a_payload_that_fails_now_gets_its_nak():
+    """A 'retransmitted' read is validated again from its own payload (the gateware does the same)."""
+    p = net()
+    h = Host(VirtualBoard(p))
+    assert h.req(Command.READ_MEM, P.pack_read_mem(0x00, 0, 1), advance=False).cmd == Command.ACK
+    assert h.nak(Command.READ_MEM, P.pack_read_mem(0x10, 0, 1), advance=False) is Nak.BAD_ADDRESS
+    assert h.nak(Command.READ_REG, P.pack_read_reg(0x7F, 1), advance=False) is Nak.BAD_SEQUENCE
+
+
 def test_duplicates_are_answered_not_executed():
     p = net()
     vb = VirtualBoard(p)
