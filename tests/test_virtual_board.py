@@ -9,6 +9,8 @@ from spikeloop.params import Params
 from spikeloop.protocol import Command, Nak, ResetMask
 from spikeloop.sim.golden import GoldenModel, init_weights
 
+from board_cases import net, stimulus
+
 U32 = P.WordFormat(32, False)
 
 
@@ -48,17 +50,6 @@ class Host:
     def write_mem(self, name, words, start=0):
         sp = P.space(name)
         return self.ack(Command.WRITE_MEM, P.pack_write_mem(sp.id, start, list(words), sp.word(self.vb.p)))
-
-
-def net(**kw):
-    base = dict(n_in=20, n_out=5, chunk_steps=40, w_init_mean_mv=2.0, w_init_std_mv=3.0)
-    base.update(kw)
-    return Params(**base)
-
-
-def stimulus(p, T, seed=1):
-    rng = np.random.default_rng(seed)
-    return rng.random((T, p.n_in)) < 0.2, rng.random((T, p.n_out)) < 0.05
 
 
 def same_state(a, b):
