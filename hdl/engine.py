@@ -102,7 +102,10 @@ class SpaceMap:
         if self.bits > 8 * self.fmt.nbytes:
             raise ValueError(f"space {s.name}: a {self.bits}-bit field does not fit its "
                              f"{self.fmt.nbytes}-byte word")
-        #: bits a written word may use: its format's (a narrower field keeps the low bits)
+        if self.bits != self.fmt.bits:
+            raise ValueError(f"space {s.name}: the Core's {self.bits}-bit field must be as wide as "
+                             f"its {self.fmt.bits}-bit word format")
+        #: bits a written word may use (its format's, which is the Core field's width)
         self.check_bits = self.fmt.bits
         self.per = per
 
@@ -728,8 +731,10 @@ class ProtocolEngine(wiring.Component):
                     gather()
                 with m.Else():
                     v = reg_word()
-                    bad = (idx2 == pr.register("CHUNK_PHASE").addr) & \
-                        (v[:regs_w["CHUNK_PHASE"]] >= p.chunk_steps)
+                    bad = 0                # registers that hold less than their width
+                    for r in pr.REGISTERS:
+                        if pr.register_max(r, p) < (1 << r.width) - 1:
+                            bad |= (idx2 == r.addr) & (v[:r.width] > pr.register_max(r, p))
                     with m.If(bad):
                         nak(pr.Nak.BAD_VALUE, 1)
                     with m.Else():

@@ -27,7 +27,7 @@ __all__ = [
 
 def ref_bits(p: Params) -> int:
     """Width of the refractory counter: holds ``R = p.refractory_steps`` (at least one bit)."""
-    return max(1, p.refractory_steps.bit_length())
+    return p.ref_bits
 
 
 def neuron_layout(p: Params) -> data.StructLayout:

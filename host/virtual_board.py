@@ -280,9 +280,8 @@ class VirtualBoard:
     def _cmd_write_reg(self, pl: bytes):
         regs, values = self._reg_range(pl, True)
         values = [v & ((1 << r.width) - 1) for r, v in zip(regs, values)]
-        for r, v in zip(regs, values):
-            if r.name == "CHUNK_PHASE" and v >= self.p.chunk_steps:
-                raise _Refuse(Nak.BAD_VALUE)
+        if any(v > P.register_max(r, self.p) for r, v in zip(regs, values)):
+            raise _Refuse(Nak.BAD_VALUE)
 
         def apply():
             for r, v in zip(regs, values):

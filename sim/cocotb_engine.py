@@ -376,6 +376,13 @@ async def refusals(dut):
     await tb.nak(Command.WRITE_MEM, P.MEM_REQ.pack(S.id, 0, 1) + b"\x02", Nak.BAD_VALUE)
     await tb.nak(Command.WRITE_REG, P.pack_write_reg(P.register("CHUNK_PHASE").addr, [p.chunk_steps]),
                  Nak.BAD_VALUE)
+    # values the Core's field cannot hold: R0 (w.bits - 1 bits) and ref (ref_bits of its byte)
+    await tb.nak(Command.WRITE_REG, P.pack_write_reg(P.register("R0").addr, [1 << p.r0_bits]),
+                 Nak.BAD_VALUE)
+    if p.ref_bits < 8:
+        ref = P.space("out.ref")
+        await tb.nak(Command.WRITE_MEM, P.MEM_REQ.pack(ref.id, 0, 1) + bytes([1 << p.ref_bits]),
+                     Nak.BAD_VALUE)
     await tb.nak(Command.READ_REG, P.pack_read_reg(0, 0), Nak.BAD_VALUE)
     await tb.nak(Command.READ_MEM, P.pack_read_mem(w_sp.id, 0, 0), Nak.BAD_VALUE)
     await tb.nak(Command.RESET_STATE, b"\x10", Nak.BAD_VALUE)

@@ -368,6 +368,16 @@ class Params:
         return int(round(self.tau_ref_ms / self.dt_ms))
 
     @cached_property
+    def ref_bits(self) -> int:
+        """Width of the refractory counter: holds ``refractory_steps`` (at least one bit)."""
+        return max(1, self.refractory_steps.bit_length())
+
+    @cached_property
+    def r0_bits(self) -> int:
+        """Width of the RMaxProp step register: a non-negative weight step."""
+        return self.formats["w"].bits - 1
+
+    @cached_property
     def threshold_q(self) -> int:
         return self.formats["u"].quantise(self.threshold_mv)
 

@@ -36,7 +36,7 @@ __all__ = [
     "cobs_encode", "cobs_decode", "CobsError", "cobs_max_overhead",
     "Command", "Nak", "Reject", "Frame", "encode_frame", "frame_wire_size", "FrameDecoder",
     "SeqVerdict", "SequenceTracker", "next_seq",
-    "Access", "Register", "REGISTERS", "register", "MemorySpace", "SPACES", "space",
+    "Access", "Register", "REGISTERS", "register", "register_max", "MemorySpace", "SPACES", "space",
     "spaces_for", "WordFormat",
     "Identity", "pack_identify", "unpack_identify",
     "REG_REQ", "MEM_REQ", "RUN_REQ", "RUN_REPLY", "NAK_PAYLOAD",
@@ -501,6 +501,17 @@ REGISTERS: tuple[Register, ...] = (
 _REG_BY_NAME = {r.name: r for r in REGISTERS}
 
 
+def register_max(reg: Register, p: Params) -> int:
+    """The largest value a WRITE_REG may store in ``reg`` (bits above ``width`` are dropped
+    first); a larger one is refused with ``BAD_VALUE``, nothing applied. R0 is a non-negative
+    weight step of ``r0_bits``; CHUNK_PHASE counts below ``chunk_steps``."""
+    if reg.name == "R0":
+        return (1 << p.r0_bits) - 1
+    if reg.name == "CHUNK_PHASE":
+        return p.chunk_steps - 1
+    return (1 << reg.width) - 1
+
+
 def register(name: str) -> Register:
     try:
         return _REG_BY_NAME[name]
@@ -578,10 +589,14 @@ class MemorySpace:
         if self.fmt_name is not None:
             f = p.formats[self.fmt_name]
             return WordFormat(f.bits, f.signed)
-        return _FIXED_WORDS[self.name.split(".")[-1]]
+        w = self.name.split(".")[-1]
+        return _PARAM_WORDS[w](p) if w in _PARAM_WORDS else _FIXED_WORDS[w]
 
 
-_FIXED_WORDS = {"ref": WordFormat(8, False), "S": WordFormat(1, False), "racc": WordFormat(47, False)}
+_FIXED_WORDS = {"S": WordFormat(1, False), "racc": WordFormat(47, False)}
+#: Words whose width depends on the parameters (``ref`` holds ``refractory_steps``: one byte on
+#: the wire, and a written value wider than ``ref_bits`` is refused).
+_PARAM_WORDS = {"ref": lambda p: WordFormat(p.ref_bits, False)}
 
 _always = lambda p: True  # noqa: E731
 _LAYER_WORDS = (
@@ -930,6 +945,8 @@ def render_space_table() -> str:
     for s in SPACES:
         if s.fmt_name is not None:
             word = f"`formats[\"{s.fmt_name}\"]`"
+        elif s.name.split(".")[-1] in _PARAM_WORDS:
+            word = "U`ref_bits` (1 B)"
         else:
             f = _FIXED_WORDS[s.name.split(".")[-1]]
             word = f"{'S' if f.signed else 'U'}{f.bits} ({f.nbytes} B)"

@@ -387,3 +387,19 @@ def test_transcript_covers_every_reason_and_replays(kw):
     vb = VirtualBoard(p, max_payload=256)
     assert [vb.feed(req) for req, _ in tr] == [rep for _, rep in tr]
     assert vb.reg("STEP_COUNT") == 0 and vb.reg("DUPLICATES") == 0     # reset at the end, LINK too
+
+
+def test_values_the_core_cannot_hold_are_refused():
+    """R0 has w.bits - 1 bits and ref holds refractory_steps: wider values are refused, not cut."""
+    p = net()
+    vb = VirtualBoard(p)
+    h = Host(vb)
+    r0 = P.register("R0").addr
+    assert h.nak(Command.WRITE_REG, P.pack_write_reg(r0, [1 << p.r0_bits])) is Nak.BAD_VALUE
+    ref = P.space("out.ref")
+    assert p.ref_bits < 8
+    assert h.nak(Command.WRITE_MEM, P.MEM_REQ.pack(ref.id, 0, 1) + bytes([1 << p.ref_bits])) \
+        is Nak.BAD_VALUE
+    assert vb.reg("R0") == p.r0_q and not vb.state()["out.ref"].any()
+    h.req(Command.WRITE_REG, P.pack_write_reg(r0, [(1 << p.r0_bits) - 1]))
+    assert vb.reg("R0") == (1 << p.r0_bits) - 1
