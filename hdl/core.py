@@ -976,26 +976,18 @@ class Core(wiring.Component):
                                         m.d.sync += dslot.eq(Mux(self.acc_wdata > D, D,
                                                                  self.acc_wdata))
                 # buffers: the access port wins over the stream on the same cycle
-                with m.If(acc_w & (sp == Space.XBUF)):
-                    m.d.comb += [xb_wr.addr.eq(ix), xb_wr.data.eq(wdata(W)), xb_wr.en.eq(1)]
-                with m.Elif(self.inp.valid):
-                    m.d.comb += [xb_wr.addr.eq(x_ptr), xb_wr.data.eq(self.inp.payload),
-                                 xb_wr.en.eq(1)]
-                    m.d.sync += x_ptr.eq(Mux(x_ptr == amap.x_beats - 1, 0, x_ptr + 1))
+                def fill(space, wr, width, stream_, ptr, beats):
+                    with m.If(acc_w & (sp == space)):
+                        m.d.comb += [wr.addr.eq(ix), wr.data.eq(wdata(width)), wr.en.eq(1)]
+                    with m.Elif(stream_.valid):
+                        m.d.comb += [wr.addr.eq(ptr), wr.data.eq(stream_.payload), wr.en.eq(1)]
+                        m.d.sync += ptr.eq(Mux(ptr == beats - 1, 0, ptr + 1))
+
+                fill(Space.XBUF, xb_wr, W, self.inp, x_ptr, amap.x_beats)
                 if target:
-                    with m.If(acc_w & (sp == Space.TBUF)):
-                        m.d.comb += [tb_wr.addr.eq(ix), tb_wr.data.eq(wdata(W)), tb_wr.en.eq(1)]
-                    with m.Elif(self.tgt.valid):
-                        m.d.comb += [tb_wr.addr.eq(t_ptr), tb_wr.data.eq(self.tgt.payload),
-                                     tb_wr.en.eq(1)]
-                        m.d.sync += t_ptr.eq(Mux(t_ptr == amap.t_beats - 1, 0, t_ptr + 1))
+                    fill(Space.TBUF, tb_wr, W, self.tgt, t_ptr, amap.t_beats)
                 else:
-                    with m.If(acc_w & (sp == Space.EBUF)):
-                        m.d.comb += [eb_wr.addr.eq(ix), eb_wr.data.eq(wdata(fe)), eb_wr.en.eq(1)]
-                    with m.Elif(self.err.valid):
-                        m.d.comb += [eb_wr.addr.eq(e_ptr), eb_wr.data.eq(self.err.payload),
-                                     eb_wr.en.eq(1)]
-                        m.d.sync += e_ptr.eq(Mux(e_ptr == p.n_out - 1, 0, e_ptr + 1))
+                    fill(Space.EBUF, eb_wr, fe, self.err, e_ptr, p.n_out)
                 with m.If(self.start):
                     reset_counters(0)
                     m.d.sync += [cyc.eq(1), x_ptr.eq(0), sbuf.eq(0),
