@@ -176,6 +176,15 @@ def _add_training_options(p: argparse.ArgumentParser, fig2: bool) -> None:
                         "else symmetric)")
 
 
+def _add_core_options(p: argparse.ArgumentParser) -> None:
+    """What builds a Core: parameters, lanes, stream width (``verify`` and ``synth``)."""
+    p.add_argument("--config", type=Path, metavar="PARAMS", help="parameters (.json or .toml); "
+                   "default: the built-in defaults")
+    p.add_argument("--lanes", type=_positive_int, default=1, metavar="P", help="parallel lanes (default 1)")
+    p.add_argument("--in-width", type=_positive_int, default=8, metavar="W",
+                   help="bits per stream word (default 8)")
+
+
 def _fig2(key):
     from spikeloop.host.train import FIG2_DEFAULTS
     return FIG2_DEFAULTS[key]
@@ -330,13 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the golden model on seeded random spikes (with random stream "
                                    "stalls), comparing every state variable after every step. "
                                    "Exit status 0 only when bit-exact.")
-    p.add_argument("--config", type=Path, metavar="PARAMS", help="parameters (.json or .toml); "
-                   "default: the built-in defaults")
+    _add_core_options(p)
     p.add_argument("--steps", type=_positive_int, default=2000, metavar="N", help="steps (default 2000)")
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="seed (default 0)")
-    p.add_argument("--lanes", type=_positive_int, default=1, metavar="P", help="parallel lanes (default 1)")
-    p.add_argument("--in-width", type=_positive_int, default=8, metavar="W",
-                   help="bits per stream word (default 8)")
     p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
                    help="simulator (default verilator)")
     p.set_defaults(func=_cmd_verify)
@@ -347,13 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "utilisation (LC, EBR, SPRAM, DSP) and the achieved Fmax. Exit "
                                    "status 0 when it fits and meets --clock-mhz, 1 when it fits but "
                                    "misses timing, 2 when it does not fit.")
-    p.add_argument("--config", type=Path, metavar="PARAMS", help="parameters (.json or .toml); "
-                   "default: the built-in defaults")
+    _add_core_options(p)
     p.add_argument("--top", choices=("core", "soc"), default="core",
                    help="'core': the learning core alone; 'soc': UART + protocol engine + core")
-    p.add_argument("--lanes", type=_positive_int, default=1, metavar="P", help="parallel lanes (default 1)")
-    p.add_argument("--in-width", type=_positive_int, default=8, metavar="W",
-                   help="bits per stream word (default 8)")
     p.add_argument("--clock-mhz", type=_positive_float, default=24.0, metavar="F",
                    help="timing constraint (default 24)")
     p.add_argument("--seed", type=_non_negative_int, metavar="S", help="nextpnr placement seed")
