@@ -305,6 +305,20 @@ def _cache_key(verilog_text: str, **options: Any) -> str:
 # Results
 # --------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock on ``path`` (POSIX ``flock``): concurrent builds of one design, from two
+    processes, would write the same folder at once. Without ``fcntl`` it does not lock."""
+    try:
+        import fcntl
+    except ImportError:                 # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def parse_results(results_xml: Path) -> list[TestCaseResult]:
     """Parse cocotb's xUnit results file."""
     root = ET.parse(results_xml).getroot()
@@ -431,27 +445,31 @@ def build_and_test(
         if not verbose:
             runner.log.setLevel(logging.WARNING)
 
-        cached = stamp.exists() and stamp.read_text() == key
         t0 = time.perf_counter()
-        if not cached:
-            verilog_path.write_text(verilog_text)
-            stamp.unlink(missing_ok=True)
-            try:
-                runner.build(
-                    sources=[verilog_path],
-                    hdl_toplevel=toplevel,
-                    build_dir=work,
-                    build_args=all_build_args,
-                    timescale=TIMESCALE,
-                    waves=waves,
-                    always=True,
-                    log_file=build_log,
-                )
-            except (RuntimeError, SystemExit) as exc:
-                tail = _tail(build_log) if build_log else ""
-                raise RTLBuildError(
-                    f"{sim} build of {toplevel!r} failed: {exc}\n{tail}") from exc
-            stamp.write_text(key)
+        with _build_lock(root / f".{work.name}.lock"):      # one builder per cache folder
+            cached = stamp.exists() and stamp.read_text() == key
+            if not cached:
+                # No stamp: a killed or failed build may have left files behind (a truncated
+                # precompiled header breaks every later compile), so build in a clean folder.
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir(parents=True)
+                verilog_path.write_text(verilog_text)
+                try:
+                    runner.build(
+                        sources=[verilog_path],
+                        hdl_toplevel=toplevel,
+                        build_dir=work,
+                        build_args=all_build_args,
+                        timescale=TIMESCALE,
+                        waves=waves,
+                        always=True,
+                        log_file=build_log,
+                    )
+                except (RuntimeError, SystemExit) as exc:
+                    tail = _tail(build_log) if build_log else ""
+                    raise RTLBuildError(
+                        f"{sim} build of {toplevel!r} failed: {exc}\n{tail}") from exc
+                stamp.write_text(key)
         build_time = time.perf_counter() - t0
 
         with contextlib.suppress(FileNotFoundError):

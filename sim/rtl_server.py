@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import enum
-import hashlib
 import importlib
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import struct
 import sys
@@ -142,36 +140,6 @@ def _watch_parent(ppid: int, period: float = 0.5) -> None:
             return
 
 
-def _normalised(verilog: str) -> str:
-    """The Verilog as the build cache keys it (file/line attributes and header removed)."""
-    from spikeloop.sim.rtl_runner import _normalised_verilog
-
-    return _normalised_verilog(verilog)
-
-
-def _builds(root: Path, toplevel: str, verilog: str, done: bool) -> list[Path]:
-    """Cache folders holding ``verilog`` (up to ``src`` attributes), completed (``done``) or not."""
-    from spikeloop.sim import rtl_runner
-
-    out, want = [], _normalised(verilog)
-    for work in root.glob(f"{toplevel}-*"):
-        try:
-            same = _normalised((work / f"{toplevel}.v").read_text()) == want
-        except OSError:
-            continue
-        if same and (work / rtl_runner._STAMP).exists() == done:
-            out.append(work)
-    return out
-
-
-def _discard_failed_builds(root: Path, toplevel: str, verilog: str) -> bool:
-    """Remove the cache folders holding ``verilog`` whose build never completed; any removed?"""
-    failed = _builds(root, toplevel, verilog, done=False)
-    for work in failed:
-        shutil.rmtree(work, ignore_errors=True)
-    return bool(failed)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m spikeloop.sim.rtl_server", description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, required=True, help="host's TCP port on 127.0.0.1")
@@ -187,8 +155,6 @@ def main(argv=None) -> int:
     ap.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
     ap.add_argument("--token", default="", help="echoed in HELLO so the host knows who connected")
     args = ap.parse_args(argv)
-
-    import fcntl                      # POSIX; the host imports this module for its messages only
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     ppid = args.parent or os.getppid()
@@ -212,25 +178,8 @@ def main(argv=None) -> int:
     root = Path(args.build_dir or default_build_dir())
     try:
         verilog = design_verilog(design, args.toplevel)
-        # Two servers of the same design (two terminals, two backends of one comparison) must not
-        # build into the same cache folder at once: build (or find the cached build) under a
-        # lock, with a run that returns at once, then serve without holding it.
-        root.mkdir(parents=True, exist_ok=True)
-        key = hashlib.sha256(_normalised(verilog).encode()).hexdigest()[:16]
-        with open(root / f".{args.toplevel}-{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not _builds(root, args.toplevel, verilog, done=True):
-                try:
-                    build_and_test(verilog, args.toplevel, TEST_MODULE, build_dir=root,
-                                   params={"build_only": True}, verbose=True)
-                except RTLBuildError:
-                    # A folder left half-built (a killed or concurrent build: a truncated
-                    # precompiled header makes every later compile crash) is rebuilt, once.
-                    if not _discard_failed_builds(root, args.toplevel, verilog):
-                        raise
-                    print("rtl_server: build failed, retrying in a clean folder", flush=True)
-                    build_and_test(verilog, args.toplevel, TEST_MODULE, build_dir=root,
-                                   params={"build_only": True}, verbose=True)
+        # build_and_test builds under a per-design lock and in a clean folder, so two servers of
+        # one design (two backends of a comparison) share one build.
         res = build_and_test(verilog, args.toplevel, TEST_MODULE, build_dir=root, params=params,
                              verbose=True)
     except RTLBuildError as exc:
