@@ -1,14 +1,16 @@
 """The chunk-end weight update (``docs/model.md`` section 5) as a pipelined unit.
 
 Runs once every ``chunk_steps`` steps over every synapse, so its throughput matters little next
-to the learning pass, but its one division must not cost a multi-cycle stall per synapse: the
-divider is unrolled into one restoring subtract per quotient bit, one stage each, so a sweep
-still takes one cycle per synapse.
+to the learning pass, but its one division must not cost a multi-cycle stall per synapse: by
+default the divider is unrolled into one restoring subtract per quotient bit, one stage each, so
+a sweep still takes one cycle per synapse. A caller that cannot feed a synapse every cycle anyway
+(single-ported synapse memory) passes ``interval`` and gets one iterative divider instead, which
+is most of the unit's area saved.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Value, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -79,11 +81,12 @@ class RegCoef(wiring.Component):
 
 
 class ChunkUnit(wiring.Component):
-    """Chunk-end update of one synapse per cycle, bit-exact with ``GoldenModel.chunk_end_pass``.
+    """Chunk-end update, one synapse per ``interval`` cycles, bit-exact with ``chunk_end_pass``.
 
     Never stalls: a synapse with ``valid`` = 1 leaves :attr:`latency` cycles later with
     ``out_valid`` = 1 (bubbles as in :class:`~spikeloop.hdl.synapse.SynapseUnit`). All outputs of
-    a synapse appear together.
+    a synapse appear together. With ``interval`` = k > 1 the caller must leave at least k − 1
+    bubbles after every synapse (see below).
 
     Stages, RMaxProp (``R`` = ``ratio_bits``)
 
@@ -102,24 +105,59 @@ class ChunkUnit(wiring.Component):
     Fixed rate: stage 1 (``a``, ``w·c``), stage 2 (``Δ = a >> lr_shift``, ``w_r``), stage 3
     (``w_next``): latency 3.
 
-    Cost (UP5K, defaults with the regulariser): about 1250 LCs and 2 DSPs (``w·c``,
-    ``r0·ratio``), 30 MHz. The divider is most of it: each of its ``R`` stages holds ``D``,
-    ``P``, ``w_r`` and the partial quotient (about 75 flip-flops, each an LC on the iCE40) plus
-    a ``q.bits + 2``-bit subtract and select. If area gets tight, an iterative divider (one
-    quotient bit per cycle, ``R`` cycles per synapse, a fraction of the LCs) would make the
-    chunk-end sweep ``R`` times longer, which is still small next to ``chunk_steps`` steps.
+    Cost (UP5K, defaults with the regulariser, 24 MHz constraint, ``sim/synth.py``'s harness
+    included): 1359 LCs and 2 DSPs (``w·c``, ``r0·ratio``), 30 MHz. The divider is most of it:
+    each of its ``R`` stages holds ``D``, ``P``, ``w_r`` and the partial quotient (about 75
+    flip-flops, each an LC on the iCE40) plus a ``q.bits + 2``-bit subtract and select. The
+    iterative divider below halves the unit: 676 LCs, 25.5 MHz with ``interval`` = 4.
 
-    ``r0`` is not carried down the pipe: it is read in stage ``R + 3``, so it must not change
-    while synapses are in flight (the Core latches it at the start of a chunk-end sweep).
+    Iterative divider, RMaxProp with ``interval`` = k > 1: a caller that can only offer a
+    synapse every k cycles would leave k − 1 of every k pipeline stages empty, so the ``R``
+    stages become one block reused over ``n`` cycles, each doing ``b = ⌈R/k⌉`` of the restoring
+    steps above chained combinationally, ``n = ⌈R/b⌉ ≤ k``. Stage 2's registers are the block's:
+    they take ``D``, ``w_r``, the sign and ``P = a`` only with a synapse, so they hold it while
+    ``P`` and the quotient register (``n·b`` bits, shifted ``b`` at a time, so the previous
+    synapse's bits are gone after ``n`` cycles without a clear) iterate. The division is done to
+    ``n·b ≥ R`` bits and the low ``n·b − R`` dropped, which is the same quotient
+    (``⌊⌊x⌋ / 2^j⌋ = ⌊x / 2^j⌋``) and spares a partial last cycle. Stage ``n + 3`` takes
+    ``D``, ``w_r`` and the sign in the block's last cycle and holds them (the next synapse may
+    load the block on the very next edge when ``n = k``), and ``r0 · ratio`` one cycle later.
+    The block always takes ``n`` cycles, so the latency stays fixed: ``n + 4`` (8 at the
+    defaults with k = 4, 7 with k = 3, 6 with k = 2; ``R + 4`` once k ≥ R, one bit per cycle).
+    ``b`` chained ``q.bits + 2``-bit subtracts in one cycle are the price: at the defaults
+    25 MHz with k = 4 (2 bits), 17.7 MHz with k = 3, 13.3 MHz with k = 2, so only k ≥ 4 meets
+    the Core's 24 MHz.
+
+    ``r0`` is not carried down the pipe: it is read in stage ``R + 3`` (``n + 3``), so it must
+    not change while synapses are in flight (the Core latches it at the start of a chunk-end
+    sweep).
     Everything per synapse or per row (``w, m, q, c``) is taken with its synapse.
 
     Parameters
     ----------
     params : Params
+    interval : int, default 1
+        Fewest cycles between two synapses with ``valid`` = 1 that the caller promises. 1 keeps
+        the fully unrolled divider; a larger value trades it for the iterative one, sized to
+        just keep up, so a caller that is slower anyway (single-ported memory) does not pay
+        for throughput it cannot use. No effect with the fixed rate (there is no divider).
+        Not checked in hardware: a synapse sent sooner corrupts the one still being divided.
 
     Attributes
     ----------
     latency : int
+        ``R + 4`` (unrolled), ``⌈R / ⌈R/k⌉⌉ + 4`` (iterative, ``interval`` = k), 3 (fixed rate).
+    interval : int
+    div_cycles : int
+        Cycles the divider spends on one synapse (``R`` unrolled in stages, ``n`` iterative;
+        0 with the fixed rate).
+
+    Raises
+    ------
+    ValueError
+        ``interval`` is not an integer ≥ 1 (a bad value would otherwise surface only as a
+        wrong latency or a wrong weight at run time), or ``eps_q`` < 1 (the ``R``-step
+        divider relies on ``D > a``).
 
     Members
     -------
@@ -141,13 +179,19 @@ class ChunkUnit(wiring.Component):
         Always 0 (the chunk's gradient is consumed); a port so the write-back is one word.
     """
 
-    def __init__(self, params: Params):
+    def __init__(self, params: Params, interval: int = 1):
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"ChunkUnit: interval must be an integer >= 1, not {interval!r}")
         p = self.params = params
         F = p.formats
+        self.interval = interval
         self.rmaxprop = p.optimiser is Optimiser.RMAXPROP
         if p.eps_q < 1:                       # the R-stage divider relies on D > a
             raise ValueError("ChunkUnit needs eps_q >= 1")
-        self.latency = p.ratio_bits + 4 if self.rmaxprop else 3
+        R = p.ratio_bits
+        self._div_bits = 1 if interval == 1 else -(-R // interval)   # b: quotient bits per cycle
+        self.div_cycles = -(-R // self._div_bits) if self.rmaxprop else 0
+        self.latency = self.div_cycles + 4 if self.rmaxprop else 3
         ports = {"valid": In(1), "w": In(fmt_shape(F["w"])), "m": In(fmt_shape(F["m"]))}
         if self.rmaxprop:
             ports["q"] = In(fmt_shape(F["q"]))
@@ -197,9 +241,15 @@ class ChunkUnit(wiring.Component):
             a_bits = len(r["a"])
             s2["dw"] = (r["a"].shift_right(p.lr_shift) if p.lr_shift < a_bits
                         else Const(0, 1))
-        r = pipe.stage(**s2)
+        if self.rmaxprop and self.interval > 1:
+            # 2 … n+3. Stage 2 as the iterative block's registers, n cycles of b steps, r0·ratio.
+            r = self._iterative_divider(m, pipe, r["valid"], s2)
+            dw = r["prod"].shift_right(R)
+            q_next = resize(r["D"] - p.eps_q, fmt_shape(F["q"]))
+        else:
+            r = pipe.stage(**s2)
 
-        if self.rmaxprop:
+        if self.rmaxprop and self.interval == 1:
             # 3 … R+2. Restoring division, quotient bits from the top.
             quo = None
             for k in range(R):
@@ -218,7 +268,7 @@ class ChunkUnit(wiring.Component):
                            prod=self.r0 * resize(quo, unsigned(R)))
             dw = r["prod"].shift_right(R)
             q_next = resize(r["D"] - p.eps_q, fmt_shape(F["q"]))
-        else:
+        elif not self.rmaxprop:
             dw = r["dw"]
 
         # last. w_next = clip(w_r ± Δ, ±w_max).
@@ -232,3 +282,48 @@ class ChunkUnit(wiring.Component):
             m.d.comb += getattr(self, k).eq(v)
         m.d.comb += self.m_next.eq(0)
         return m
+
+    def _iterative_divider(self, m: Module, pipe: Pipe, load, s2: dict) -> dict:
+        """Stages 2 … ``n + 3`` for ``interval`` > 1 (class doc); returns stage ``n + 3``'s regs.
+
+        ``load`` is stage 1's ``valid``, ``s2`` the values stage 2 would register.
+        """
+        R, b, n = self.params.ratio_bits, self._div_bits, self.div_cycles
+        nb = n * b
+        # Stage 2: held from one synapse to the next (a bubble must not overwrite them).
+        hold = {}
+        for name in ("neg", "wr", "D"):
+            v = Value.cast(s2[name])
+            hold[name] = Signal(v.shape(), name=f"s2_{name}", reset_less=True)
+            with m.If(load):
+                m.d.sync += hold[name].eq(v)
+        D = hold["D"]
+        P = Signal(D.shape(), name="div_P", reset_less=True)
+        quo = Signal(nb, name="div_quo", reset_less=True)
+        # ph[j] = 1: a synapse's (j+1)-th divider cycle; ph[n]: its quotient is in div_quo.
+        ph = [Signal(name=f"div_ph{j}") for j in range(n + 1)]
+        m.d.sync += ph[0].eq(load)
+        m.d.sync += [ph[j].eq(ph[j - 1]) for j in range(1, n + 1)]
+
+        # b restoring steps per cycle (as in the unrolled stages), quotient bits from the top.
+        Pc, bits = P, []
+        for _ in range(b):
+            P2 = Pc.shift_left(1)
+            T = P2 - D
+            bit = ~T[-1]                                      # P2 ≥ D
+            bits.append(bit)
+            Pc = resize(Mux(bit, T, P2), unsigned(len(D)))
+        m.d.sync += P.eq(Mux(load, s2["P"], Pc))
+        m.d.sync += quo.eq(Cat(*reversed(bits), quo[:nb - b]) if nb > b else Cat(*reversed(bits)))
+        ratio = quo[nb - R:]                                  # ⌊(a << nb) / D⌋ >> (nb − R)
+
+        # Stage n+3: D, w_r, sign taken in the last divider cycle and held; r0·ratio after it.
+        pipe.n = n + 3
+        out = {"valid": Signal(name=f"s{pipe.n}_valid"),
+               "prod": Signal(len(self.r0) + R, name=f"s{pipe.n}_prod", reset_less=True)}
+        m.d.sync += [out["valid"].eq(ph[n]), out["prod"].eq(self.r0 * ratio)]
+        for name, v in hold.items():
+            out[name] = Signal(v.shape(), name=f"s{pipe.n}_{name}", reset_less=True)
+            with m.If(ph[n - 1]):
+                m.d.sync += out[name].eq(v)
+        return out
