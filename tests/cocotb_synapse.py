@@ -10,6 +10,8 @@ which computes the vectors and the golden model's results and passes (via ``test
 ``latency``  the unit's documented latency: every result must appear exactly this many cycles
              after its vector
 ``bubble``   probability of a bubble (``valid`` = 0, random junk on the data inputs) per cycle
+``interval`` fewest cycles from one vector to the next (``ChunkUnit(interval=k)``; default 1):
+             ``interval − 1`` forced bubbles after each vector, random bubbles on top
 ``seed``     seed of the bubble pattern and the junk
 
 The test fails on the first output field that differs, naming the vector, the field, both values
@@ -39,6 +41,7 @@ async def golden_vectors(dut):
     widths = PARAMS["widths"]
     latency = int(PARAMS["latency"])
     bubble = float(PARAMS.get("bubble", 0.3))
+    interval = int(PARAMS.get("interval", 1))
     rng = random.Random(int(PARAMS.get("seed", 1)))
     n = len(next(iter(ins.values())))
 
@@ -61,13 +64,15 @@ async def golden_vectors(dut):
 
     issued = deque()          # cycle on which each vector in flight was presented
     sent = got = cycle = bubbles = 0
-    limit = latency + 10 + int(n / max(1e-3, 1.0 - bubble)) * 3
+    last = -interval          # cycle of the latest vector (results leave ``issued``, this stays)
+    limit = latency + 10 + int(n * (interval - 1 + 1 / max(1e-3, 1.0 - bubble))) * 3
     while got < n:
-        if sent < n and rng.random() >= bubble:
+        if sent < n and cycle - last >= interval and rng.random() >= bubble:
             for name, h in in_h.items():
                 h.value = ins[name][sent] & mask[name]
             valid.value = 1
             issued.append(cycle)
+            last = cycle
             sent += 1
         else:
             for name, h in in_h.items():       # junk on a bubble must not leak anywhere
@@ -92,5 +97,5 @@ async def golden_vectors(dut):
             got += 1
         assert cycle < limit, f"only {got} of {n} results after {cycle} cycles"
         await FallingEdge(dut.clk)
-    dut._log.info("%d vectors, %d bubbles, %d cycles, latency %d: all match",
-                  n, bubbles, cycle, latency)
+    dut._log.info("%d vectors, %d bubbles, %d cycles, latency %d, interval %d: all match",
+                  n, bubbles, cycle, latency, interval)

@@ -4,7 +4,9 @@ Expected values come from the golden model itself: a batch of networks is loaded
 per-synapse words (``w, el, el_flt, m, q``), per-row values (``σ', e, racc``) and per-column values
 (``ẑ, x``), then ``GoldenModel.learn_pass`` / ``chunk_end_pass`` runs once and its arrays are read
 back. Each synapse of the batch is one test vector (25 networks × 20 rows × 10 columns = 5000),
-streamed into the unit with about 30 % bubbles by ``tests/cocotb_synapse.py``.
+streamed into the unit with about 30 % bubbles by ``tests/cocotb_synapse.py``. ``ChunkUnit``'s
+iterative divider (``interval`` = k) gets the same vectors at least k cycles apart (random bubbles
+on top), so vectors arrive both exactly k apart and further.
 
 Values are drawn from a mixture that puts weight on the format ends (exact min/max, a few LSBs
 from them), on small and log-uniform magnitudes and on uniform values, and the first rows and
@@ -14,11 +16,14 @@ matter (saturation at both ends of ``el``/``m``/``w``, ``q = 0``, ``m = 0``, ``m
 
 from __future__ import annotations
 
+import gc
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Shape
+from amaranth.hdl import Module, Shape, UnusedElaboratable
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
@@ -58,6 +63,14 @@ CHUNK_SETS = {
     "fixed_reg": dict(optimiser="fixed", lr_shift=0, n_hidden=N_POST, regulariser=True, rho=0.25,
                       formats={"q": Fmt(23, 14, False)}),
 }
+
+# ChunkUnit(interval=k), a few CHUNK_SETS (each new k is a Verilator build): the defaults at
+# k = 2, 3, 4 (4 bits × 2 cycles; 3 bits × 3, where the ninth quotient bit is computed and
+# dropped; 2 bits × 4); "odd" (R = 6) at k = 2 (3 bits × 2) and k = 4 (2 bits × 3 cycles, fewer
+# than k, so the block idles between synapses); the regulariser with a narrower q (a narrower
+# divider); the fixed rate, which accepts k and builds the same Verilog as k = 1.
+CHUNK_INTERVALS = [("rmaxprop", 2), ("rmaxprop", 3), ("rmaxprop", 4), ("odd", 2), ("odd", 4),
+                   ("rmaxprop_reg", 4), ("fixed_reg", 4)]
 
 
 # ------------------------------------------------------------------ value generation
@@ -175,8 +188,8 @@ class ChunkWithRegCoef(wiring.Component):
     """Test top: :class:`RegCoef` feeding :class:`ChunkUnit`, so ``racc`` (what the golden model
     holds) is the input and both units are checked; the other inputs are delayed to match."""
 
-    def __init__(self, params: Params):
-        self.unit = ChunkUnit(params)
+    def __init__(self, params: Params, interval: int = 1):
+        self.unit = ChunkUnit(params, interval)
         self.coef = RegCoef(params)
         self.latency = self.unit.latency + RegCoef.latency
         members = {k: v for k, v in self.unit.signature.members.items() if k != "c"}
@@ -261,13 +274,14 @@ def _chunk_coverage(p: Params, ins, outs):
 
 
 # ------------------------------------------------------------------ running
-def _run(unit, toplevel, ins, outs, tmp_path, name, static=None, seed=1, latency=None):
+def _run(unit, toplevel, ins, outs, tmp_path, name, static=None, seed=1, latency=None, interval=1):
     signed, widths = _signature_info(unit)
     path = tmp_path / f"{name}.npz"
     np.savez(path, **{f"in_{k}": v for k, v in ins.items()}, **{f"out_{k}": v for k, v in outs.items()})
     return build_and_test(unit, toplevel, COCOTB, build_dir=BUILD, params={
         "vectors": str(path), "signed": signed, "widths": widths, "static": static or {},
-        "latency": unit.latency if latency is None else latency, "bubble": BUBBLE, "seed": seed})
+        "latency": unit.latency if latency is None else latency, "bubble": BUBBLE, "seed": seed,
+        "interval": interval})
 
 
 def _synapse_case(name):
@@ -277,12 +291,12 @@ def _synapse_case(name):
     return p, unit, ins, outs
 
 
-def _chunk_case(name):
+def _chunk_case(name, interval=1):
     cfg = CHUNK_SETS[name]
     p = _params(cfg)
     r0 = cfg.get("r0_q", p.r0_q)
     r0 = p.w_max_q if r0 == "w_max" else r0
-    unit = ChunkWithRegCoef(p) if p.regulariser else ChunkUnit(p)
+    unit = ChunkWithRegCoef(p, interval) if p.regulariser else ChunkUnit(p, interval)
     ins, outs = chunk_vectors(p, r0, seed=sorted(CHUNK_SETS).index(name) + 101)
     static = {"r0": r0} if p.optimiser is Optimiser.RMAXPROP else {}
     return p, unit, ins, outs, static
@@ -304,6 +318,15 @@ def test_chunk_unit_matches_golden(name, tmp_path):
     missing = [k for k, v in cov.items() if v == 0]
     assert not missing, f"vectors do not cover: {missing}"
     _run(unit, "chunk_unit", ins, outs, tmp_path, name, static=static)
+
+
+@pytest.mark.parametrize("name,interval", CHUNK_INTERVALS,
+                         ids=[f"{n}-k{k}" for n, k in CHUNK_INTERVALS])
+def test_chunk_unit_interval_matches_golden(name, interval, tmp_path):
+    """The iterative divider: same vectors and results as ``interval`` = 1, fed ≥ interval apart."""
+    p, unit, ins, outs, static = _chunk_case(name, interval)
+    _run(unit, "chunk_unit", ins, outs, tmp_path, f"{name}_k{interval}", static=static,
+         seed=interval, interval=interval)
 
 
 def _truncate(d, n):
@@ -343,9 +366,24 @@ def test_latency_attributes():
     assert _built(SynapseUnit(p.replace(kernel="single_exp"))).latency == 4
     assert _built(ChunkUnit(p)).latency == p.ratio_bits + 4
     assert _built(ChunkUnit(p.replace(optimiser="fixed"))).latency == 3
+    # Iterative divider: ⌈R / ⌈R/k⌉⌉ cycles + 4 (R = 8: 4 bits × 2, 3 bits × 3, 2 bits × 4, ...).
+    for k, lat in {1: 12, 2: 6, 3: 7, 4: 8, 5: 8, 7: 8, 8: 12, 100: 12}.items():
+        assert _built(ChunkUnit(p, interval=k)).latency == lat, k
+    assert _built(ChunkUnit(p.replace(ratio_bits=6), interval=4)).latency == 7     # 2 bits × 3
+    assert _built(ChunkUnit(p.replace(optimiser="fixed"), interval=4)).latency == 3
     members = lambda **kw: _built(SynapseUnit(p.replace(**kw))).signature.members  # noqa: E731
     assert "fb" not in members()                          # no hidden layer: no product
     assert "fb" in members(n_hidden=4) and "b" not in members(n_hidden=4)
     assert "b" in members(n_hidden=4, feedback="random")
     assert "fb" not in members(n_hidden=4, feedback="uniform")
     assert "el" not in members(kernel="factorised") and "elf" not in members(kernel="single_exp")
+
+
+@pytest.mark.parametrize("interval", [0, -2, 2.0, True, "4", None])
+def test_chunk_interval_is_validated(interval):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)   # the refused, half-built unit
+        with pytest.raises(ValueError, match=r"^ChunkUnit: interval must be an integer >= 1, not "
+                                             + re.escape(repr(interval)) + "$"):
+            ChunkUnit(Params(), interval=interval)
+        gc.collect()
