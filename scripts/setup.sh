@@ -16,3 +16,21 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 .venv/bin/python -c "import spikeloop" >/dev/null
+
+# Icarus Verilog, the optional second simulator (tests/test_rtl_icarus.py, `verify --sim icarus`):
+# installed from Debian when this runs as root with apt-get (the package lists are refreshed only
+# if the install fails without), otherwise those tests are skipped. Never fails the setup.
+if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then
+    apt_install_iverilog() {
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            -o DPkg::Lock::Timeout=120 iverilog >/dev/null 2>&1
+    }
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null &&
+        { apt_install_iverilog ||
+          { apt-get update -qq >/dev/null 2>&1 && apt_install_iverilog; }; } &&
+        command -v iverilog >/dev/null; then
+        echo "setup: installed $(iverilog -V 2>/dev/null | head -n 1 | sed 's/ *()$//' || true)"
+    else
+        echo "setup: Icarus Verilog (iverilog) is not installed and cannot be installed here; the Icarus tests will be skipped"
+    fi
+fi

@@ -32,6 +32,14 @@ Design notes (all learnt the hard way, keep them when editing):
 * The simulator's embedded Python gets ``PYTHONPATH`` from this process'
   ``sys.path``; a test module given as a file path has its folder added to
   ``sys.path`` for the duration of the call.
+* Icarus: cocotb's runner compiles with ``-g2012``, and in SystemVerilog mode Icarus sets
+  variable initialisers *before* time 0 without an event. Yosys' Verilog (what Amaranth writes)
+  relies on that event: every ``always @*`` block reads a ``reg ... = 0`` trigger so that it runs
+  once at start-up, and blocks whose inputs never change would otherwise stay ``X`` for ever
+  (the Core then reads back X and zeros). ``-g2005`` is therefore always passed after the
+  runner's ``-g2012`` (the last ``-g`` wins); Amaranth's Verilog is plain Verilog-2001. For the
+  same reason the runner's wave-dump module (which declares a SystemVerilog ``string``) is
+  replaced by a Verilog-2001 one of ours.
 * Builds are cached per design: the cache key hashes the Verilog with its
   ``(* src = ... *)`` attributes removed (they carry file/line numbers that
   change whenever unrelated code moves) plus every option that affects the
@@ -41,12 +49,14 @@ Design notes (all learnt the hard way, keep them when editing):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -64,6 +74,7 @@ __all__ = [
     "build_and_test",
     "default_build_dir",
     "design_verilog",
+    "icarus_version",
     "test_params",
     "verilator_bin_dir",
     "verilator_env",
@@ -84,6 +95,12 @@ def default_build_dir() -> Path:
 
 #: Always-on Verilator options (on top of the caller's ``build_args``).
 VERILATOR_DEFAULT_ARGS = ("-Wno-fatal",)
+
+#: Always-on Icarus options: Verilog-2005 semantics for initialisers (see the module notes).
+ICARUS_DEFAULT_ARGS = ("-g2005",)
+
+#: Icarus: the top-level module that dumps waves (compiled in only when ``waves``).
+ICARUS_DUMP_MODULE = "spikeloop_iverilog_dump"
 
 TIMESCALE = ("1ns", "1ps")
 
@@ -281,6 +298,17 @@ def _normalised_verilog(text: str) -> str:
     return _SRC_ATTR.sub("", text)
 
 
+@functools.lru_cache(maxsize=None)
+def icarus_version(exe: str) -> str:
+    """First line of ``iverilog -V`` for the executable at *exe* (e.g. ``Icarus Verilog version
+    11.0 (stable) ()``): a new Icarus may not run an old ``.vvp``, so it is part of the cache key."""
+    try:
+        out = subprocess.run([exe, "-V"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return next((line.strip() for line in out.splitlines() if line.strip()), "unknown")
+
+
 def _tool_versions(sim: str) -> str:
     import cocotb
 
@@ -290,8 +318,31 @@ def _tool_versions(sim: str) -> str:
         parts.append(f"verilator={_v.__version__}")
     else:
         exe = shutil.which("iverilog") or ""
-        parts.append(f"iverilog={exe}")
+        parts.append(f"iverilog={exe}:{icarus_version(exe) if exe else ''}")
     return ";".join(parts)
+
+
+def _env_waves(default: bool) -> bool:
+    """``WAVES`` from the environment as cocotb's runner reads it (``1``/``0``, ``yes``/``no``,
+    ...), else *default*."""
+    raw = os.environ.get("WAVES", "").strip().lower()
+    if raw in ("1", "yes", "y", "on", "true", "enable"):
+        return True
+    if raw in ("0", "no", "n", "off", "false", "disable"):
+        return False
+    return default
+
+
+def _icarus_dump_module(toplevel: str, fst: Path) -> str:
+    """Verilog-2001 module dumping every signal under *toplevel* to *fst* (``vvp -fst`` picks
+    the format; cocotb's own dump module needs ``-g2012``)."""
+    path = str(fst).replace("\\", "\\\\").replace('"', '\\"')
+    return (f"module {ICARUS_DUMP_MODULE};\n"
+            f"  initial begin\n"
+            f"    $dumpfile(\"{path}\");\n"
+            f"    $dumpvars(0, {toplevel});\n"
+            f"  end\n"
+            f"endmodule\n")
 
 
 def _cache_key(verilog_text: str, **options: Any) -> str:
@@ -394,10 +445,12 @@ def build_and_test(
         params: JSON-serialisable dict, readable in the test via :func:`test_params`.
         env: extra environment variables for the simulation (values are ``str()``-ed);
             they take precedence over inherited ones.
-        waves: dump ``dump.vcd`` (Verilator) / ``.fst`` (Icarus) in the build folder.
+        waves: dump ``dump.vcd`` (Verilator) / ``<toplevel>.fst`` (Icarus) in the build folder;
+            ``WAVES=1`` (or ``0``) in the environment overrides it, as in cocotb's runner.
         testcase: run only these cocotb test names.
         seed: cocotb random seed (``COCOTB_RANDOM_SEED``).
-        build_args: extra simulator build options.
+        build_args: extra simulator build options (after ``-Wno-fatal`` for Verilator,
+            ``-g2005`` for Icarus).
         verbose: show build/sim output on the terminal instead of log files.
         check: raise :class:`CocotbTestFailure` if any test fails (default).
 
@@ -406,7 +459,7 @@ def build_and_test(
     """
     if sim not in ("verilator", "icarus"):
         raise ValueError(f"sim must be 'verilator' or 'icarus', not {sim!r}")
-    if sim == "icarus" and shutil.which("iverilog") is None:
+    if sim == "icarus" and (shutil.which("iverilog") is None or shutil.which("vvp") is None):
         raise RTLBuildError(
             "sim='icarus' needs Icarus Verilog ('iverilog' and 'vvp') on PATH; "
             "install it (e.g. apt-get install iverilog) or use sim='verilator'")
@@ -416,9 +469,14 @@ def build_and_test(
     verilog_text = design_verilog(design, toplevel)
     module_name, extra_paths = _resolve_test_module(test_module)
 
+    # The runner reads WAVES itself; resolve it here, so that it is part of the cache key and the
+    # runner is told (below) exactly what was decided.
+    waves = _env_waves(bool(waves))
     all_build_args = list(build_args)
     if sim == "verilator":
         all_build_args = [*VERILATOR_DEFAULT_ARGS, *all_build_args]
+    else:
+        all_build_args = [*ICARUS_DEFAULT_ARGS, *all_build_args]
     key = _cache_key(verilog_text, toplevel=toplevel, sim=sim, waves=waves,
                      build_args=all_build_args, timescale=TIMESCALE,
                      tools=_tool_versions(sim))
@@ -434,6 +492,7 @@ def build_and_test(
     if env:
         run_env.update({str(k): str(v) for k, v in env.items()})
     run_env[PARAMS_ENV_VAR] = json.dumps(dict(params or {}))
+    run_env["WAVES"] = "1" if waves else "0"
 
     build_log = None if verbose else work / "build.log"
     test_log = None if verbose else work / "test.log"
@@ -454,17 +513,26 @@ def build_and_test(
                 shutil.rmtree(work, ignore_errors=True)
                 work.mkdir(parents=True)
                 verilog_path.write_text(verilog_text)
+                sources, sim_args = [verilog_path], list(all_build_args)
+                # Icarus: our dump module instead of the runner's (SystemVerilog) one.
+                runner_waves = waves and sim == "verilator"
+                if sim == "icarus" and waves:
+                    dump = work / f"{ICARUS_DUMP_MODULE}.v"
+                    dump.write_text(_icarus_dump_module(toplevel, work / f"{toplevel}.fst"))
+                    sources.append(dump)
+                    sim_args += ["-s", ICARUS_DUMP_MODULE]
                 try:
-                    runner.build(
-                        sources=[verilog_path],
-                        hdl_toplevel=toplevel,
-                        build_dir=work,
-                        build_args=all_build_args,
-                        timescale=TIMESCALE,
-                        waves=waves,
-                        always=True,
-                        log_file=build_log,
-                    )
+                    with patched_environ({"WAVES": "1" if runner_waves else "0"}):
+                        runner.build(
+                            sources=sources,
+                            hdl_toplevel=toplevel,
+                            build_dir=work,
+                            build_args=sim_args,
+                            timescale=TIMESCALE,
+                            waves=runner_waves,
+                            always=True,
+                            log_file=build_log,
+                        )
                 except (RuntimeError, SystemExit) as exc:
                     tail = _tail(build_log) if build_log else ""
                     raise RTLBuildError(
