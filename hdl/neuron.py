@@ -58,7 +58,8 @@ class NeuronUnit(wiring.Component):
     5. … ``3 + a``: ``pw = min((pw · rate_next) >> frac_r, 2^40)``, ``a − 1`` stages.
     last. ``racc_next = min(racc + pw, 2^47 − 1)``.
 
-    Latency: 3 cycles without the regulariser, ``a + 4`` with it.
+    Latency: 3 cycles without the regulariser, ``a + 4`` with it; one more with
+    ``register_inputs``.
 
     Parameters
     ----------
@@ -67,6 +68,10 @@ class NeuronUnit(wiring.Component):
     n_pre : int, optional
         Largest number of weights summed into ``drive`` (sets its width, see :func:`drive_bits`);
         defaults to the widest layer input of ``params``.
+    register_inputs : bool
+        Register every input before stage 1 (one more cycle of latency). For a nearly full
+        iCE40, where the route from a block RAM's output into stage 1's constant multiplies
+        sets the clock.
 
     Attributes
     ----------
@@ -102,10 +107,11 @@ class NeuronUnit(wiring.Component):
     racc_next : Out(unsigned(47))
     """
 
-    def __init__(self, params: Params, n_pre: int | None = None):
+    def __init__(self, params: Params, n_pre: int | None = None, register_inputs: bool = False):
         self.params = p = params
         F = p.formats
-        self.latency = 3 + (p.reg_exponent + 1 if p.regulariser else 0)
+        self.register_inputs = bool(register_inputs)
+        self.latency = 3 + (p.reg_exponent + 1 if p.regulariser else 0) + self.register_inputs
         self.drive_bits = drive_bits(p, n_pre)
         self.ref_bits = ref_bits(p)
         super().__init__({
@@ -134,14 +140,18 @@ class NeuronUnit(wiring.Component):
         mem, syn = p.decay_mem, p.decay_syn
         theta = p.threshold_q
         R = p.refractory_steps
+        x = self                                      # the inputs, registered if asked
+        if self.register_inputs:
+            names = ("valid", "U", "I", "ref", "drive", "use_rate", "rate", "racc")
+            x = _Inputs({n: pipe_reg(m, getattr(self, n), f"s0_{n}") for n in names})
 
         # ---- stage 1: constant products -----------------------------------------------------
         # lowpass₀(U, I; mem) = (M·U + A·I) >>₀ K: the sum is registered before the shift.
-        s1_valid = pipe_reg(m, self.valid, "s1_valid")
-        s1_vsum = pipe_reg(m, mul_const(self.U, mem.M) + mul_const(self.I, mem.A), "s1_vsum")
-        s1_isyn = pipe_reg(m, mul_const(self.I, syn.M), "s1_isyn")
-        s1_ref = pipe_reg(m, self.ref, "s1_ref")
-        s1_drive = pipe_reg(m, self.drive, "s1_drive")
+        s1_valid = pipe_reg(m, x.valid, "s1_valid")
+        s1_vsum = pipe_reg(m, mul_const(x.U, mem.M) + mul_const(x.I, mem.A), "s1_vsum")
+        s1_isyn = pipe_reg(m, mul_const(x.I, syn.M), "s1_isyn")
+        s1_ref = pipe_reg(m, x.ref, "s1_ref")
+        s1_drive = pipe_reg(m, x.drive, "s1_drive")
 
         # ---- stage 2: V and I_next ----------------------------------------------------------
         refr = s1_ref != 0
@@ -173,8 +183,8 @@ class NeuronUnit(wiring.Component):
         s3_sigma = rd.data
 
         # rate and racc travel alongside up to stage 3.
-        rate3 = pipe_delay(m, self.rate, 2, "rate")
-        racc3 = pipe_delay(m, self.racc, 3, "racc")
+        rate3 = pipe_delay(m, x.rate, 2, "rate")
+        racc3 = pipe_delay(m, x.racc, 3, "racc")
 
         if not p.regulariser:
             outs = dict(valid=s3_valid, V=s3_V, S=s3_S, U=s3_U, ref=s3_ref, sigma=s3_sigma,
@@ -203,7 +213,7 @@ class NeuronUnit(wiring.Component):
             # last stage: racc + pw, capped.
             rmax = (1 << RACC_BITS) - 1
             racc_in = pipe_delay(m, racc3, 1 + n_pow, "racc_in")
-            use = pipe_delay(m, self.use_rate, 4 + n_pow, "use_in")
+            use = pipe_delay(m, x.use_rate, 4 + n_pow, "use_in")
             rate_in = pipe_delay(m, s3_rate, 1 + n_pow, "rate_in")
             acc = racc_in + pw
             racc_new = Mux(acc > rmax, rmax, acc)
@@ -233,3 +243,10 @@ class NeuronUnit(wiring.Component):
             self.racc_next.eq(outs["racc"]),
         ]
         return m
+
+
+class _Inputs:
+    """The unit's inputs after the optional input register (attribute access like the ports)."""
+
+    def __init__(self, values):
+        self.__dict__.update(values)
