@@ -96,7 +96,7 @@ class Reg(enum.IntEnum):
     """Registers of :attr:`Space.REG`."""
     R0 = 0            # RMaxProp step r0 in weight LSBs (read/write)
     STEP_COUNT = 1    # steps completed (read/write)
-    CYCLES = 2        # cycles of the last step (read only)
+    CYCLES = 2        # cycles of the last step (read only; saturates, see Core.cycle_bits)
     CHUNK_PHASE = 3   # step_count mod chunk_steps, kept as a counter (read/write)
     DELAY_SLOT = 4    # error_delay ring slot written by the next step, 0..D (read/write)
 
@@ -323,15 +323,24 @@ class AccessMap:
         return words
 
 
-def _latencies(p: Params) -> dict[str, int]:
+def _chunk_unit(p: Params, single_port: bool = False) -> ChunkUnit:
+    """The shared ChunkUnit: with single-port synapse memory a RMaxProp chunk end takes 4 cycles
+    per word anyway, so the divider may iterate (far fewer logic cells)."""
+    rmax = p.optimiser is Optimiser.RMAXPROP
+    return ChunkUnit(p, interval=4) if single_port and rmax else ChunkUnit(p)
+
+
+def _latencies(p: Params, single_port: bool = False) -> dict[str, int]:
     """Latencies of the units the Core instantiates for ``p`` (``chunk`` includes the register
-    that waits for the regulariser coefficient)."""
+    that waits for the regulariser coefficient, ``chunk_unit`` is the unit alone)."""
+    Lc0 = _latency(_chunk_unit(p, single_port))
     return {
-        "neuron": _latency(NeuronUnit(p)),
+        "neuron": _latency(NeuronUnit(p, register_inputs=single_port)),
         "pre": PreTraceUnit.latency,
         "errf": ErrorFilterUnit.latency if p.error_source is ErrorSource.TARGET else 0,
         "syn": _latency(_synapse_unit(p)),
-        "chunk": _latency(ChunkUnit(p)) + (RegCoef.latency if p.regulariser else 0),
+        "chunk": Lc0 + (RegCoef.latency if p.regulariser else 0),
+        "chunk_unit": Lc0,
     }
 
 
@@ -341,7 +350,58 @@ def _front_last(p: Params, L: _Layer, lat: dict) -> int:
     return max(L.N + lat["neuron"] + Le, L.C + lat["pre"])
 
 
-def cycles_per_step(p: Params, lanes: int = 1, chunk: bool = False, in_width: int = 8) -> int:
+@dataclass(frozen=True)
+class _SynTiming:
+    """How the two synapse passes use the synapse memory.
+
+    Dual-ported memory: one word per lane every cycle, written back ``d_learn`` / ``d_chunk``
+    cycles after its issue. Single port (the iCE40's SPRAM), shared by reads and writes:
+
+    - learning pass: groups of ``2g`` cycles, ``g`` reads then ``g`` write-backs, with ``g`` the
+      largest power of two dividing ``1 + L_s``: a word read at offset ``r < g`` of a group is
+      written ``1 + L_s ≡ g (mod 2g)`` cycles later, at offset ``r + g`` of a later group, so
+      no write-back needs a padding register;
+    - chunk end: ``t_chunk`` cycles per word (RMaxProp: read the synapse row, read the q row,
+      write both; fixed rate: read, write), the ChunkUnit's outputs padded by ``pad_chunk``.
+    """
+    g_learn: int        # single port: reads per group (0: dual port, a word every cycle)
+    d_learn: int        # issue of a word -> its write-back
+    t_chunk: int        # cycles per word, chunk end
+    d_chunk: int        # issue -> last write-back of a word (the q row in single-port RMaxProp)
+    in_chunk: int       # issue -> ChunkUnit input
+    pad_chunk: int      # write-back registers added after ChunkUnit
+
+    def learn_issue(self, n: int) -> int:
+        """Cycle of the pass (from 0) at which word ``n`` is issued."""
+        g = self.g_learn
+        return n if not g else 2 * g * (n // g) + n % g
+
+    def learn_last(self, words: int) -> int:
+        """Last cycle (from 0) of a learning pass over ``words`` words per lane."""
+        return self.learn_issue(words - 1) + self.d_learn
+
+    def chunk_last(self, words: int) -> int:
+        """Last cycle (from 0) of a chunk-end pass over ``words`` words per lane."""
+        return self.t_chunk * (words - 1) + self.d_chunk
+
+
+def _syn_timing(p: Params, single_port: bool) -> _SynTiming:
+    lat = _latencies(p, single_port)
+    Ls, Lc0 = lat["syn"], lat["chunk_unit"]
+    reg = int(p.regulariser)
+    if not single_port:
+        return _SynTiming(0, 1 + Ls, 1, 1 + reg + Lc0, 1 + reg, 0)
+    g = (1 + Ls) & -(1 + Ls)          # largest power of two dividing 1 + L_s
+    if p.optimiser is Optimiser.RMAXPROP:
+        # slot of 4: read the synapse row, read the q row, write the synapse row, write q.
+        pad_c = -Lc0 % 4
+        return _SynTiming(g, 1 + Ls, 4, 3 + Lc0 + pad_c, 2, pad_c)
+    pad_c = (1 + reg + Lc0 + 1) % 2   # slot of 2: read, write
+    return _SynTiming(g, 1 + Ls, 2, 1 + reg + Lc0 + pad_c, 1 + reg, pad_c)
+
+
+def cycles_per_step(p: Params, lanes: int = 1, chunk: bool = False, in_width: int = 8,
+                    single_port: bool = False) -> int:
     """Cycles of one step of :class:`Core` (``out`` drained in time), with or without a chunk end.
 
     Each pass takes ``items + 1 + latency`` cycles (one issue per item, one cycle of block-RAM
@@ -351,14 +411,18 @@ def cycles_per_step(p: Params, lanes: int = 1, chunk: bool = False, in_width: in
     alongside ``C = ⌈n_pre/P⌉`` pre-traces, ``C + 1 + L_p``) takes the longer of its two passes;
     then ``N·C`` synapse words per lane (``+ 1 + L_s``). At a chunk end every layer's ``N·C``
     words again (``+ 1 + L_c``, ``L_c`` including one cycle for the regulariser's coefficient).
+    With ``single_port`` the synapse passes take about 2 cycles per word (learning; 4 at a
+    RMaxProp chunk end), see :class:`_SynTiming`.
     ``in_width`` does not enter (kept for symmetry with :class:`Core`).
     """
-    lat = _latencies(p)
+    lat = _latencies(p, single_port)
+    t = _syn_timing(p, single_port)
     n = 1
     for L in _layers(p, lanes, in_width):
-        n += _front_last(p, L, lat) + 1 + L.N * L.C + 1 + lat["syn"]
+        NC = L.N * L.C
+        n += _front_last(p, L, lat) + 1 + t.learn_last(NC) + 1
         if chunk:
-            n += L.N * L.C + 1 + lat["chunk"]
+            n += t.chunk_last(NC) + 1
     return n
 
 
@@ -389,6 +453,19 @@ class Core(wiring.Component):
         ``P``, a power of two: lane ``l`` owns each layer's inputs ``j ≡ l (mod P)``.
     in_width : int
         ``W``, bits per stream beat (a power of two, a multiple of ``P``).
+    single_port : bool
+        Keep each lane's synapse words (and RMaxProp's ``q`` words, in a second half) in one
+        memory with a single port shared by reads and writes, which is what the iCE40's SPRAM
+        offers (``synth_ice40 -spram`` infers it; a word must then be at most 64 bits, the width
+        of the UP5K's four SPRAMs). Each word is read and written in its own cycles, so the
+        learning pass takes 2 cycles per word and lane, a RMaxProp chunk end 4 (the divider then
+        iterates). Default ``False``: dual-ported block RAM, one word per cycle and lane.
+
+    Raises
+    ------
+    ParamError
+        If ``lanes`` or ``in_width`` is not a power of two, or ``in_width`` not a multiple of
+        ``lanes``.
 
     Members
     -------
@@ -409,7 +486,8 @@ class Core(wiring.Component):
         Strobe, honoured while idle: run one step with the buffered inputs and targets/errors.
     busy : Out(1)
     cycles : Out(32)
-        Cycles from ``start`` to the end of the last step.
+        Cycles from ``start`` to the end of the last step; saturates at ``2^cycle_bits − 1``
+        (a step held up by ``out`` backpressure for more than four chunk-end steps).
     step_count : Out(32)
     r0 : Out(w.bits − 1)
         The RMaxProp step register (reset value ``params.r0_q``), written through the access port.
@@ -421,16 +499,27 @@ class Core(wiring.Component):
     acc_rdata, acc_rvalid : Out
     """
 
-    def __init__(self, params: Params, lanes: int = 1, in_width: int = 8):
+    def __init__(self, params: Params, lanes: int = 1, in_width: int = 8, single_port: bool = False):
         try:
             _check(params, lanes, in_width)
+            if not isinstance(single_port, bool):
+                raise ParamError(f"Core: single_port must be True or False, not {single_port!r}")
         except ValueError:
             self._MustUse__silence = True
             raise
         self.params = p = params
-        self.lanes, self.in_width = lanes, in_width
+        self.lanes, self.in_width, self.single_port = lanes, in_width, single_port
         self.map = amap = AccessMap(p, lanes, in_width)
-        self.latencies = _latencies(p)
+        self.latencies = _latencies(p, single_port)
+        self.timing = _syn_timing(p, single_port)
+        #: Width of the cycle counter behind ``cycles`` / ``CYCLES``: room for four times the
+        #: longest step (a chunk end) when ``out`` is drained in time; it saturates beyond.
+        self.cycle_bits = min(32, (4 * cycles_per_step(p, lanes, True, in_width,
+                                                       single_port)).bit_length())
+        #: Memories meant for the iCE40's SPRAM (``single_port``): they have no initial contents
+        #: on the device, so synthesis drops their zeros (``synth_ice40(uninitialised=...)``)
+        #: and the host clears them (RESET_STATE) before use.
+        self.spram_memories = tuple(f"syn{l}" for l in range(lanes)) if single_port else ()
         ports = {"inp": In(stream.Signature(in_width))}
         if p.error_source is ErrorSource.TARGET:
             ports["tgt"] = In(stream.Signature(in_width))
@@ -455,11 +544,12 @@ class Core(wiring.Component):
 
     def cycles_per_step(self, chunk: bool = False) -> int:
         """Cycles of one step (``out`` drained in time), with or without a chunk end."""
-        return cycles_per_step(self.params, self.lanes, chunk, self.in_width)
+        return cycles_per_step(self.params, self.lanes, chunk, self.in_width, self.single_port)
 
     def elaborate(self, platform):
         p, F, amap = self.params, self.params.formats, self.map
         P, W = self.lanes, self.in_width
+        sp1, T = self.single_port, self.timing
         LY = amap.layer_list
         two = len(LY) == 2
         NN, CC, SS = amap.n_neurons, amap.n_cols, amap.n_syn
@@ -504,6 +594,59 @@ class Core(wiring.Component):
                 return Const(bits, layout.size // g)
             return rd, wr, layout(rd.data), wdata, en
 
+        def spmem(name, layout, depth, q_sel):
+            """:func:`gmem` for ``single_port``: one read port and one write port on one address,
+            the read disabled while writing (SPRAM's single port). With RMaxProp the ``q`` words
+            live in the second half, ``depth`` on. The returned ports stand in for separate
+            synapse and ``q`` memories (``addr``, ``en``, ``data``), so the passes and the
+            access port address them as in the dual-port case; a write wins the port, and a
+            read of a ``q`` row is flagged by ``q_sel``."""
+            # write-enable granularity: only the boundaries between the fields the chunk end
+            # writes (w, m) and those it keeps matter, and SPRAM masks nibbles, so the
+            # granularity is the gcd of those boundaries (4 for 16 + 14 + 14 + 20 bits, where
+            # the gcd of all the field widths would be 2)
+            edges, prev = [layout.size], None
+            for fname, f in layout:
+                if (fname in ("w", "m")) != prev:
+                    edges.append(f.offset)
+                    prev = fname in ("w", "m")
+            g = math.gcd(*edges)
+            words = layout.size // g
+            mm = Memory(shape=unsigned(layout.size), depth=max(1, depth * (2 if rmax else 1)),
+                        init=[])
+            m.submodules[name] = mm
+            rd, wr = mm.read_port(), mm.write_port(granularity=g)
+            a_bits = range(max(2, depth))
+            s_rd = _Port(addr=Signal(a_bits, name=f"{name}_raddr"), data=rd.data)
+            s_wr = _Port(addr=Signal(a_bits, name=f"{name}_waddr"),
+                         en=Signal(words, name=f"{name}_wen"))
+            wdata = Signal(layout, name=f"{name}_wdata")
+            q_rd = q_wr = None
+            addr = Mux(s_wr.en.any(), s_wr.addr, s_rd.addr)
+            m.d.comb += [wr.data.eq(wdata), wr.en.eq(s_wr.en)]
+            if rmax:
+                ql = q_layout(p)
+                q_rd = _Port(addr=Signal(a_bits, name=f"{name}_qraddr"), data=ql(rd.data[:ql.size]))
+                q_wr = _Port(addr=Signal(a_bits, name=f"{name}_qwaddr"), en=Signal(name=f"{name}_qwen"),
+                             data=Signal(ql, name=f"{name}_qwdata"))
+                with m.If(q_wr.en):
+                    m.d.comb += [wr.data.eq(q_wr.data.as_value()), wr.en.eq((1 << words) - 1)]
+                addr = Mux(s_wr.en.any(), s_wr.addr,
+                           Mux(q_wr.en, depth + q_wr.addr, Mux(q_sel, depth + q_rd.addr, s_rd.addr)))
+                writing = s_wr.en.any() | q_wr.en
+            else:
+                writing = s_wr.en.any()
+            m.d.comb += [rd.addr.eq(addr), wr.addr.eq(addr), rd.en.eq(~writing)]
+
+            def en(*fields):
+                bits = 0
+                for fname, f in layout:
+                    if not fields or fname in fields:
+                        for b in range(f.offset // g, (f.offset + Shape.cast(f.shape).width) // g):
+                            bits |= 1 << b
+                return Const(bits, words)
+            return s_rd, s_wr, layout(rd.data), wdata, en, q_rd, q_wr
+
         nl, pl, sl = neuron_layout(p), pretrace_layout(p), synapse_layout(p)
         fe = fmt_shape(F["err"])
         _, (sig_rd,), sig_wr = mem("sig", fmt_shape(F["sigma"]), NN)
@@ -520,6 +663,7 @@ class Core(wiring.Component):
         pre_wr = [r[2] for r in pre]
         if rmax:
             ql = q_layout(p)
+        if rmax and not sp1:
             qm = [mem(f"q{l}", ql, SS) for l in range(P)]
             q_rd = [r[1][0] for r in qm]
             q_wr = [r[2] for r in qm]
@@ -543,8 +687,17 @@ class Core(wiring.Component):
         # Synapse words: the chunk-end pass rewrites only ``w`` and ``m`` and leaves ``el``,
         # ``el_flt`` in place instead of carrying them around ChunkUnit.
         syn_rd, syn_wr, syn_rdata, syn_wdata = [], [], [], []
+        if sp1:
+            q_rd, q_wr = [], []
+            q_sel = Signal()          # this cycle's read is of a q row
         for l in range(P):
-            rd, wr, rdata, wdata_, en_syn = gmem(f"syn{l}", sl, SS)
+            if sp1:
+                rd, wr, rdata, wdata_, en_syn, qrd, qwr = spmem(f"syn{l}", sl, SS, q_sel)
+                if rmax:
+                    q_rd.append(qrd)
+                    q_wr.append(qwr)
+            else:
+                rd, wr, rdata, wdata_, en_syn = gmem(f"syn{l}", sl, SS)
             syn_rd.append(rd)
             syn_wr.append(wr)
             syn_rdata.append(rdata)
@@ -557,7 +710,7 @@ class Core(wiring.Component):
             rate_rd, rate_wr, rate_rdata, rate_wdata, en_rate = gmem("ratem", rl, NN)
 
         # ------------------------------------------------------------ units
-        m.submodules.neuron = nu = NeuronUnit(p)
+        m.submodules.neuron = nu = NeuronUnit(p, register_inputs=sp1)
         ptu = []
         for l in range(P):
             u = PreTraceUnit(p)
@@ -570,7 +723,7 @@ class Core(wiring.Component):
             u = _synapse_unit(p)
             m.submodules[f"synapse{l}"] = u
             snu.append(u)
-            c = ChunkUnit(p)
+            c = _chunk_unit(p, sp1)
             m.submodules[f"chunk{l}"] = c
             chu.append(c)
         if reg:
@@ -578,25 +731,29 @@ class Core(wiring.Component):
         lat = self.latencies
         Ln, Lp, Ls = nu.latency, PreTraceUnit.latency, snu[0].latency
         Lc0 = chu[0].latency                      # ChunkUnit alone
-        Lc = lat["chunk"]                         # + the coefficient's register
+        assert Lc0 == lat["chunk_unit"]
         assert Ls == lat["syn"] and Ln == lat["neuron"]
 
         # ------------------------------------------------------------ registers
         step_count = Signal(32)
-        cycles = Signal(32)
-        cyc = Signal(32)
+        cycles = Signal(self.cycle_bits)
+        cyc = Signal(self.cycle_bits)
         phase = Signal(range(max(2, p.chunk_steps)))
         r0 = Signal(unsigned(F["w"].bits - 1), init=p.r0_q)
         dslot = Signal(range(D + 1)) if D else None
         m.d.comb += [self.step_count.eq(step_count), self.cycles.eq(cycles), self.r0.eq(r0)]
 
-        big = max(max(L.N * L.C, L.N, L.C) for L in LY) + max(Ln, Lp, Ls, Lc) + 8
+        big = max(max(T.learn_last(L.N * L.C), T.chunk_last(L.N * L.C), L.N + Ln + 4,
+                      L.C + Lp + 4) for L in LY) + 8
         k = Signal(range(big + 1))          # pass cycle counter
         maxN = max(L.N for L in LY)
         maxC = max(L.C for L in LY)
         ci = Signal(range(max(2, maxN + 1)))  # row counter (within the layer)
         cc = Signal(range(max(2, maxC + 1)))  # column counter (within the layer)
         ca = Signal(range(max(2, SS + 1)))    # synapse address (absolute)
+        # write-back address of the synapse passes: words come back in issue order, so a
+        # counter stepped by each returning issue slot replaces a delay line of addresses
+        wa = Signal(range(max(2, SS + 1)))
         lay = Signal()                         # 0: output layer, 1: hidden layer
         do_chunk = Signal()
         out_go = Signal()
@@ -633,7 +790,7 @@ class Core(wiring.Component):
 
         def reset_counters(next_lay):
             base = LY[next_lay].sbase
-            m.d.sync += [k.eq(0), ci.eq(0), cc.eq(0), ca.eq(base), lay.eq(next_lay)]
+            m.d.sync += [k.eq(0), ci.eq(0), cc.eq(0), ca.eq(base), wa.eq(base), lay.eq(next_lay)]
 
         # error_delay rings: slot ``dslot`` is written this step, slot ``dslot + 1`` (mod D + 1),
         # written D steps ago, is read.
@@ -807,7 +964,6 @@ class Core(wiring.Component):
         l_issue = Signal()
         l_s1 = pipe_reg(m, l_issue, "l_s1")
         l_c1 = pipe_reg(m, cc, "l_c1")
-        l_a1 = pipe_reg(m, ca, "l_a1")
         l_i1 = pipe_reg(m, ci, "l_i1")
         l_first1 = pipe_reg(m, cc == 0, "l_first1")
         l_last1 = pipe_reg(m, cc == lC - 1, "l_last1")
@@ -838,11 +994,15 @@ class Core(wiring.Component):
             if has_b:
                 m.d.comb += u.b.eq(b_rd[l].data)
         l_vo = pipe_delay(m, l_s1, Ls, "l_v")
-        l_ao = pipe_delay(m, l_a1, Ls, "l_a")
         l_first_o = pipe_delay(m, l_first1, Ls, "l_first")
         l_last_o = pipe_delay(m, l_last1, Ls, "l_last")
-        l_io = pipe_delay(m, l_i1, Ls, "l_i")
-        l_I = pipe_delay(m, neur_rdata.I, Ls, "l_I")      # the row's I rides with its synapses
+        # The row's I is read as its words leave the unit (the neuron memory's read port has
+        # nothing else to do in LEARN), not carried down the pipe beside them: I is written
+        # only by its own row's last word, so the value read then is still the old one. It is
+        # read two cycles ahead and its decay registered, off the write-back's path.
+        l_i_pre = pipe_delay(m, l_i1, Ls - 2, "l_i")      # row of the word leaving in 2 cycles
+        l_io = pipe_delay(m, l_i_pre, 2, "l_io")
+        l_Id = pipe_reg(m, decay_signed(neur_rdata.I, p.decay_syn), "l_Id")
         db = drive_bits(p)
         acc = Signal(signed(db))
         tot = Signal(signed(db))
@@ -851,8 +1011,26 @@ class Core(wiring.Component):
         m.d.comb += row_sum.eq(Mux(l_first_o, 0, acc) + tot)
         with m.If(l_vo):
             m.d.sync += acc.eq(row_sum)
-        I_new = sat(decay_signed(l_I, p.decay_syn) + row_sum, F["i"])
-        LEARN_LAST = per(lambda L: L.N * L.C + Ls)
+        I_new = sat(l_Id + row_sum, F["i"])
+        LEARN_LAST = per(lambda L: T.learn_last(L.N * L.C))
+        l_go = Signal()                     # LEARN issues a word this cycle
+        if T.g_learn:
+            g = T.g_learn                   # single port: g reads, then g write slots
+            m.d.comb += l_go.eq((k[:ceil_log2(2 * g)] < g)
+                                & (ca != per(lambda L: L.sbase + L.N * L.C)))
+        else:
+            m.d.comb += l_go.eq(k < lNC)
+        # synapse write-back as the word leaves the unit
+        l_wb = []
+        l_wv = l_vo                         # a word's write slot (any lane)
+        for l in range(P):
+            u = snu[l]
+            fields = {"w": u.w_out, "m": u.m_next}
+            if traces:
+                fields["el"] = u.el_next
+            if double:
+                fields["elf"] = u.elf_next
+            l_wb.append((u.out_valid, wa, fields))
 
         # Hidden error (output layer's pass): acc[k] += b_ki·e_i for every synapse (i, k) as it
         # leaves the unit. Column k comes back every C_o cycles; its accumulator is read one
@@ -864,14 +1042,25 @@ class Core(wiring.Component):
             h_last = pipe_delay(m, pipe_reg(m, ci == LY[0].N - 1, "h_last1"), Ls, "h_last")
             h_co = pipe_reg(m, h_c, "h_co")
             h_frac = F["w"].frac if p.feedback is Feedback.SYMMETRIC else F["fb"].frac
-            h_new, h_fin = [], []
+            # With C_o ≥ 2 a column comes back two cycles later at the earliest, so the sum is
+            # registered and written (or turned into e_k) one cycle later, when the transparent
+            # port still forwards it in time: the read-add-shift-saturate-write loop becomes
+            # two short paths. C_o = 1 needs the sum on the very next cycle: one cycle.
+            h_pipe = LY[0].C >= 2
+            h_new, h_fin, h_w = [], [], []
             for l in range(P):
                 s = Signal(signed(hb), name=f"h_new{l}")
                 m.d.comb += s.eq(Mux(h_first, 0, h_rd[l].data) + snu[l].fb)
+                if h_pipe:
+                    s = pipe_reg(m, s, f"h_sum{l}")
                 f = Signal(signed(hb), name=f"h_fin{l}")
                 m.d.comb += f.eq(resize(sat(shift_trunc(s, h_frac), F["err"]), signed(hb)))
                 h_new.append(s)
                 h_fin.append(f)
+                if h_pipe:       # (valid, address, data) of the registered write
+                    h_w.append((pipe_reg(m, snu[l].out_valid & is_out, f"h_wv{l}"),
+                                pipe_reg(m, h_co, f"h_wa{l}"),
+                                Mux(pipe_reg(m, h_last, f"h_wl{l}"), f, s)))
 
         # --- chunk pass -----------------------------------------------------
         c_issue = Signal()
@@ -882,8 +1071,16 @@ class Core(wiring.Component):
         c_n1 = pipe_reg(m, nbase + ci, "c_n1")
         c_ok = [c_s1 & lane_ok(c_c1, l) for l in range(P)]
         if reg:
-            # The row's coefficient takes one cycle (RegCoef): the synapse waits one register.
             m.d.comb += rcu.racc.eq(rate_rdata.racc)
+        if sp1 and rmax:
+            # single port: the q row is read the cycle after the synapse row (whose w, m wait a
+            # register); the row's regulariser coefficient is ready by then too.
+            c_in = [dict(valid=pipe_reg(m, c_ok[l], f"c_v2_{l}"),
+                         w=pipe_reg(m, syn_rdata[l].w, f"c_w2_{l}"),
+                         m=pipe_reg(m, syn_rdata[l].m, f"c_m2_{l}"),
+                         q=q_rd[l].data.q) for l in range(P)]
+        elif reg:
+            # The row's coefficient takes one cycle (RegCoef): the synapse waits one register.
             c_in = [dict(valid=pipe_reg(m, c_ok[l], f"c_v2_{l}"),
                          w=pipe_reg(m, syn_rdata[l].w, f"c_w2_{l}"),
                          m=pipe_reg(m, syn_rdata[l].m, f"c_m2_{l}"),
@@ -899,8 +1096,29 @@ class Core(wiring.Component):
                 m.d.comb += [u.q.eq(c_in[l]["q"]), u.r0.eq(r0)]
             if reg:
                 m.d.comb += u.c.eq(rcu.c)
-        c_ao = pipe_delay(m, c_a1, Lc, "c_a")
-        CHUNK_LAST = per(lambda L: L.N * L.C + Lc)
+        assert T.in_chunk == (2 if sp1 and rmax else 1 + reg)
+        # write-back of w, m (and q): ``pad_chunk`` cycles after the unit; with a single port
+        # the q row is written one cycle after the synapse row.
+        c_wv = pipe_delay(m, c_s1, T.in_chunk - 1 + Lc0 + T.pad_chunk, "c_wv")  # write slot
+        c_wb = []
+        for l in range(P):
+            u = chu[l]
+            wv = pipe_delay(m, u.out_valid, T.pad_chunk, f"c_wv{l}")
+            fields = {f: pipe_delay(m, getattr(u, f"{f}_next"), T.pad_chunk, f"c_w{f}{l}")
+                      for f in ("w", "m")}
+            if rmax:
+                qd = T.pad_chunk + (1 if sp1 else 0)
+                q_wb = (pipe_delay(m, u.out_valid, qd, f"c_qv{l}"),
+                        pipe_reg(m, wa, f"c_qa{l}") if sp1 else wa,
+                        pipe_delay(m, u.q_next, qd, f"c_wq{l}"))
+            else:
+                q_wb = None
+            c_wb.append((wv, fields, q_wb))
+        CHUNK_LAST = per(lambda L: T.chunk_last(L.N * L.C))
+        tc_bits = ceil_log2(T.t_chunk)
+        c_go = Signal()                     # CHUNK issues a word this cycle
+        m.d.comb += c_go.eq(((k[:tc_bits] == 0) if tc_bits else 1)
+                            & (k < per(lambda L: T.t_chunk * L.N * L.C)))
 
         # ------------------------------------------------------------ sequencer and port muxes
         # Idle: access port and streams. Passes: their own addresses (exclusive by state).
@@ -918,6 +1136,8 @@ class Core(wiring.Component):
                     m.d.comb += rate_rd.addr.eq(ix)
                 if D:
                     m.d.comb += sd_rd.addr.eq(ix)
+                if sp1 and rmax:
+                    m.d.comb += q_sel.eq(sp == Space.Q)
                 for l in range(P):
                     m.d.comb += [pre_rd[l].addr.eq(addr_of), syn_rd[l].addr.eq(addr_of)]
                     if rmax:
@@ -1045,14 +1265,14 @@ class Core(wiring.Component):
                                          zd_wr[l].data.eq(ptu[l].zh_next)]
                 m.d.sync += k.eq(k + 1)
                 with m.If(k == FRONT_LAST):
-                    m.d.sync += [k.eq(0), ci.eq(0), cc.eq(0), ca.eq(sbase)]
+                    m.d.sync += [k.eq(0), ci.eq(0), cc.eq(0), ca.eq(sbase), wa.eq(sbase)]
                     with m.If(is_out):
                         m.d.sync += out_go.eq(1)
                     m.next = "LEARN"
 
             with m.State("LEARN"):
                 m.d.sync += out_go.eq(0)
-                m.d.comb += [l_issue.eq(k < lNC), neur_rd.addr.eq(nbase + ci)]
+                m.d.comb += [l_issue.eq(l_go), neur_rd.addr.eq(nbase + l_i_pre)]
                 if D:
                     m.d.comb += sd_rd.addr.eq(sd_rbase + nbase + ci)
                 else:
@@ -1072,24 +1292,24 @@ class Core(wiring.Component):
                         m.d.comb += b_rd[l].addr.eq(ca)
                     if two:
                         m.d.comb += h_rd[l].addr.eq(Mux(lay, ci.shift_right(lp), h_c))
-                with m.If(k < lNC):
+                with m.If(l_go):
                     advance_2d()
                 for l in range(P):
+                    wv, w_addr, wf = l_wb[l]
+                    with m.If(wv):
+                        m.d.comb += [syn_wr[l].addr.eq(w_addr), syn_wr[l].en.eq(en_all)]
+                        m.d.comb += [getattr(syn_wdata[l], f).eq(v) for f, v in wf.items()]
                     u = snu[l]
                     with m.If(u.out_valid):
-                        m.d.comb += [syn_wr[l].addr.eq(l_ao), syn_wr[l].en.eq(en_all),
-                                     syn_wdata[l].w.eq(u.w_out), syn_wdata[l].m.eq(u.m_next)]
-                        if traces:
-                            m.d.comb += syn_wdata[l].el.eq(u.el_next)
-                        if double:
-                            m.d.comb += syn_wdata[l].elf.eq(u.elf_next)
-                        if two:
+                        if two and not h_pipe:
                             with m.If(is_out):
                                 m.d.comb += [h_wr[l].addr.eq(h_co), h_wr[l].en.eq(1),
                                              h_wr[l].data.eq(Mux(h_last, h_fin[l], h_new[l]))]
                 with m.If(l_vo & l_last_o):
                     m.d.comb += [neur_wr.addr.eq(nbase + l_io), neur_wr.en.eq(en_neur("I")),
                                  neur_wdata.I.eq(I_new)]
+                with m.If(l_wv):
+                    m.d.sync += wa.eq(wa + 1)
                 m.d.sync += k.eq(k + 1)
                 with m.If(k == LEARN_LAST):
                     if two:
@@ -1109,7 +1329,7 @@ class Core(wiring.Component):
                             m.next = "FIN"
 
             with m.State("CHUNK"):
-                m.d.comb += c_issue.eq(k < lNC)
+                m.d.comb += c_issue.eq(c_go)
                 if reg:
                     m.d.comb += rate_rd.addr.eq(nbase + ci)
                     # the row's racc was read by its last synapse: clear it (chunk consumed)
@@ -1119,17 +1339,23 @@ class Core(wiring.Component):
                 for l in range(P):
                     m.d.comb += syn_rd[l].addr.eq(ca)
                     if rmax:
-                        m.d.comb += q_rd[l].addr.eq(ca)
-                with m.If(k < lNC):
+                        m.d.comb += q_rd[l].addr.eq(c_a1 if sp1 else ca)
+                if sp1 and rmax:
+                    m.d.comb += q_sel.eq(c_s1)
+                with m.If(c_go):
                     advance_2d()
                 for l in range(P):
-                    u = chu[l]
-                    with m.If(u.out_valid):
-                        m.d.comb += [syn_wr[l].addr.eq(c_ao), syn_wr[l].en.eq(en_wm),
-                                     syn_wdata[l].w.eq(u.w_next), syn_wdata[l].m.eq(u.m_next)]
-                        if rmax:
-                            m.d.comb += [q_wr[l].addr.eq(c_ao), q_wr[l].en.eq(1),
-                                         q_wr[l].data.q.eq(u.q_next)]
+                    wv, wf, q_wb = c_wb[l]
+                    with m.If(wv):
+                        m.d.comb += [syn_wr[l].addr.eq(wa), syn_wr[l].en.eq(en_wm),
+                                     syn_wdata[l].w.eq(wf["w"]), syn_wdata[l].m.eq(wf["m"])]
+                    if rmax:
+                        qv, qa, qq = q_wb
+                        with m.If(qv):
+                            m.d.comb += [q_wr[l].addr.eq(qa), q_wr[l].en.eq(1),
+                                         q_wr[l].data.q.eq(qq)]
+                with m.If(c_wv):
+                    m.d.sync += wa.eq(wa + 1)
                 m.d.sync += k.eq(k + 1)
                 with m.If(k == CHUNK_LAST):
                     if two:
@@ -1152,8 +1378,22 @@ class Core(wiring.Component):
                     m.next = "IDLE"
 
         with m.If(~idle):
-            m.d.sync += cyc.eq(cyc + 1)
+            with m.If(~cyc.all()):
+                m.d.sync += cyc.eq(cyc + 1)
+        if two and h_pipe:
+            # the registered hidden-error write lands one cycle after its word left the unit,
+            # possibly in the first cycle of FRONT(hid), which touches no ``herr`` word
+            for l, (hv, ha, hd) in enumerate(h_w):
+                with m.If(hv):
+                    m.d.comb += [h_wr[l].addr.eq(ha), h_wr[l].en.eq(1), h_wr[l].data.eq(hd)]
         return m
+
+
+class _Port:
+    """Stand-in for a memory port's ``addr`` / ``en`` / ``data`` (single-port synapse memory)."""
+
+    def __init__(self, **signals):
+        self.__dict__.update(signals)
 
 
 def _latency(unit) -> int:

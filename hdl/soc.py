@@ -36,10 +36,10 @@ class EngineCore(wiring.Component):
     """
 
     def __init__(self, params: Params, lanes: int = 1, in_width: int = 8, *, clock_hz: int = 12_000_000,
-                 baud: int = 3_000_000, max_payload: int = 1024):
+                 baud: int = 3_000_000, max_payload: int = 1024, single_port: bool = False):
         self.engine = ProtocolEngine(params, lanes, in_width, clock_hz=clock_hz, baud=baud,
                                      max_payload=max_payload)
-        self.core = Core(params, lanes, in_width)
+        self.core = Core(params, lanes, in_width, single_port=single_port)
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -64,7 +64,7 @@ class SoC(wiring.Component):
     Parameters
     ----------
     params : Params
-    lanes, in_width : int
+    lanes, in_width, single_port : int, int, bool
         Passed to the :class:`Core`.
     clock_hz, baud : int
         The UART divisor is ``round(clock_hz / baud)`` (at least 4, within 2 %).
@@ -88,7 +88,7 @@ class SoC(wiring.Component):
     """
 
     def __init__(self, params: Params, lanes: int = 1, in_width: int = 8, *, clock_hz: int = 12_000_000,
-                 baud: int = 3_000_000, max_payload: int = 1024):
+                 baud: int = 3_000_000, max_payload: int = 1024, single_port: bool = False):
         try:
             uart_divisor(clock_hz, baud)
         except ValueError:
@@ -97,7 +97,7 @@ class SoC(wiring.Component):
         self.params, self.lanes, self.in_width = params, lanes, in_width
         self.clock_hz, self.baud, self.max_payload = clock_hz, baud, max_payload
         self.link = EngineCore(params, lanes, in_width, clock_hz=clock_hz, baud=baud,
-                               max_payload=max_payload)
+                               max_payload=max_payload, single_port=single_port)
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),

@@ -17,7 +17,8 @@ class VerifyMismatch(Exception):
 
 
 def verify_core(params: Params, *, steps: int, seed: int, lanes: int = 1, in_width: int = 8,
-                sim: str = "verilator", x_rate: float = 0.2, t_rate: float = 0.05) -> dict:
+                sim: str = "verilator", x_rate: float = 0.2, t_rate: float = 0.05,
+                single_port: bool = False) -> dict:
     """Build the Core for ``params`` and run it in lockstep with the golden model for ``steps``
     steps of seeded random input spikes and target spikes, or random error words when
     ``params.error_source`` is host (random stalls on every input stream, backpressure on
@@ -29,7 +30,7 @@ def verify_core(params: Params, *, steps: int, seed: int, lanes: int = 1, in_wid
     """
     from spikeloop.hdl.core import Core
 
-    core = Core(params, lanes=lanes, in_width=in_width)     # refuses unsupported options up front
+    core = Core(params, lanes=lanes, in_width=in_width, single_port=single_port)  # refuses bad options
     with tempfile.TemporaryDirectory() as tmp:
         stats = Path(tmp) / "stats.json"
         try:
@@ -38,6 +39,7 @@ def verify_core(params: Params, *, steps: int, seed: int, lanes: int = 1, in_wid
                            seed=seed, params={"params": params.to_dict(), "lanes": lanes,
                                               "in_width": in_width, "seed": seed, "steps": steps,
                                               "x_rate": x_rate, "t_rate": t_rate,
+                                              "single_port": single_port,
                                               "stats": str(stats)})
         except CocotbTestFailure as e:
             tests = e.result.tests if e.result is not None else []

@@ -44,6 +44,8 @@ class TB:
         self.dut, self.p, self.rng = dut, p, rng
         self.map = AccessMap(p, lanes, in_width)
         self.P, self.C = lanes, self.map.cols
+        # single-port synapse memory: the q words sit in the synapse memory's second half
+        self.single_port = bool(PARAMS.get("single_port", False))
         self.stall, self.backpressure = stall, backpressure
 
     async def reset(self):
@@ -133,7 +135,8 @@ class TB:
         await FallingEdge(d.clk)
         d.start.value = 0
         out = await self.receive(self.map.t_beats)
-        for _ in range(cycles_per_step(self.p, self.P, chunk=True) // 64 + 100):
+        for _ in range(cycles_per_step(self.p, self.P, chunk=True, single_port=self.single_port)
+                       // 64 + 100):
             if not d.busy.value:
                 break
             await ClockCycles(d.clk, 64)
@@ -156,6 +159,12 @@ class TB:
         name, laned = MEMORY[Space(space)]
         if not laned:
             return self._direct(name, n)
+        if self.single_port and space == Space.Q:
+            per = n // self.P
+            mask = (1 << self.map.width[Space.Q]) - 1
+            per_lane = [[w & mask for w in self._direct(f"syn{l}", 2 * per)[per:]]
+                        for l in range(self.P)]
+            return [per_lane[a % self.P][a // self.P] for a in range(n)]
         per_lane = [self._direct(f"{name}{l}", n // self.P) for l in range(self.P)]
         return [per_lane[a % self.P][a // self.P] for a in range(n)]
 

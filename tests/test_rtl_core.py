@@ -57,6 +57,29 @@ OPTIONS = {
                                   error_source="host", error_delay=1),
 }
 
+UP5K_FORMATS = Params.load(HERE.parent / "configs" / "up5k-100x32x100.toml").formats
+
+#: ``single_port``: synapse and q words share one single-ported memory per lane (the iCE40
+#: SPRAM mode). Write-backs padded onto their own cycles, the q row in the second half, the
+#: iterative divider at a RMaxProp chunk end; with and without the regulariser's extra cycle,
+#: and the fixed optimiser's 2-cycle chunk slot with a pad.
+SINGLE_PORT = {
+    "37x11-P1-sp": dict(n_in=37, n_out=11, lanes=1, single_port=True),
+    "37x13x11-P2-sp-rand-reg": dict(n_in=37, n_hidden=13, n_out=11, lanes=2, single_port=True,
+                                    feedback="random", regulariser=True, rho=0.05,
+                                    reg_exponent=2),
+    "37x13x11-P1-sp-fix-h1": dict(n_in=37, n_hidden=13, n_out=11, lanes=1, single_port=True,
+                                  optimiser="fixed", lr_shift=6, error_source="host",
+                                  error_delay=1),
+    # the narrow formats of configs/up5k-100x32x100.toml (14-bit traces, 20-bit m and q)
+    "37x13x11-P1-sp-up5k-formats": dict(n_in=37, n_hidden=13, n_out=11, lanes=1, single_port=True,
+                                        formats={k: UP5K_FORMATS[k] for k in ("el", "elf", "m", "q")}),
+    "16x4x3-P4-W4-sp-se-fix-reg": dict(n_in=16, n_hidden=4, n_out=3, lanes=4, in_width=4,
+                                       single_port=True, kernel="single_exp", optimiser="fixed",
+                                       lr_shift=6, regulariser=True, rho=0.05, reg_exponent=2,
+                                       w_init_mean_mv=4.0),
+}
+
 
 def core_params(n_in, n_out, n_hidden=0, **options) -> Params:
     # Large weights so the outputs spike (S, ref and the error filter get exercised); short
@@ -75,16 +98,20 @@ def run(build_dir, tmp_path, cfg, testcase, **extra):
     cfg = dict(cfg)
     lanes = cfg.pop("lanes")
     in_width = cfg.pop("in_width", 8)
+    single_port = cfg.pop("single_port", False)
     p = core_params(**cfg)
     stats = tmp_path / "stats.json"
     params = {"params": p.to_dict(), "lanes": lanes, "in_width": in_width, "seed": 3,
-              "steps": STEPS, "stats": str(stats)}
+              "steps": STEPS, "stats": str(stats), "single_port": single_port}
     params.update(extra)
-    build_and_test(lambda: Core(p, lanes=lanes, in_width=in_width), "core", TEST_MODULE,
+    build_and_test(lambda: Core(p, lanes=lanes, in_width=in_width, single_port=single_port),
+                   "core", TEST_MODULE,
                    build_dir=build_dir,
                    params=params, testcase=testcase, seed=11)
     info = json.loads(stats.read_text()) if stats.exists() else None
     print(f"core {cfg} P={lanes} {testcase}: {info}")
+    if info is not None:
+        info["single_port"] = single_port
     return p, lanes, info
 
 
@@ -102,8 +129,9 @@ def check_exercised(p, info):
 
 def check_cycles(p, lanes, info):
     # The step takes exactly the documented number of cycles (out is drained in parallel).
-    assert info["cycles"]["plain"] == [cycles_per_step(p, lanes)]
-    assert info["cycles"]["chunk"] == [cycles_per_step(p, lanes, chunk=True)]
+    sp = info["single_port"]
+    assert info["cycles"]["plain"] == [cycles_per_step(p, lanes, single_port=sp)]
+    assert info["cycles"]["chunk"] == [cycles_per_step(p, lanes, chunk=True, single_port=sp)]
 
 
 @pytest.mark.parametrize("name", list(CONFIGS) + list(EXTRA))
@@ -137,10 +165,21 @@ def test_core_options_match_golden(build_dir, tmp_path, name):
     assert info["output_spikes"] > 0
 
 
+@pytest.mark.parametrize("name", list(SINGLE_PORT))
+def test_core_single_port_matches_golden(build_dir, tmp_path, name):
+    """The single-port (SPRAM) synapse memory: same state, every step, at its own cycle count."""
+    p, lanes, info = run(build_dir, tmp_path, SINGLE_PORT[name], "step_lockstep",
+                         steps=min(STEPS, 150))
+    check_cycles(p, lanes, info)
+    check_exercised(p, info)
+    assert info["output_spikes"] > 0
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["37x11-P2", *OPTIONS])
+@pytest.mark.parametrize("name", ["37x11-P2", *OPTIONS, *SINGLE_PORT])
 def test_core_matches_golden_long(build_dir, tmp_path, name):
-    p, lanes, info = run(build_dir, tmp_path, {**CONFIGS, **OPTIONS}[name], "step_lockstep",
+    p, lanes, info = run(build_dir, tmp_path, {**CONFIGS, **OPTIONS, **SINGLE_PORT}[name],
+                         "step_lockstep",
                          steps=2000, seed=5)
     check_cycles(p, lanes, info)
     check_exercised(p, info)
@@ -157,11 +196,11 @@ def test_core_access_port_reads_match(build_dir, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["37x11-P2", "16x3-P4", "37x13x11-P4-rand-reg",
-                                  "37x13x11-P1-unif-fac-h2"])
+                                  "37x13x11-P1-unif-fac-h2", "37x13x11-P2-sp-rand-reg"])
 def test_core_access_port_roundtrip(build_dir, tmp_path, name):
     """Every word of every space (hidden layer, B, hidden errors, host errors, rate words and
     the error_delay rings included) written and read back through the port and directly."""
-    run(build_dir, tmp_path, {**CONFIGS, **OPTIONS}[name], "access_port_roundtrip")
+    run(build_dir, tmp_path, {**CONFIGS, **OPTIONS, **SINGLE_PORT}[name], "access_port_roundtrip")
 
 
 def test_core_access_port_reads_match_hidden(build_dir, tmp_path):
@@ -225,3 +264,18 @@ def test_bench_rtl_reports_cycles():
     for r in (one, two):
         assert 0 < r["updates_per_cycle_per_lane"] <= 1 and r["sim_cycles_per_s"] > 0
         assert 0 < r["learn_updates_per_cycle_per_lane"] <= 1
+
+
+def test_core_refuses_bad_single_port():
+    with pytest.raises(ValueError, match="single_port must be True or False, not 1"):
+        Core(Params(n_in=8, n_out=2), single_port=1)
+
+
+def test_verify_command_single_port(tmp_path, capsys):
+    """``spikeloop verify --single-port`` runs the lockstep comparison on the SPRAM mode."""
+    from spikeloop.host.cli import main
+    cfg = tmp_path / "p.json"
+    core_params(16, 3).save(cfg)
+    assert main(["verify", "--config", str(cfg), "--steps", "60", "--lanes", "2", "--seed", "2",
+                 "--single-port"]) == 0
+    assert capsys.readouterr().out.startswith("bit-exact: 60 steps, 15 state variables")
