@@ -145,18 +145,22 @@ RTL_SIZES = ((100, 0, 1), (100, 32, 100), (256, 0, 256))
 RTL_LANES = (1, 2, 4)
 
 
-def learn_cycles(p: Params, lanes: int) -> int:
-    """Cycles of the learning passes of one step (``N·C + 1 + L_s`` per layer, see
-    :func:`spikeloop.hdl.core.cycles_per_step`): the part of a step that updates synapses."""
-    from spikeloop.hdl.core import _latencies, _layers
-    Ls = _latencies(p)["syn"]
-    return sum(L.N * L.C + 1 + Ls for L in _layers(p, lanes, max(8, lanes)))
+def learn_cycles(p: Params, lanes: int, single_port: bool = False) -> int:
+    """Cycles of the learning passes of one step (``N·C + 1 + L_s`` per layer with dual-port
+    memory, see :func:`spikeloop.hdl.core.cycles_per_step`): the part of a step that updates
+    synapses."""
+    from spikeloop.hdl.core import _layers, _syn_timing
+    t = _syn_timing(p, single_port)
+    return sum(t.learn_last(L.N * L.C) + 1
+               for L in _layers(p, lanes, max(8, lanes)))
 
 
-def bench_rtl(sizes=RTL_SIZES, lanes=RTL_LANES, steps: int = 4, in_width: int = 8) -> dict:
+def bench_rtl(sizes=RTL_SIZES, lanes=RTL_LANES, steps: int = 4, in_width: int = 8,
+              single_port: bool = False) -> dict:
     """Cycles per step, synapse updates per cycle and lane (over the whole step and over the
     learning passes alone), and the simulated cycles per second of the Verilator harness for
-    the ``Core`` (sizes it cannot build are reported as such)."""
+    the ``Core`` (sizes it cannot build are reported as such); ``single_port`` benches the
+    SPRAM mode (2 cycles per synapse word)."""
     import json
     import tempfile
     from pathlib import Path
@@ -171,7 +175,7 @@ def bench_rtl(sizes=RTL_SIZES, lanes=RTL_LANES, steps: int = 4, in_width: int = 
             row = {"size": f"{n_in}-{n_hid}-{n_out}", "lanes": P}
             p = Params(n_in=n_in, n_hidden=n_hid, n_out=n_out, chunk_steps=max(2, steps - 1))
             try:
-                core = Core(p, lanes=P, in_width=max(in_width, P))
+                core = Core(p, lanes=P, in_width=max(in_width, P), single_port=single_port)
             except ValueError as e:
                 rows.append({**row, "error": str(e)})
                 continue
@@ -181,15 +185,17 @@ def bench_rtl(sizes=RTL_SIZES, lanes=RTL_LANES, steps: int = 4, in_width: int = 
                                      build_dir=default_build_dir(), testcase="free_run", seed=1,
                                      params={"params": p.to_dict(), "lanes": P,
                                              "in_width": max(in_width, P), "seed": 1,
-                                             "steps": steps, "stats": str(stats)})
+                                             "steps": steps, "stats": str(stats),
+                                             "single_port": single_port})
                 info = json.loads(stats.read_text())
             plain = info["cycles"]["plain"][0]
             for kind, chunk in (("plain", False), ("chunk", True)):
-                got, want = info["cycles"].get(kind, [None])[0], cycles_per_step(p, P, chunk)
+                got = info["cycles"].get(kind, [None])[0]
+                want = cycles_per_step(p, P, chunk, single_port=single_port)
                 if got is not None and got != want:
                     raise AssertionError(f"{n_in}-{n_hid}-{n_out} P={P}: measured {got} cycles per "
                                          f"{kind} step, the formula says {want}")
-            learn = learn_cycles(p, P)
+            learn = learn_cycles(p, P, single_port)
             rows.append({**row, "synapses": p.n_synapses, "cycles_per_step": plain,
                          "cycles_per_chunk_end_step": info["cycles"].get("chunk", [None])[0],
                          "updates_per_cycle_per_lane": p.n_synapses / P / plain,
@@ -197,7 +203,7 @@ def bench_rtl(sizes=RTL_SIZES, lanes=RTL_LANES, steps: int = 4, in_width: int = 
                          "learn_updates_per_cycle_per_lane": p.n_synapses / P / learn,
                          "sim_cycles_per_s": info["sim_cycles_per_s"],
                          "build_s": res.build_time_s})
-    return {"rows": rows, "steps": steps}
+    return {"rows": rows, "steps": steps, "single_port": single_port}
 
 
 def format_rtl_table(res: dict) -> str:

@@ -183,6 +183,9 @@ def _add_core_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lanes", type=_positive_int, default=1, metavar="P", help="parallel lanes (default 1)")
     p.add_argument("--in-width", type=_positive_int, default=8, metavar="W",
                    help="bits per stream word (default 8)")
+    p.add_argument("--single-port", action="store_true",
+                   help="synapse and q words in one single-ported memory per lane, as the "
+                        "iCE40's SPRAM (2 cycles per synapse word; see docs/hardware.md)")
 
 
 def _fig2(key):
@@ -332,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target length of one measurement (default 0.5)")
     p.add_argument("--repeats", type=_positive_int, default=3, metavar="N",
                    help="measurements per model, the best is kept (default 3)")
+    p.add_argument("--single-port", action="store_true",
+                   help="rtl: the single-port (SPRAM) synapse memory mode")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("verify", help="run the RTL core against the golden model, bit for bit",
@@ -807,7 +812,7 @@ def _cmd_bench(args) -> int:
     elif args.what == "rtl":
         res = bench_rtl(sizes=tuple(args.sizes) if args.sizes else RTL_SIZES,
                         lanes=tuple(args.lanes) if args.lanes else RTL_LANES,
-                        steps=args.steps or 4)
+                        steps=args.steps or 4, single_port=args.single_port)
         print(format_rtl_table(res))
     else:
         res = bench_model(sizes=tuple(args.sizes) if args.sizes else DEFAULT_SIZES, steps=args.steps,
@@ -819,6 +824,10 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+#: Width of the UP5K's four SPRAMs side by side (16 bits each), what ``--single-port`` fills.
+SPRAM_BITS = 64
+
+
 def _cmd_synth(args) -> int:
     from spikeloop.params import Params
     from spikeloop.sim.synth import synth_ice40
@@ -826,15 +835,27 @@ def _cmd_synth(args) -> int:
     if args.top == "soc":
         from spikeloop.hdl.soc import SoC
         top = SoC(params, lanes=args.lanes, in_width=args.in_width,
-                  clock_hz=int(args.clock_mhz * 1e6))
+                  clock_hz=int(args.clock_mhz * 1e6), single_port=args.single_port)
     else:
         from spikeloop.hdl.core import Core
-        top = Core(params, lanes=args.lanes, in_width=args.in_width)
+        top = Core(params, lanes=args.lanes, in_width=args.in_width, single_port=args.single_port)
+    if args.single_port:
+        from spikeloop.hdl.layouts import synapse_layout
+        bits = synapse_layout(params).size
+        if bits * args.lanes > SPRAM_BITS:
+            top._MustUse__silence = True
+            print(f"{PROG}: --single-port puts each lane's synapse word in the UP5K's four 16-bit "
+                  f"SPRAMs: {SPRAM_BITS} bits in all, but {args.lanes} lane(s) x "
+                  f"{bits}-bit words (w, el, elf, m) need {bits * args.lanes}; narrow the formats "
+                  f"(see configs/up5k-100x32x100.toml) or use fewer lanes", file=sys.stderr)
+            return 2
     size = f"{params.n_in}x{params.n_hidden}x{params.n_out}"
     print(f"synthesising the {args.top} for {size}, {args.lanes} lane(s), UP5K at {args.clock_mhz:g} MHz "
           f"(several minutes) ...", file=sys.stderr)
     try:
-        r = synth_ice40(top, args.top, args.build_dir, clock_mhz=args.clock_mhz, seed=args.seed)
+        core = top.link.core if args.top == "soc" else top
+        r = synth_ice40(top, args.top, args.build_dir, clock_mhz=args.clock_mhz, seed=args.seed,
+                        uninitialised=core.spram_memories)
     except RuntimeError as e:            # did not fit or did not route: nextpnr's reason
         print(f"{PROG}: {args.top} {size} does not fit the UP5K: {e}", file=sys.stderr)
         return 2
@@ -860,7 +881,7 @@ def _cmd_verify(args) -> int:
     params = Params.load(args.config) if args.config else Params()
     try:
         info = verify_core(params, steps=args.steps, seed=args.seed, lanes=args.lanes,
-                           in_width=args.in_width, sim=args.sim)
+                           in_width=args.in_width, sim=args.sim, single_port=args.single_port)
     except VerifyMismatch as e:
         print(f"mismatch: {e}")
         return 1

@@ -172,6 +172,7 @@ def synth_ice40(
     package: str = "sg48",
     dsp: bool = True,
     seed: int | None = None,
+    uninitialised: tuple[str, ...] = (),
     extra_overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Synthesise, place and route *component* for an iCE40 UP5K; return the results.
@@ -183,8 +184,12 @@ def synth_ice40(
             nextpnr log, ``report.json``, ``{name}.bin`` bitstream).
         clock_mhz: timing constraint for the ``sync`` clock (pin 35, iCEBreaker).
         device, package: ``"up5k"``/``"sg48"`` by default.
-        dsp: let Yosys infer ``SB_MAC16`` DSPs for multiplies (``synth_ice40 -dsp``).
+        dsp: let Yosys infer ``SB_MAC16`` DSPs for multiplies (``synth_ice40 -dsp``); SPRAM
+            (``-spram``) is inferred with them, for memories with one shared port.
         seed: nextpnr placement seed.
+        uninitialised: names (glob patterns) of memories whose initial contents are dropped
+            before synthesis. Amaranth always gives a memory initial contents (zeros), and
+            the UP5K's SPRAM has none, so without this Yosys cannot put a memory in SPRAM.
         extra_overrides: more Amaranth platform overrides (``yosys_opts`` ...).
 
     Returns:
@@ -206,7 +211,10 @@ def synth_ice40(
         nextpnr_opts += f" --seed {int(seed)}"
     overrides: dict[str, Any] = {"nextpnr_opts": nextpnr_opts}
     if dsp:
-        overrides["synth_opts"] = "-dsp"
+        overrides["synth_opts"] = "-dsp -spram"
+    if uninitialised:
+        overrides["script_after_read"] = "\n".join(
+            f"delete t:$meminit_v2 r:MEMID=*{name} %i" for name in uninitialised)
     if extra_overrides:
         overrides.update(extra_overrides)
 
