@@ -584,15 +584,7 @@ class Core(wiring.Component):
             rd, wr = mm.read_port(), mm.write_port(granularity=g)
             wdata = Signal(layout, name=f"{name}_wdata")
             m.d.comb += wr.data.eq(wdata)
-
-            def en(*fields):
-                bits = 0
-                for fname, f in layout:
-                    if not fields or fname in fields:
-                        for b in range(f.offset // g, (f.offset + Shape.cast(f.shape).width) // g):
-                            bits |= 1 << b
-                return Const(bits, layout.size // g)
-            return rd, wr, layout(rd.data), wdata, en
+            return rd, wr, layout(rd.data), wdata, _field_enables(layout, g)
 
         def spmem(name, layout, depth, q_sel):
             """:func:`gmem` for ``single_port``: one read port and one write port on one address,
@@ -637,15 +629,7 @@ class Core(wiring.Component):
             else:
                 writing = s_wr.en.any()
             m.d.comb += [rd.addr.eq(addr), wr.addr.eq(addr), rd.en.eq(~writing)]
-
-            def en(*fields):
-                bits = 0
-                for fname, f in layout:
-                    if not fields or fname in fields:
-                        for b in range(f.offset // g, (f.offset + Shape.cast(f.shape).width) // g):
-                            bits |= 1 << b
-                return Const(bits, words)
-            return s_rd, s_wr, layout(rd.data), wdata, en, q_rd, q_wr
+            return s_rd, s_wr, layout(rd.data), wdata, _field_enables(layout, g), q_rd, q_wr
 
         nl, pl, sl = neuron_layout(p), pretrace_layout(p), synapse_layout(p)
         fe = fmt_shape(F["err"])
@@ -1387,6 +1371,19 @@ class Core(wiring.Component):
                 with m.If(hv):
                     m.d.comb += [h_wr[l].addr.eq(ha), h_wr[l].en.eq(1), h_wr[l].data.eq(hd)]
         return m
+
+
+def _field_enables(layout: data.StructLayout, g: int):
+    """``en(*fields)``: the write enable (one bit per ``g`` bits) of those fields of ``layout``
+    (every field when none is named)."""
+    def en(*fields):
+        bits = 0
+        for fname, f in layout:
+            if not fields or fname in fields:
+                for b in range(f.offset // g, (f.offset + Shape.cast(f.shape).width) // g):
+                    bits |= 1 << b
+        return Const(bits, layout.size // g)
+    return en
 
 
 class _Port:
