@@ -175,8 +175,14 @@ def test_core_single_port_matches_golden(build_dir, tmp_path, name):
     assert info["output_spikes"] > 0
 
 
+#: Single-port sets of the slow run (all five ran 2000 steps once, see the issue notes; two
+#: cover the mode's paths in CI: the RMaxProp 4-cycle chunk end with the regulariser, and the
+#: UP5K formats).
+SINGLE_PORT_LONG = ["37x13x11-P2-sp-rand-reg", "37x13x11-P1-sp-up5k-formats"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["37x11-P2", *OPTIONS, *SINGLE_PORT])
+@pytest.mark.parametrize("name", ["37x11-P2", *OPTIONS, *SINGLE_PORT_LONG])
 def test_core_matches_golden_long(build_dir, tmp_path, name):
     p, lanes, info = run(build_dir, tmp_path, {**CONFIGS, **OPTIONS, **SINGLE_PORT}[name],
                          "step_lockstep",
