@@ -18,6 +18,7 @@ import enum
 import math
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -609,18 +610,20 @@ class Core(wiring.Component):
             m.submodules[name] = mm
             rd, wr = mm.read_port(), mm.write_port(granularity=g)
             a_bits = range(max(2, depth))
-            s_rd = _Port(addr=Signal(a_bits, name=f"{name}_raddr"), data=rd.data)
-            s_wr = _Port(addr=Signal(a_bits, name=f"{name}_waddr"),
-                         en=Signal(words, name=f"{name}_wen"))
+            s_rd = SimpleNamespace(addr=Signal(a_bits, name=f"{name}_raddr"), data=rd.data)
+            s_wr = SimpleNamespace(addr=Signal(a_bits, name=f"{name}_waddr"),
+                                   en=Signal(words, name=f"{name}_wen"))
             wdata = Signal(layout, name=f"{name}_wdata")
             q_rd = q_wr = None
             addr = Mux(s_wr.en.any(), s_wr.addr, s_rd.addr)
             m.d.comb += [wr.data.eq(wdata), wr.en.eq(s_wr.en)]
             if rmax:
                 ql = q_layout(p)
-                q_rd = _Port(addr=Signal(a_bits, name=f"{name}_qraddr"), data=ql(rd.data[:ql.size]))
-                q_wr = _Port(addr=Signal(a_bits, name=f"{name}_qwaddr"), en=Signal(name=f"{name}_qwen"),
-                             data=Signal(ql, name=f"{name}_qwdata"))
+                q_rd = SimpleNamespace(addr=Signal(a_bits, name=f"{name}_qraddr"),
+                                       data=ql(rd.data[:ql.size]))
+                q_wr = SimpleNamespace(addr=Signal(a_bits, name=f"{name}_qwaddr"),
+                                       en=Signal(name=f"{name}_qwen"),
+                                       data=Signal(ql, name=f"{name}_qwdata"))
                 with m.If(q_wr.en):
                     m.d.comb += [wr.data.eq(q_wr.data.as_value()), wr.en.eq((1 << words) - 1)]
                 addr = Mux(s_wr.en.any(), s_wr.addr,
@@ -1004,17 +1007,9 @@ class Core(wiring.Component):
                                 & (ca != per(lambda L: L.sbase + L.N * L.C)))
         else:
             m.d.comb += l_go.eq(k < lNC)
-        # synapse write-back as the word leaves the unit
-        l_wb = []
-        l_wv = l_vo                         # a word's write slot (any lane)
-        for l in range(P):
-            u = snu[l]
-            fields = {"w": u.w_out, "m": u.m_next}
-            if traces:
-                fields["el"] = u.el_next
-            if double:
-                fields["elf"] = u.elf_next
-            l_wb.append((u.out_valid, wa, fields))
+        # the synapse fields written back as a word leaves the unit
+        l_wb = [{"w": u.w_out, "m": u.m_next, **({"el": u.el_next} if traces else {}),
+                 **({"elf": u.elf_next} if double else {})} for u in snu]
 
         # Hidden error (output layer's pass): acc[k] += b_ki·e_i for every synapse (i, k) as it
         # leaves the unit. Column k comes back every C_o cycles; its accumulator is read one
@@ -1279,12 +1274,10 @@ class Core(wiring.Component):
                 with m.If(l_go):
                     advance_2d()
                 for l in range(P):
-                    wv, w_addr, wf = l_wb[l]
-                    with m.If(wv):
-                        m.d.comb += [syn_wr[l].addr.eq(w_addr), syn_wr[l].en.eq(en_all)]
-                        m.d.comb += [getattr(syn_wdata[l], f).eq(v) for f, v in wf.items()]
                     u = snu[l]
                     with m.If(u.out_valid):
+                        m.d.comb += [syn_wr[l].addr.eq(wa), syn_wr[l].en.eq(en_all)]
+                        m.d.comb += [getattr(syn_wdata[l], f).eq(v) for f, v in l_wb[l].items()]
                         if two and not h_pipe:
                             with m.If(is_out):
                                 m.d.comb += [h_wr[l].addr.eq(h_co), h_wr[l].en.eq(1),
@@ -1292,7 +1285,7 @@ class Core(wiring.Component):
                 with m.If(l_vo & l_last_o):
                     m.d.comb += [neur_wr.addr.eq(nbase + l_io), neur_wr.en.eq(en_neur("I")),
                                  neur_wdata.I.eq(I_new)]
-                with m.If(l_wv):
+                with m.If(l_vo):                  # a word's write slot, on any lane
                     m.d.sync += wa.eq(wa + 1)
                 m.d.sync += k.eq(k + 1)
                 with m.If(k == LEARN_LAST):
@@ -1384,13 +1377,6 @@ def _field_enables(layout: data.StructLayout, g: int):
                     bits |= 1 << b
         return Const(bits, layout.size // g)
     return en
-
-
-class _Port:
-    """Stand-in for a memory port's ``addr`` / ``en`` / ``data`` (single-port synapse memory)."""
-
-    def __init__(self, **signals):
-        self.__dict__.update(signals)
 
 
 def _latency(unit) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Module, Mux, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -143,7 +145,7 @@ class NeuronUnit(wiring.Component):
         x = self                                      # the inputs, registered if asked
         if self.register_inputs:
             names = ("valid", "U", "I", "ref", "drive", "use_rate", "rate", "racc")
-            x = _Inputs({n: pipe_reg(m, getattr(self, n), f"s0_{n}") for n in names})
+            x = SimpleNamespace(**{n: pipe_reg(m, getattr(self, n), f"s0_{n}") for n in names})
 
         # ---- stage 1: constant products -----------------------------------------------------
         # lowpass₀(U, I; mem) = (M·U + A·I) >>₀ K: the sum is registered before the shift.
@@ -243,10 +245,3 @@ class NeuronUnit(wiring.Component):
             self.racc_next.eq(outs["racc"]),
         ]
         return m
-
-
-class _Inputs:
-    """The unit's inputs after the optional input register (attribute access like the ports)."""
-
-    def __init__(self, values):
-        self.__dict__.update(values)
