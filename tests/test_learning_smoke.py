@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from spikeloop.host.train import FIG2_DEFAULTS, fig2_params, make_fig2, train
+from spikeloop.host.tasks import FIG2_DEFAULTS, fig2_params, make_fig2
+from spikeloop.host.train import train
 
 
 @pytest.mark.parametrize("backend", ["model", "float"])

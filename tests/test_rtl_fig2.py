@@ -5,7 +5,7 @@ import json
 import pytest
 
 from spikeloop.hdl.core import Core
-from spikeloop.host.train import fig2_params
+from spikeloop.host.tasks import fig2_params
 from spikeloop.sim.rtl_runner import build_and_test, default_build_dir
 
 TRIALS = int(__import__("os").environ.get("FIG2_TRIALS", 50))

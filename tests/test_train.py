@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from spikeloop.host.cli import main
-from spikeloop.host.train import FIG2_DEFAULTS, fig2_params, fig2_stimulus_seed, make_fig2, train
+from spikeloop.host.tasks import FIG2_DEFAULTS, fig2_params, fig2_stimulus_seed, make_fig2
+from spikeloop.host.train import train
 from spikeloop.params import Params
 from spikeloop.sim.golden import GoldenModel
 from spikeloop.sim.raster import read_ras, to_dense, write_ras

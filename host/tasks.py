@@ -1,0 +1,151 @@
+"""Learning tasks: what a network is trained on, built from seeds or read from raster files.
+
+A task is a dict: ``inputs`` (B, T, n_in) or (T, n_in) bool, ``targets`` (T, n_out) bool and
+``task``, the description stored in metrics.json and the run record. The parameters that go
+with it come from the same module (``fig2_params``, ``raster_task``), so the command line only
+parses and dispatches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from spikeloop.params import Params
+
+__all__ = ["FIG2_DEFAULTS", "fig2_params", "fig2_stimulus_seed", "make_fig2", "whole_steps",
+           "raster_task", "write_task_rasters"]
+
+
+#: The SuperSpike Fig. 2 experiment: task, rule hyper-parameters and schedule, in ONE place.
+#: Tuned on the float reference over 10 seeds (rate, r0 and the drop were swept; see docs/learning.md).
+FIG2_DEFAULTS: dict = {
+    # task (spikeloop.sim.stimuli.fig2_task)
+    "n_in": 100,
+    "duration_ms": 500.0,
+    "rate_hz": 30.0,
+    "n_target_spikes": 5,
+    # rule hyper-parameters: Params fields that differ from the Params defaults
+    "params": {"w_init_std_mv": 0.5, "r0_mv": 0.1},
+    # learning-rate schedule: (trial, factor) = divide r0 by factor at the start of that trial
+    "r0_drop": [(200, 10)],
+    # experiment size and scoring
+    "trials": 1000,
+    "seeds": 10,
+    "tol_ms": 3.0,
+}
+
+
+def fig2_params(base: Params | None = None, *, n_in: int | None = None,
+                duration_ms: float | None = None, **changes) -> Params:
+    """Parameters of the Fig. 2 network: ``base`` (default: Params with FIG2_DEFAULTS["params"])
+    resized to ``n_in`` inputs, one output, and one weight update per trial."""
+    d = FIG2_DEFAULTS
+    if base is None:
+        base = Params(**d["params"])
+    n_in = d["n_in"] if n_in is None else n_in
+    duration_ms = d["duration_ms"] if duration_ms is None else duration_ms
+    steps = whole_steps(duration_ms, base.dt_ms)
+    return base.replace(n_in=n_in, n_out=1, chunk_steps=steps, **changes)
+
+
+def fig2_stimulus_seed(seed: int) -> int:
+    """Seed of the input pattern for network seed ``seed``.
+
+    Derived (not equal) so that a network's initial weights and its input pattern, both drawn
+    with ``numpy.random.default_rng``, do not come from the same random stream.
+    """
+    return int(np.random.SeedSequence([int(seed), 0x5EED]).generate_state(1)[0])
+
+
+def make_fig2(seeds: Sequence[int], *, n_in: int | None = None, duration_ms: float | None = None,
+              rate_hz: float | None = None, n_target_spikes: int | None = None,
+              dt_ms: float = 1.0) -> dict:
+    """The Fig. 2 stimulus for each seed: ``inputs`` (B, T, n_in), ``targets`` (T, 1), the
+    network ``seeds``, the ``stimulus_seeds`` used (see :func:`fig2_stimulus_seed`) and ``task``,
+    a description for metrics.json."""
+    from spikeloop.sim.stimuli import fig2_task
+    d = FIG2_DEFAULTS
+    kw = dict(n_in=d["n_in"] if n_in is None else n_in,
+              duration_s=(d["duration_ms"] if duration_ms is None else duration_ms) / 1000.0,
+              dt_s=dt_ms / 1000.0,
+              rate_hz=d["rate_hz"] if rate_hz is None else rate_hz,
+              n_target_spikes=d["n_target_spikes"] if n_target_spikes is None else n_target_spikes)
+    stim_seeds = [fig2_stimulus_seed(s) for s in seeds]
+    tasks = [fig2_task(s, **kw) for s in stim_seeds]
+    return dict(inputs=np.stack([t["inputs"] for t in tasks]), targets=tasks[0]["targets"],
+                seeds=[int(s) for s in seeds], stimulus_seeds=stim_seeds,
+                task=dict(name="fig2", n_in=kw["n_in"], duration_ms=kw["duration_s"] * 1000.0,
+                          rate_hz=kw["rate_hz"], n_target_spikes=kw["n_target_spikes"],
+                          stimulus_seeds=stim_seeds))
+
+
+def whole_steps(duration_ms: float, dt_ms: float) -> int:
+    if isinstance(duration_ms, bool) or not isinstance(duration_ms, (int, float)) \
+            or not math.isfinite(duration_ms) or duration_ms <= 0:
+        raise ValueError(f"duration must be a positive number of ms, not {duration_ms!r}")
+    steps = round(duration_ms / dt_ms)
+    if steps < 1 or abs(steps * dt_ms - duration_ms) > 1e-9 * max(1.0, duration_ms):
+        raise ValueError(f"duration must be a whole number of steps of dt = {dt_ms:g} ms, "
+                         f"not {duration_ms:g} ms")
+    return steps
+
+
+def raster_task(input_path, target_path, base: Params | None = None, *,
+                duration_ms: float | None = None, **changes) -> tuple[Params, dict]:
+    """Parameters and task of a stimulus and target given as ``.ras`` files.
+
+    The network gets as many inputs and outputs as the files (or ``base``, if larger) use; one
+    trial is ``duration_ms`` (default ``base.chunk_steps`` steps), with one weight update per
+    trial. ``changes`` (``n_hidden``, ``feedback``, ...) go to the parameters.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a file does not exist.
+    ValueError
+        If the trial length is not a whole number of steps, or a spike lies outside it.
+    """
+    from spikeloop.sim.raster import read_ras, to_dense
+    for opt, path in (("input", input_path), ("target", target_path)):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--{opt}: no such file: {path}")
+    given = base
+    base = base or Params()
+    ti, ii = read_ras(input_path)
+    tt, it = read_ras(target_path)
+    n_in = max(int(ii.max()) + 1 if ii.size else 1, given.n_in if given else 0)
+    n_out = max(int(it.max()) + 1 if it.size else 1, given.n_out if given else 0)
+    if duration_ms is not None:
+        steps = round(duration_ms / base.dt_ms)
+        if steps < 1 or abs(steps * base.dt_ms - duration_ms) > 1e-9 * duration_ms:
+            raise ValueError(f"--duration-ms must be a whole number of steps of "
+                             f"dt = {base.dt_ms:g} ms, not {duration_ms:g}")
+    else:
+        steps = base.chunk_steps
+    params = base.replace(n_in=n_in, n_out=n_out, chunk_steps=steps, **changes)
+    dt_s = params.dt_ms / 1000.0
+    try:
+        inputs = to_dense(ti, ii, n_in, steps, dt_s)
+        targets = to_dense(tt, it, n_out, steps, dt_s)
+    except ValueError as e:
+        raise ValueError(f"{e}; set the trial length with --duration-ms") from None
+    info = dict(name="files", input=str(input_path), target=str(target_path),
+                duration_ms=steps * params.dt_ms)
+    return params, dict(inputs=inputs, targets=targets, task=info)
+
+
+def write_task_rasters(out: Path, task: dict, params: Params) -> None:
+    """The Fig. 2 task as ``.ras`` files in ``out``: ``target.ras`` and one input per network seed."""
+    from spikeloop.sim.raster import from_dense, write_ras
+    dt_s = params.dt_ms / 1000.0
+    t, i = from_dense(task["targets"], dt_s)
+    write_ras(out / "target.ras", t, i, comment="spikeloop fig2 target spikes: time_s neuron_id")
+    for b, (x, seed) in enumerate(zip(task["inputs"], task["seeds"])):
+        t, i = from_dense(x, dt_s)
+        write_ras(out / ("input.ras" if b == 0 else f"input_seed{seed}.ras"), t, i,
+                  comment=f"spikeloop fig2 input for network seed {seed} (stimulus seed "
+                          f"{task['task']['stimulus_seeds'][b]}): time_s neuron_id")
