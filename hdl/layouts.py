@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from amaranth.hdl import Shape, unsigned
 from amaranth.lib import data
 
-from spikeloop.params import Kernel, Params
+from spikeloop.params import Params
 
 from .arith import fmt_shape
 
@@ -53,14 +53,7 @@ def synapse_layout(p: Params) -> data.StructLayout:
     and ``SINGLE_EXP`` no filtered trace, so their words omit ``el`` / ``elf`` and the block RAM
     is that much narrower.
     """
-    F = p.formats
-    fields = {"w": fmt_shape(F["w"])}
-    if p.kernel is not Kernel.FACTORISED:
-        fields["el"] = fmt_shape(F["el"])
-    if p.kernel is Kernel.DOUBLE_EXP:
-        fields["elf"] = fmt_shape(F["elf"])
-    fields["m"] = fmt_shape(F["m"])
-    return data.StructLayout(fields)
+    return data.StructLayout({name: fmt_shape(p.formats[name]) for name in p.synapse_words})
 
 
 def q_layout(p: Params) -> data.StructLayout:

@@ -161,11 +161,8 @@ class SynapseUnit(wiring.Component):
         self.fb_source = None if not feedback else ("w" if p.feedback is Feedback.SYMMETRIC else "b")
         self.latency = 5 if p.kernel is Kernel.DOUBLE_EXP else 4
 
-        ports = {"valid": In(1), "w": In(fmt_shape(F["w"]))}
-        if p.kernel is not Kernel.FACTORISED:
-            ports["el"] = In(fmt_shape(F["el"]))
-        if p.kernel is Kernel.DOUBLE_EXP:
-            ports["elf"] = In(fmt_shape(F["elf"]))
+        ports = {"valid": In(1)}
+        ports.update({name: In(fmt_shape(F[name])) for name in p.synapse_words if name != "m"})
         ports.update({
             "m": In(fmt_shape(F["m"])),
             "sigma": In(fmt_shape(F["sigma"])),
@@ -176,11 +173,7 @@ class SynapseUnit(wiring.Component):
         if self.fb_source == "b":
             ports["b"] = In(fmt_shape(F["fb"]))
         ports.update({"out_valid": Out(1), "w_out": Out(fmt_shape(F["w"]))})
-        if p.kernel is not Kernel.FACTORISED:
-            ports["el_next"] = Out(fmt_shape(F["el"]))
-        if p.kernel is Kernel.DOUBLE_EXP:
-            ports["elf_next"] = Out(fmt_shape(F["elf"]))
-        ports["m_next"] = Out(fmt_shape(F["m"]))
+        ports.update({f"{name}_next": Out(fmt_shape(F[name])) for name in (*p.kernel.traces, "m")})
         ports["drive"] = Out(fmt_shape(F["w"]))
         if self.feedback:
             fbw = F["w"] if self.fb_source == "w" else F["fb"]
@@ -192,8 +185,8 @@ class SynapseUnit(wiring.Component):
         m = Module()
         pipe = Pipe(m)
         kernel = p.kernel
-        traces = kernel is not Kernel.FACTORISED
-        double = kernel is Kernel.DOUBLE_EXP
+        traces = "el" in kernel.traces
+        double = "elf" in kernel.traces
 
         # Values that ride along unchanged until they are used.
         carry = dict(valid=self.valid, w=self.w, x=self.x, m=self.m, e=self.e)

@@ -57,8 +57,8 @@ class _Layer:
         self.w_f = self.w.astype(np.float64)       # exact copy for BLAS matvec (|Σ| < 2^53)
         self.m = np.zeros(shape, dt)
         self.q = np.zeros(shape, np.int64) if p.optimiser is Optimiser.RMAXPROP else None
-        self.el = np.zeros(shape, dt) if p.kernel is not Kernel.FACTORISED else None
-        self.elf = np.zeros(shape, dt) if p.kernel is Kernel.DOUBLE_EXP else None
+        self.el = np.zeros(shape, dt) if "el" in p.kernel.traces else None
+        self.elf = np.zeros(shape, dt) if "elf" in p.kernel.traces else None
         self.tmp = np.empty(shape, dt)
         # Constants as (1, 1, 1) arrays: numpy's fast integer loops skip scalar operands.
         k3 = lambda v: np.full((1, 1, 1), v, dt)  # noqa: E731

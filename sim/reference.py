@@ -24,8 +24,8 @@ class _FLayer:
         self.w = w
         self.m = np.zeros(shape)
         self.q = np.zeros(shape) if p.optimiser is Optimiser.RMAXPROP else None
-        self.el = np.zeros(shape) if p.kernel is not Kernel.FACTORISED else None
-        self.elf = np.zeros(shape) if p.kernel is Kernel.DOUBLE_EXP else None
+        self.el = np.zeros(shape) if "el" in p.kernel.traces else None
+        self.elf = np.zeros(shape) if "elf" in p.kernel.traces else None
         self.tmp = np.empty(shape)
         vec = lambda n: np.zeros((batch, n))  # noqa: E731
         self.U, self.I, self.sigma, self.z, self.zh = vec(n_post), vec(n_post), vec(n_post), vec(n_pre), vec(n_pre)

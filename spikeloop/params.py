@@ -34,6 +34,12 @@ class Kernel(enum.Enum):
     SINGLE_EXP = "single_exp"   # el only; λ = el
     FACTORISED = "factorised"   # no per-synapse trace; λ = σ'_i · ẑ_j
 
+    @property
+    def traces(self) -> tuple[str, ...]:
+        """The per-synapse trace words this kernel stores, in word order: the one definition
+        that the layouts, the units, the models and the protocol's memory spaces read."""
+        return {"double_exp": ("el", "elf"), "single_exp": ("el",), "factorised": ()}[self.value]
+
 
 class Optimiser(enum.Enum):
     RMAXPROP = "rmaxprop"       # Δw = r0 · g / (q + ε), q = max(|g|, √γ q)
@@ -332,6 +338,11 @@ class Params:
         if self.n_hidden:
             return ((self.n_in, self.n_hidden), (self.n_hidden, self.n_out))
         return ((self.n_in, self.n_out),)
+
+    @property
+    def synapse_words(self) -> tuple[str, ...]:
+        """The words of one synapse's state word, in order: ``w``, the kernel's traces, ``m``."""
+        return ("w", *self.kernel.traces, "m")
 
     @property
     def n_synapses(self) -> int:

@@ -28,7 +28,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from spikeloop.params import ErrorSource, Feedback, Kernel, Optimiser, Params, int_range
+from spikeloop.params import ErrorSource, Feedback, Optimiser, Params, int_range
 
 __all__ = [
     "PROTOCOL_VERSION", "MAGIC", "DELIMITER", "HEADER", "HEADER_SIZE", "CRC_SIZE", "DEFAULT_MAX_PAYLOAD",
@@ -608,9 +608,9 @@ _LAYER_WORDS = (
     ("sigma", "neuron", "sigma", "always", _always, "surrogate derivative σ'"),
     ("z", "pre", "z", "always", _always, "presynaptic trace"),
     ("zh", "pre", "zh", "always", _always, "filtered presynaptic trace ẑ"),
-    ("el", "synapse", "el", "kernel ≠ factorised", lambda p: p.kernel is not Kernel.FACTORISED,
+    ("el", "synapse", "el", "kernel ≠ factorised", lambda p: "el" in p.kernel.traces,
      "eligibility trace"),
-    ("elf", "synapse", "elf", "kernel = double_exp", lambda p: p.kernel is Kernel.DOUBLE_EXP,
+    ("elf", "synapse", "elf", "kernel = double_exp", lambda p: "elf" in p.kernel.traces,
      "filtered eligibility trace"),
     ("m", "synapse", "m", "always", _always, "gradient accumulator"),
     ("q", "synapse", "q", "optimiser = rmaxprop", lambda p: p.optimiser is Optimiser.RMAXPROP,
