@@ -60,7 +60,7 @@ class CoreConfig:
 
     def __post_init__(self):
         if not isinstance(self.params, Params):
-            raise ParamError(f"params must be a Params, not {type(self.params).__name__}")
+            raise TypeError(f"params must be a Params, not {type(self.params).__name__}")
         _power_of_two("lanes", self.lanes)
         _power_of_two("in_width", self.in_width)
         if self.in_width % self.lanes:
@@ -192,7 +192,7 @@ class SoCConfig:
     def __post_init__(self):
         from spikeloop import protocol as pr
         if not isinstance(self.core, CoreConfig):
-            raise ParamError(f"core must be a CoreConfig, not {type(self.core).__name__}")
+            raise TypeError(f"core must be a CoreConfig, not {type(self.core).__name__}")
         for name in ("clock_hz", "baud"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not 0 < v < 1 << 32:

@@ -11,8 +11,7 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from spikeloop.params import Params
-
+from .config import SoCConfig
 from .core import Core
 from .engine import ProtocolEngine
 from .uart import UART, uart_divisor
@@ -22,6 +21,11 @@ __all__ = ["EngineCore", "SoC"]
 
 class EngineCore(wiring.Component):
     """:class:`ProtocolEngine` driving a :class:`Core`, with byte streams for the link.
+
+    Parameters
+    ----------
+    config : SoCConfig
+        The Core's configuration (``config.core``) and the engine's link settings.
 
     Members
     -------
@@ -35,11 +39,12 @@ class EngineCore(wiring.Component):
         The engine's status bits.
     """
 
-    def __init__(self, params: Params, lanes: int = 1, in_width: int = 8, *, clock_hz: int = 12_000_000,
-                 baud: int = 3_000_000, max_payload: int = 1024, single_port: bool = False):
-        self.engine = ProtocolEngine(params, lanes, in_width, clock_hz=clock_hz, baud=baud,
-                                     max_payload=max_payload)
-        self.core = Core(params, lanes, in_width, single_port=single_port)
+    def __init__(self, config: SoCConfig):
+        self.config = config
+        self.engine = ProtocolEngine(config)
+        c = config.core
+        # TODO(lead): Core(config.core) once hdl/core.py takes a CoreConfig
+        self.core = Core(c.params, c.lanes, c.in_width, single_port=c.single_port)
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -63,13 +68,10 @@ class SoC(wiring.Component):
 
     Parameters
     ----------
-    params : Params
-    lanes, in_width, single_port : int, int, bool
-        Passed to the :class:`Core`.
-    clock_hz, baud : int
-        The UART divisor is ``round(clock_hz / baud)`` (at least 4, within 2 %).
-    max_payload : int
-        The engine's frame and reply buffer limit (reported by IDENTIFY).
+    config : SoCConfig
+        The Core's configuration (``config.core``) and the link's: the UART divisor is
+        ``round(clock_hz / baud)`` (at least 4, within 2 %); ``max_payload`` is the engine's
+        frame and reply buffer limit (reported by IDENTIFY).
 
     Members
     -------
@@ -82,22 +84,25 @@ class SoC(wiring.Component):
 
     Raises
     ------
+    TypeError
+        If ``config`` is not a :class:`SoCConfig`.
     ValueError
         If the baud rate does not divide the clock (see ``uart_divisor``) or the engine refuses
-        the parameters.
+        the Core's address map.
     """
 
-    def __init__(self, params: Params, lanes: int = 1, in_width: int = 8, *, clock_hz: int = 12_000_000,
-                 baud: int = 3_000_000, max_payload: int = 1024, single_port: bool = False):
+    def __init__(self, config: SoCConfig):
         try:
-            uart_divisor(clock_hz, baud)
-        except ValueError:
+            if not isinstance(config, SoCConfig):
+                raise TypeError(f"config must be a SoCConfig, not {type(config).__name__}")
+            uart_divisor(config.clock_hz, config.baud)
+        except (TypeError, ValueError):
             self._MustUse__silence = True
             raise
-        self.params, self.lanes, self.in_width = params, lanes, in_width
-        self.clock_hz, self.baud, self.max_payload = clock_hz, baud, max_payload
-        self.link = EngineCore(params, lanes, in_width, clock_hz=clock_hz, baud=baud,
-                               max_payload=max_payload, single_port=single_port)
+        self.config = config
+        self.params, self.lanes, self.in_width = config.params, config.lanes, config.in_width
+        self.clock_hz, self.baud, self.max_payload = config.clock_hz, config.baud, config.max_payload
+        self.link = EngineCore(config)
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),

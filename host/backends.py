@@ -147,7 +147,12 @@ def parse_spec(spec: str | None) -> tuple[Backend, str | None]:
 
 def lookup(spec: str | None, *, protocol: bool | None = None) -> tuple[Backend, str | None]:
     """:func:`parse_spec`, refusing a backend of the other kind when ``protocol`` is given."""
-    b, port = parse_spec(spec)
+    try:
+        b, port = parse_spec(spec)
+    except ValueError:
+        if protocol is None or spec.partition(":")[0] in BACKENDS:
+            raise
+        raise ValueError(f"backend must be {choices_text(protocol)}, not {spec!r}") from None
     if protocol is not None and b.protocol is not protocol:
         raise ValueError(f"backend must be {choices_text(protocol)}, not {spec!r}")
     return b, port
@@ -162,9 +167,11 @@ def is_board_backend(spec: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------- openers
-def _open_board_model(config, port, *, max_steps: int = 0):
+def _open_board_model(config, port, *, max_steps: int | None = None):
+    """The reference behind the protocol; by default it reports the ``max_steps`` the SoC's
+    engine reports (``config.max_steps``), so that it answers IDENTIFY as the gateware does."""
     from spikeloop.host.virtual_board import ModelTransport, VirtualBoard
-    return ModelTransport(VirtualBoard(config, max_steps=max_steps))
+    return ModelTransport(VirtualBoard(config, max_steps=config.max_steps if max_steps is None else max_steps))
 
 
 def _open_rtl(config, port, **kw):

@@ -7,6 +7,10 @@ steps for about ``seconds``; the result is the measured steps per second of the 
 each direction, and — for comparison — the protocol's worst-case bytes per step and the
 link-limited steps per second at each baud rate (:func:`spikeloop.protocol.projected_steps_per_s`,
 stop-and-wait, compute time ignored). A backend that cannot be opened is reported with the reason.
+
+:func:`measure_rtl` (``python -m spikeloop.host.bench_link``) is the rtl backend's own speed:
+full RUN_STEPS frames through the simulated ``SoC``, with the simulation's counters (simulated
+cycles per second served against Verilator running free, Python wakes) over that stretch.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ import spikeloop
 from spikeloop import protocol as P
 from spikeloop.params import Params
 
-__all__ = ["bench_link", "format_table", "LINK_CASES", "LINK_BACKENDS", "LINK_BAUDS"]
+__all__ = ["bench_link", "format_table", "measure_rtl", "main", "LINK_CASES", "LINK_BACKENDS", "LINK_BAUDS"]
 
 #: (label, n_in, n_out) of the networks measured.
 LINK_CASES = (("100 in / 1 out", 100, 1), ("256 in / 16 out", 256, 16))
-LINK_BACKENDS = ("model", "rtl")
+LINK_BACKENDS = ("board-model", "rtl")
 LINK_BAUDS = (3_000_000, 12_000_000)
 
 
@@ -63,7 +67,7 @@ def bench_link(backends=LINK_BACKENDS, cases=LINK_CASES, k: int = 50, seconds: f
     Parameters
     ----------
     backends : sequence of str
-        Backend specs as :meth:`Board.open` takes them (``"model"``, ``"rtl"``, ``"serial:PORT"``).
+        Backend specs as :meth:`Board.open` takes them (``"board-model"``, ``"rtl"``, ``"serial:PORT"``).
     cases : sequence of (label, n_in, n_out)
     k : int
         Steps per RUN_STEPS frame.
@@ -111,7 +115,7 @@ def bench_link(backends=LINK_BACKENDS, cases=LINK_CASES, k: int = 50, seconds: f
                "backends": {}}
         for spec in backends:
             # the simulated devices get a receive buffer that holds a K-step request
-            kw = {"max_payload": max(1024, P.batch_bytes(p, k)[0])} if spec in ("model", "rtl") else {}
+            kw = {"max_payload": max(1024, P.batch_bytes(p, k)[0])} if spec in ("board-model", "rtl") else {}
             try:
                 board = Board.open(spec, p, steps_per_frame=k, **kw)
             except Exception as e:          # a missing backend is a result, not a failure
@@ -149,3 +153,90 @@ def format_table(res: dict) -> str:
     lines.append(f"K = {res['k']} steps per frame, stop-and-wait; link@: protocol.projected_steps_per_s "
                  f"(worst-case COBS, compute time ignored)")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- rtl speed
+def measure_rtl(config, frames: int = 10, seed: int = 0, **kw) -> dict:
+    """Drive the simulated ``SoC`` of ``config`` (a :class:`~spikeloop.hdl.config.SoCConfig`)
+    with ``frames`` full RUN_STEPS frames (stop-and-wait, random spikes) through a
+    :class:`~spikeloop.host.board.Board` and return the simulation's link counters over that
+    stretch: the speed figures of ``docs/host.md``. ``kw`` goes to
+    :func:`~spikeloop.sim.rtl.open_rtl` (``divisor``, ``build_dir``, ``calibrate_s``, ...).
+
+    Returns
+    -------
+    dict
+        ``n_in``, ``n_out``, ``lanes``, ``steps_per_frame``, ``frames``, ``cycles_needed`` (every
+        byte once on the wire plus the Core's cycles per step), ``wall_s``, ``steps_per_s``, the
+        differences of ``cycles``, ``run_s``, ``cpu_s``, ``wakes``, ``bytes_to_dut``,
+        ``bytes_from_dut``, and ``free_cycles_per_s``, ``cycles_per_s``,
+        ``free_cycles_per_cpu_s``, ``cycles_per_cpu_s``, ``ratio``, ``cpu_ratio``.
+    """
+    from spikeloop.host.board import Board
+    from spikeloop.params import ErrorSource
+    from spikeloop.sim.rtl import open_rtl
+
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frames must be a positive integer, not {frames!r}")
+    p = config.params
+    rng = np.random.default_rng(seed)
+    with open_rtl(config, **kw) as t:
+        board = Board(t, timeout=120.0, retries=0, name="rtl", expect=p, expect_lanes=config.lanes)
+        k = board.steps_per_frame
+        x = rng.random((frames * k, p.n_in)) < 0.05
+        y = rng.random((frames * k, p.n_out)) < 0.02
+        before, t0 = t.stats(), time.perf_counter()
+        if p.error_source is ErrorSource.TARGET:
+            board.run(x, y)
+        else:
+            board.run(x)                              # zero errors
+        wall = time.perf_counter() - t0
+        after = t.stats()
+    d = {key: after[key] - before[key] for key in ("cycles", "run_s", "cpu_s", "wakes", "bytes_to_dut",
+                                                    "bytes_from_dut")}
+    divisor = t.hello["divisor"]
+    steps = frames * k
+    chunks = sum(1 for n in range(steps) if (n + 1) % p.chunk_steps == 0)
+    # What the frames need at least: every byte on the wire once, every step of the Core.
+    needed = (10 * divisor * (d["bytes_to_dut"] + d["bytes_from_dut"])
+              + (steps - chunks) * config.core.cycles_per_step() + chunks * config.core.cycles_per_step(True))
+    return {
+        "n_in": p.n_in, "n_out": p.n_out, "lanes": config.lanes, "steps_per_frame": k, "frames": frames,
+        "cycles_needed": needed,
+        "wall_s": wall, "steps_per_s": steps / wall, **d,
+        "free_cycles_per_s": after["free_cycles_per_s"], "cycles_per_s": d["cycles"] / d["run_s"],
+        "free_cycles_per_cpu_s": after["free_cycles_per_cpu_s"], "cycles_per_cpu_s": d["cycles"] / d["cpu_s"],
+        "ratio": d["cycles"] / d["run_s"] / after["free_cycles_per_s"],
+        "cpu_ratio": d["cycles"] / d["cpu_s"] / after["free_cycles_per_cpu_s"],
+    }
+
+
+def main(argv=None) -> int:
+    """``python -m spikeloop.host.bench_link``: the table of :func:`measure_rtl` per network."""
+    import argparse
+
+    from spikeloop.hdl.config import SoCConfig
+
+    ap = argparse.ArgumentParser(prog="python -m spikeloop.host.bench_link",
+                                 description="Speed of the rtl backend: RUN_STEPS frames through the simulated SoC.")
+    ap.add_argument("--size", action="append", default=None, metavar="N_IN,N_OUT",
+                    help="network size (repeatable; default 100,1 and 256,16)")
+    ap.add_argument("--frames", type=int, default=10)
+    ap.add_argument("--lanes", type=int, default=1)
+    args = ap.parse_args(argv)
+    sizes = [tuple(int(v) for v in s.split(",")) for s in (args.size or ["100,1", "256,16"])]
+    print("| network | steps/frame | steps/s | cycles/frame (wire + Core) | free-running cycles/s "
+          "| served cycles/s | ratio | per CPU s: free / served | ratio | Python wakes per 1k cycles |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n_in, n_out in sizes:
+        r = measure_rtl(SoCConfig.build(Params(n_in=n_in, n_out=n_out), args.lanes), frames=args.frames)
+        print(f"| {n_in} in / {n_out} out | {r['steps_per_frame']} | {r['steps_per_s']:,.1f} "
+              f"| {r['cycles'] / r['frames']:,.0f} ({r['cycles_needed'] / r['frames']:,.0f}) "
+              f"| {r['free_cycles_per_s']:,.0f} | {r['cycles_per_s']:,.0f} | {r['ratio']:.2f} "
+              f"| {r['free_cycles_per_cpu_s']:,.0f} / {r['cycles_per_cpu_s']:,.0f} | {r['cpu_ratio']:.2f} "
+              f"| {1000 * r['wakes'] / r['cycles']:.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,32 +12,31 @@ duplicate rule makes a retransmission safe even when only the reply was lost. Ev
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from spikeloop import protocol as P
 from spikeloop.params import ErrorSource, Params
 from spikeloop.protocol import RETRANSMIT, Command, Nak, ResetMask
 
+if TYPE_CHECKING:
+    from spikeloop.hdl.config import SoCConfig
+
 __all__ = ["Board", "DriverError", "LinkTimeout", "NakError", "RetriesExhausted", "IdentityMismatch",
-           "BackendError", "ProtocolError", "TRACE", "DEFAULT_BACKEND", "BACKENDS", "RTL_TIMEOUT", "parse_spec",
-           "log"]
+           "BackendError", "ProtocolError", "TRACE", "RTL_TIMEOUT", "log"]
 
 #: Logging level below DEBUG at which every frame sent and received is hex-dumped.
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
 log = logging.getLogger("spikeloop.link")
 
-#: Backend used when none is named (the simulated gateware: no board needed).
-DEFAULT_BACKEND = "rtl"
-BACKENDS = ("model", "rtl", "serial")
 #: Reply timeout of the ``rtl`` backend unless given: simulated bytes take ~0.2 ms of wall time
 #: each (about 60 times a 3 Mbaud board), so an IDENTIFY reply alone takes a quarter second.
 RTL_TIMEOUT = 30.0
-_SERIAL_NAME = re.compile(r"^(/dev/tty(USB|ACM)\d+|COM\d+|[a-z][a-z0-9+.-]*://.*)$")
 _U32 = P.WordFormat(32, False)
 _BOARD_KW = ("timeout", "retries", "name", "payload_limit", "steps_per_frame", "expect", "expect_lanes")
 
@@ -95,23 +94,6 @@ def _name(cmd) -> str:
 
 def _reason(r) -> str:
     return r.name if isinstance(r, Nak) else f"0x{int(r):02X}"
-
-
-def parse_spec(spec: str | None) -> tuple[str, str | None]:
-    """``"model"`` → ``("model", None)``, ``"serial:COM5"`` → ``("serial", "COM5")``; None → default."""
-    if spec is None or spec == "":
-        spec = DEFAULT_BACKEND
-    if not isinstance(spec, str):
-        raise TypeError(f"backend must be a string, not {type(spec).__name__}")
-    kind, _, port = spec.partition(":")
-    if kind in ("model", "rtl") and not port:
-        return kind, None
-    if kind == "serial":
-        if not _SERIAL_NAME.match(port):
-            raise ValueError("serial port must be /dev/ttyUSB<n>, /dev/ttyACM<n>, COM<n> or a pyserial URL "
-                             f"(socket://host:port), not {port!r}")
-        return kind, port
-    raise ValueError(f"backend must be 'model', 'rtl' or 'serial:PORT', not {spec!r}")
 
 
 # ====================================================================== the driver
@@ -216,34 +198,38 @@ class Board:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, spec: str | None = None, params: Params | None = None, lanes: int = 1, **kw) -> "Board":
-        """Open a backend by name: ``"model"``, ``"rtl"`` (the default) or ``"serial:PORT"``.
+    def open(cls, spec: str | None = None, params: Params | None = None, lanes: int = 1, *,
+             config: SoCConfig | None = None, **kw) -> "Board":
+        """Open a protocol backend of the registry (:mod:`spikeloop.host.backends`) by name:
+        ``"rtl"`` (the default), ``"board-model"`` or ``"serial:PORT"``.
 
-        ``params`` builds the ``model`` / ``rtl`` device (default ``Params()``) and, for
-        ``serial``, is checked against the board's identity (with ``lanes``). Keywords of
-        :class:`Board` (``timeout`` — default :data:`RTL_TIMEOUT` for ``rtl`` —, ``retries``,
-        ``name``, ``payload_limit``, ``steps_per_frame``) go to the driver,
-        the rest to the backend: ``VirtualBoard`` (``clock_hz``, ``baud``, ``max_payload``,
-        ``max_steps``), ``open_rtl`` (``in_width``, ...), ``SerialTransport`` (``baud``).
+        The ``rtl`` / ``board-model`` device is built from ``config`` (a
+        :class:`~spikeloop.hdl.config.SoCConfig`), or from ``params`` (default ``Params()``),
+        ``lanes`` and the keywords ``in_width``, ``single_port``, ``clock_hz``, ``baud`` and
+        ``max_payload``. For ``serial`` the board's identity is checked against either.
+        Keywords of :class:`Board` (``timeout`` — default :data:`RTL_TIMEOUT` for ``rtl`` —,
+        ``retries``, ``name``, ``payload_limit``, ``steps_per_frame``) go to the driver, the rest to
+        the backend: ``max_steps`` (board-model), ``open_rtl``'s (``divisor``, ``calibrate_s``,
+        ...), ``SerialTransport``'s (``baud``).
         """
-        kind, port = parse_spec(spec)
+        from spikeloop.host.backends import lookup
+
+        backend, port = lookup(spec, protocol=True)
         board_kw = {k: kw.pop(k) for k in _BOARD_KW if k in kw}
-        board_kw.setdefault("name", spec or DEFAULT_BACKEND)
-        if params is not None and not isinstance(params, Params):
-            raise TypeError(f"params must be a Params, not {type(params).__name__}")
-        if kind == "model":
-            from spikeloop.host.virtual_board import ModelTransport, VirtualBoard
-            transport = ModelTransport(VirtualBoard(params or Params(), lanes, **kw))
-        elif kind == "rtl":
-            transport = _open_rtl(params or Params(), lanes, **kw)
-            board_kw.setdefault("timeout", RTL_TIMEOUT)
-            board_kw.setdefault("expect", params or Params())
-            board_kw.setdefault("expect_lanes", lanes)
+        board_kw.setdefault("name", spec or backend.name)
+        if backend.takes_port:
+            expect, expect_lanes = (config.params, config.lanes) if config is not None else (params, lanes)
+            if expect is not None:
+                board_kw.setdefault("expect", expect)
+                board_kw.setdefault("expect_lanes", expect_lanes)
+            soc = None
         else:
-            transport = _open_serial(port, **kw)
-            if params is not None:
-                board_kw.setdefault("expect", params)
-                board_kw.setdefault("expect_lanes", lanes)
+            soc = _soc_config(params, config, lanes, kw)
+            board_kw.setdefault("expect", soc.params)
+            board_kw.setdefault("expect_lanes", soc.lanes)
+            if backend.name == "rtl":
+                board_kw.setdefault("timeout", RTL_TIMEOUT)
+        transport = backend.open_transport(soc, port, **kw)
         try:
             return cls(transport, **board_kw)
         except BaseException:
@@ -581,26 +567,23 @@ class Board:
 
 
 # ====================================================================== backends
-def _open_rtl(params: Params, lanes: int, **kw):
-    """The ``rtl`` backend lives in ``spikeloop.host.rtl_backend`` (imported only when asked for)."""
-    try:
-        from spikeloop.host import rtl_backend
-    except ModuleNotFoundError as e:
-        if e.name == "spikeloop.host.rtl_backend":
-            raise BackendError("the rtl backend (spikeloop.host.rtl_backend) is not part of this installation "
-                               "yet; use 'model' or 'serial:PORT'") from None
-        raise BackendError(f"the rtl backend needs the module {e.name!r}, which is not installed") from e
-    open_rtl = getattr(rtl_backend, "open_rtl", None)
-    if open_rtl is None:
-        raise BackendError("spikeloop.host.rtl_backend has no open_rtl(params, lanes, **kw)")
-    return open_rtl(params, lanes, **kw)
+_SOC_KW = ("in_width", "single_port", "clock_hz", "baud", "max_payload")
 
 
-def _open_serial(port: str, **kw):
-    from spikeloop.host.transport import SerialTransport
-    try:
-        return SerialTransport(port, **kw)
-    except ModuleNotFoundError as e:
-        raise BackendError(f"the serial backend needs pyserial ({e.name} is not installed)") from None
-    except OSError as e:            # serial.SerialException is an IOError
-        raise BackendError(f"cannot open serial port {port}: {e}") from e
+def _soc_config(params, config, lanes: int, kw: dict):
+    """The SoCConfig a simulated device is built from; pops its keywords from ``kw``."""
+    from spikeloop.hdl.config import SoCConfig
+
+    if config is not None:
+        if not isinstance(config, SoCConfig):
+            raise TypeError(f"config must be a SoCConfig, not {type(config).__name__}")
+        given = [k for k in _SOC_KW if k in kw] + (["params"] if params is not None else []) \
+            + (["lanes"] if lanes != 1 else [])
+        if given:
+            raise TypeError(f"config already holds params, lanes and {', '.join(_SOC_KW)}; "
+                            f"do not pass {', '.join(given)} as well")
+        return config
+    if params is not None and not isinstance(params, Params):
+        raise TypeError(f"params must be a Params, not {type(params).__name__}")
+    soc = {k: kw.pop(k) for k in _SOC_KW if k in kw}
+    return SoCConfig.build(params or Params(), lanes, soc.pop("in_width", None), **soc)

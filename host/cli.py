@@ -1,4 +1,4 @@
-"""The ``spikeloop`` command line: info, demo, train, compare, bench, verify, synth, plot.
+"""The ``spikeloop`` command line: info, demo, train, compare, bench, verify, synth, verilog, plot.
 
 Usage::
 
@@ -366,6 +366,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.set_defaults(func=_cmd_synth)
 
+    p = sub.add_parser("verilog", help="generate the Verilog of the Core or the SoC and print its digest",
+                       description="Convert the Core (or the SoC) to Verilog and print the SHA-256 of "
+                                   "the text without Yosys' header and source attributes, the digest "
+                                   "the simulation cache is keyed by: two builds with the same digest "
+                                   "are the same circuit.")
+    _add_core_options(p)
+    p.add_argument("--top", choices=("core", "soc"), default="core",
+                   help="'core': the learning core alone; 'soc': UART + protocol engine + core")
+    p.add_argument("--clock-mhz", type=_positive_float, default=12.0, metavar="F",
+                   help="the SoC's clock, reported by IDENTIFY (default 12)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="also write the Verilog")
+    p.set_defaults(func=_cmd_verilog)
+
+    p = sub.add_parser("transcript", help="record the reference's link conformance session to a file",
+                       description="Drive the reference device (VirtualBoard, the golden model "
+                                   "behind the protocol) through every command, NAK reason, "
+                                   "duplicate and link fault of the conformance session and write "
+                                   "each request with its reply, byte for byte. The committed "
+                                   "fixture tests/fixtures/link_transcript.json is made this way.")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="transcript to write (JSON)")
+    p.set_defaults(func=_cmd_transcript)
+
+    p = sub.add_parser("replay", help="replay a link transcript on a backend and check every reply",
+                       description="Send every recorded request to a device fresh from power-up and "
+                                   "compare each reply with the recorded one, byte for byte. Exit "
+                                   "status 0 when all match, 1 at the first difference (shown).")
+    p.add_argument("transcript", type=Path, metavar="FILE", help="a transcript (spikeloop transcript)")
+    p.add_argument("--backend", default="rtl", metavar="NAME",
+                   help="rtl (default), board-model or serial:PORT")
+    p.set_defaults(func=_cmd_replay)
+
     p = sub.add_parser("plot", help="learning curves of several runs on one axis",
                        description="Draw the mean ± sd relative cost of training runs (their "
                                    "metrics.json), e.g. the golden model against the float reference.")
@@ -456,13 +487,13 @@ def _progress(choice: str | None):
 def _cmd_demo(args) -> int:
     """Fig. 2 on a board backend (rtl by default) with the host in the loop, then the same run on
     the model behind the protocol, and the comparison."""
-    from spikeloop.host.board import DEFAULT_BACKEND
+    from spikeloop.host.backends import DEFAULT_BOARD_BACKEND
     from spikeloop.host.compare import compare_backends, format_divergence, run_dir_name
     from spikeloop.host.hil import hil_params
     from spikeloop.host.tasks import FIG2_DEFAULTS, fig2_params, make_fig2, write_task_rasters
     from spikeloop.host.train import summary_paragraph
     from spikeloop.params import Params
-    backend = args.backend or DEFAULT_BACKEND
+    backend = args.backend or DEFAULT_BOARD_BACKEND
     other = "board-model"
     params = hil_params(fig2_params(Params(**dict(FIG2_DEFAULTS["params"], r0_mv=DEMO_R0_MV)),
                                     duration_ms=DEMO_TASK["duration_ms"]))
@@ -742,38 +773,40 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-#: Width of the UP5K's four SPRAMs side by side (16 bits each), what ``--single-port`` fills.
-SPRAM_BITS = 64
+def _core_config(args):
+    """The :class:`CoreConfig` of the core options (``--config --lanes --in-width --single-port``)."""
+    from spikeloop.hdl.config import CoreConfig
+    from spikeloop.params import Params
+    params = Params.load(args.config) if args.config else Params()
+    return CoreConfig(params, lanes=args.lanes, in_width=args.in_width, single_port=args.single_port)
+
+
+def _top(config, top: str, clock_hz: int):
+    """The Core, or the SoC around it, for ``config``."""
+    if top == "soc":
+        from spikeloop.hdl.config import SoCConfig
+        from spikeloop.hdl.soc import SoC
+        return SoC(SoCConfig(config, clock_hz=clock_hz))
+    from spikeloop.hdl.core import Core
+    return Core(config)
 
 
 def _cmd_synth(args) -> int:
-    from spikeloop.params import Params
-    from spikeloop.sim.synth import synth_ice40
-    params = Params.load(args.config) if args.config else Params()
-    if args.top == "soc":
-        from spikeloop.hdl.soc import SoC
-        top = SoC(params, lanes=args.lanes, in_width=args.in_width,
-                  clock_hz=int(args.clock_mhz * 1e6), single_port=args.single_port)
-    else:
-        from spikeloop.hdl.core import Core
-        top = Core(params, lanes=args.lanes, in_width=args.in_width, single_port=args.single_port)
-    if args.single_port:
-        from spikeloop.hdl.layouts import synapse_layout
-        bits = synapse_layout(params).size
-        if bits * args.lanes > SPRAM_BITS:
-            top._MustUse__silence = True
-            print(f"{PROG}: --single-port puts each lane's synapse word in the UP5K's four 16-bit "
-                  f"SPRAMs: {SPRAM_BITS} bits in all, but {args.lanes} lane(s) x "
-                  f"{bits}-bit words (w, el, elf, m) need {bits * args.lanes}; narrow the formats "
-                  f"(see configs/up5k-100x32x100.toml) or use fewer lanes", file=sys.stderr)
-            return 2
+    from spikeloop.sim.synth import check_spram_fit, synth_ice40
+    config = _core_config(args)
+    params = config.params
+    try:
+        check_spram_fit(config)
+    except ValueError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    top = _top(config, args.top, int(args.clock_mhz * 1e6))
     size = f"{params.n_in}x{params.n_hidden}x{params.n_out}"
     print(f"synthesising the {args.top} for {size}, {args.lanes} lane(s), UP5K at {args.clock_mhz:g} MHz "
           f"(several minutes) ...", file=sys.stderr)
     try:
-        core = top.link.core if args.top == "soc" else top
         r = synth_ice40(top, args.top, args.build_dir, clock_mhz=args.clock_mhz, seed=args.seed,
-                        uninitialised=core.spram_memories)
+                        uninitialised=config.spram_memories)
     except RuntimeError as e:            # did not fit or did not route: nextpnr's reason
         print(f"{PROG}: {args.top} {size} does not fit the UP5K: {e}", file=sys.stderr)
         return 2
@@ -792,14 +825,30 @@ def _cmd_synth(args) -> int:
     return 0 if met else 1
 
 
+def _cmd_verilog(args) -> int:
+    import hashlib
+
+    from amaranth.back import verilog
+
+    from spikeloop.sim.rtl_runner import normalised_verilog
+    config = _core_config(args)
+    text = verilog.convert(_top(config, args.top, int(args.clock_mhz * 1e6)), name=args.top)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    digest = hashlib.sha256(normalised_verilog(text).encode()).hexdigest()
+    p = config.params
+    print(f"{digest}  {args.top} {p.n_in}x{p.n_hidden}x{p.n_out} lanes={config.lanes} "
+          f"in_width={config.in_width} single_port={config.single_port}")
+    return 0
+
+
 def _cmd_verify(args) -> int:
     from spikeloop.host.verify import VerifyMismatch, verify_core
     from spikeloop.sim.rtl_runner import RTLBuildError
-    from spikeloop.params import Params
-    params = Params.load(args.config) if args.config else Params()
+    config = _core_config(args)
     try:
-        info = verify_core(params, steps=args.steps, seed=args.seed, lanes=args.lanes,
-                           in_width=args.in_width, sim=args.sim, single_port=args.single_port)
+        info = verify_core(config, steps=args.steps, seed=args.seed, sim=args.sim)
     except VerifyMismatch as e:
         print(f"mismatch: {e}")
         return 1
@@ -808,6 +857,25 @@ def _cmd_verify(args) -> int:
         return 2
     cyc = ", ".join(f"{k} step {v[0] if len(v) == 1 else v} cycles" for k, v in info["cycles"].items())
     print(f"bit-exact: {info['steps']} steps, {info['variables']} state variables ({cyc})")
+    return 0
+
+
+def _cmd_transcript(args) -> int:
+    from spikeloop.host.linklog import conformance_transcript
+    t = conformance_transcript()
+    t.save(args.out)
+    print(f"wrote {args.out}: {len(t.exchanges)} exchanges answered by {t.source}")
+    return 0
+
+
+def _cmd_replay(args) -> int:
+    from spikeloop.host.linklog import Transcript, describe_mismatch, replay_on
+    t = Transcript.load(args.transcript)
+    bad = replay_on(t, args.backend)
+    if bad is not None:
+        print(f"{args.backend} differs from {args.transcript}: {describe_mismatch(t, *bad)}")
+        return 1
+    print(f"{args.backend}: all {len(t.exchanges)} replies of {args.transcript} byte-identical")
     return 0
 
 

@@ -41,42 +41,27 @@ import numpy as np
 import spikeloop
 from spikeloop import protocol
 from spikeloop.params import ErrorSource, Params
+from spikeloop.host.backends import is_board_backend
 from spikeloop.host.record import RecordError, RunRecord, atomic_write_json
 from spikeloop.host.train import (SUCCESS_REL_COST, TrialScorer, check_schedule, fmt_time,
                                   write_figures)
 
 __all__ = ["hil_train", "hil_resume", "hil_params", "HostErrorFilter", "ERROR_MODES",
-           "BOARD_BACKENDS", "board_spec", "is_board_backend", "open_board", "restore_board",
+           "open_board", "restore_board",
            "read_board_state", "replay_trial"]
 
 ERROR_MODES = ("target", "host")
-
-#: Command-line names of the backends reached through the protocol driver, and the Board spec.
-BOARD_BACKENDS = {"rtl": "rtl", "board-model": "model"}
 
 #: Registers a snapshot saves and a resume writes back. CHUNK_COUNT (read-only, chunk ends since
 #: the last reset) is a statistic of the session, not training state, and is left out.
 SAVED_REGISTERS = ("R0", "STEP_COUNT", "CHUNK_PHASE")
 
 
-def is_board_backend(name: str) -> bool:
-    return name in BOARD_BACKENDS or name.startswith("serial:")
-
-
-def board_spec(name: str) -> str:
-    """The :meth:`Board.open` spec of a command-line backend name (``board-model`` → ``model``)."""
-    if name in BOARD_BACKENDS:
-        return BOARD_BACKENDS[name]
-    if name.startswith("serial:") and len(name) > len("serial:"):
-        return name
-    raise ValueError(f"board backend must be one of {', '.join(BOARD_BACKENDS)} or serial:PORT, "
-                     f"not {name!r}")
-
-
 def open_board(backend: str, params: Params, **kw):
-    """Open the board behind a command-line backend name, built for (or reporting) ``params``."""
+    """Open the board behind a protocol backend name (:mod:`spikeloop.host.backends`), built for
+    (or reporting) ``params``."""
     from spikeloop.host.board import Board
-    return Board.open(board_spec(backend), params=params, **kw)
+    return Board.open(backend, params, **kw)
 
 
 def hil_params(params: Params, error_mode: str = "target", feedback_latency: int | None = None) -> Params:
@@ -484,7 +469,7 @@ def hil_train(board, params: Params, inputs, targets, *, seed: int, trials: int,
     out_dir = Path(out_dir)
     manifest = dict(
         kind="spikeloop hil run", backend=backend,
-        board_spec=board_spec(backend) if is_board_backend(backend) else None,
+        board_spec=backend if is_board_backend(backend) else None,
         spikeloop=spikeloop.__version__,
         protocol=protocol.PROTOCOL_VERSION, tools=_tool_versions(backend),
         identity=_identity_dict(board), params=params.to_dict(), task=task, seed=int(seed),

@@ -6,7 +6,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from spikeloop.params import Params
+from spikeloop.hdl.config import CoreConfig
 from spikeloop.sim.rtl_runner import CocotbTestFailure, build_and_test, default_build_dir
 
 __all__ = ["verify_core", "VerifyMismatch"]
@@ -16,10 +16,9 @@ class VerifyMismatch(Exception):
     """The RTL and the golden model differ; the message names variable, index and step."""
 
 
-def verify_core(params: Params, *, steps: int, seed: int, lanes: int = 1, in_width: int = 8,
-                sim: str = "verilator", x_rate: float = 0.2, t_rate: float = 0.05,
-                single_port: bool = False) -> dict:
-    """Build the Core for ``params`` and run it in lockstep with the golden model for ``steps``
+def verify_core(config: CoreConfig, *, steps: int, seed: int, sim: str = "verilator",
+                x_rate: float = 0.2, t_rate: float = 0.05) -> dict:
+    """Build the Core for ``config`` and run it in lockstep with the golden model for ``steps``
     steps of seeded random input spikes and target spikes, or random error words when
     ``params.error_source`` is host (random stalls on every input stream, backpressure on
     ``out``). Any configuration the Core accepts works, hidden layer included; every variable
@@ -30,7 +29,9 @@ def verify_core(params: Params, *, steps: int, seed: int, lanes: int = 1, in_wid
     """
     from spikeloop.hdl.core import Core
 
-    core = Core(params, lanes=lanes, in_width=in_width, single_port=single_port)  # refuses bad options
+    core = Core(config)
+    params, lanes, in_width, single_port = (config.params, config.lanes, config.in_width,
+                                            config.single_port)
     with tempfile.TemporaryDirectory() as tmp:
         stats = Path(tmp) / "stats.json"
         try:

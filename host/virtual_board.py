@@ -1,4 +1,4 @@
-"""The ``model`` backend: the device side of the link protocol, in Python, over the golden model.
+"""The ``board-model`` backend: the device side of the link protocol, in Python, over the golden model.
 
 :class:`VirtualBoard` is the reference for the gateware protocol engine: bytes in, reply bytes out,
 with the same receiver (:class:`~spikeloop.protocol.FrameDecoder`), the same sequence rule
@@ -17,11 +17,12 @@ import numpy as np
 
 from spikeloop import protocol as P
 from spikeloop.host.transport import Transport, TransportClosed
-from spikeloop.params import ErrorSource, ParamError, Params
+from spikeloop.hdl.config import SoCConfig
+from spikeloop.params import ErrorSource, Params
 from spikeloop.protocol import Command, Nak, ResetMask, SeqVerdict
 from spikeloop.sim.golden import GoldenModel
 
-__all__ = ["VirtualBoard", "ModelTransport", "LINK_COUNTERS", "core_space_names", "transcript"]
+__all__ = ["VirtualBoard", "ModelTransport", "LINK_COUNTERS", "transcript"]
 
 #: Registers cleared by ``RESET_STATE`` with ``ResetMask.LINK`` (and counted by the receiver).
 LINK_COUNTERS = ("FRAMES_OK", "CRC_ERRORS", "FRAMING_ERRORS", "LENGTH_ERRORS", "RESYNCS",
@@ -38,19 +39,6 @@ _COUNTERS_RESET = ("STEP_COUNT", "CYCLES", "CHUNK_PHASE", "CHUNK_COUNT")
 _LEARNING_WORDS = ("el", "elf", "m", "q")
 _DYNAMIC_WORDS = ("U", "I", "ref", "sigma", "z", "zh", "e", "rate", "racc")
 _STATUS_LINK_ERROR = 0x04
-
-
-def core_space_names(p: Params, lanes: int = 1) -> list[str] | None:
-    """Snapshot names the RTL ``Core`` holds for ``(p, lanes)``, or None if it cannot build ``p``."""
-    from spikeloop.hdl.core import AccessMap, Core
-
-    in_width = max(8, lanes)
-    try:
-        core = Core(p, lanes, in_width)
-    except ParamError:
-        return None
-    core._MustUse__silence = True          # built only to ask whether it can be
-    return AccessMap(p, lanes, in_width).names()
 
 
 class _Refuse(Exception):
@@ -95,13 +83,11 @@ class VirtualBoard:
 
     Parameters
     ----------
-    params : Params
-    lanes : int
-        Synapse lanes the modelled Core has (a power of two); sets ``CYCLES`` and IDENTIFY.
-    clock_hz, baud : int
-        Reported by IDENTIFY and the ``CLOCK_HZ`` / ``BAUD`` registers.
-    max_payload : int
-        Largest request payload accepted (the receive buffer); also bounds read replies.
+    config : SoCConfig
+        The SoC modelled: its Core's lanes set ``CYCLES`` and the spaces held, its ``clock_hz``
+        and ``baud`` are reported by IDENTIFY and the ``CLOCK_HZ`` / ``BAUD`` registers, its
+        ``max_payload`` is the largest request payload accepted (the receive buffer) and bounds
+        read replies.
     max_steps : int
         Largest K per RUN_STEPS (0: whatever fits ``max_payload``).
 
@@ -113,37 +99,32 @@ class VirtualBoard:
         The state; every word starts at zero (weights and feedback included).
     spaces : dict of str to MemorySpace
         The memory spaces this board exposes: those of :func:`spikeloop.protocol.spaces_for` that
-        the RTL ``Core`` holds (``AccessMap.names()``), or all of them for a configuration the Core
-        cannot build yet (a hidden layer, host errors, ...), so the model backend still runs those.
+        the Core of ``config`` holds (``config.core.map.names()``).
     decoder : FrameDecoder
     tracker : SequenceTracker
     busy : int
         Test hook: the next ``busy`` requests are answered NAK ``BUSY`` (nothing applied).
     """
 
-    def __init__(self, params: Params, lanes: int = 1, *, clock_hz: int = 12_000_000,
-                 baud: int = 3_000_000, max_payload: int = 1024, max_steps: int = 0):
-        if not isinstance(params, Params):
-            raise TypeError(f"params must be a Params, not {type(params).__name__}")
-        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1 or lanes & (lanes - 1):
-            raise ValueError(f"lanes must be a power of two, not {lanes!r}")
-        clock_hz = _check_int("clock_hz", clock_hz, 1, 0xFFFFFFFF)
-        baud = _check_int("baud", baud, 1, 0xFFFFFFFF)
-        max_payload = _check_int("max_payload", max_payload, 64, 0xFFFF)
+    def __init__(self, config: SoCConfig, *, max_steps: int = 0):
+        if not isinstance(config, SoCConfig):
+            hint = " (build one with SoCConfig.build(params, lanes))" if isinstance(config, Params) else ""
+            raise TypeError(f"config must be a SoCConfig, not {type(config).__name__}{hint}")
         max_steps = _check_int("max_steps", max_steps, 0, 0xFFFF)
-        self.p = p = params
-        self.lanes = lanes
-        self.identity = P.Identity(p, lanes, clock_hz, baud, max_payload, max_steps)
+        self.config = config
+        self.p = p = config.params
+        self.lanes = config.lanes
+        clock_hz, baud, max_payload = config.clock_hz, config.baud, config.max_payload
+        self.identity = P.Identity(p, self.lanes, clock_hz, baud, max_payload, max_steps)
         self._ident_payload = P.pack_identify(self.identity)
         self.max_payload, self.max_steps = max_payload, max_steps
         self.decoder = P.FrameDecoder(max_payload=max_payload)
         self.tracker = P.SequenceTracker()
         self.busy = 0
-        names = core_space_names(p, lanes)
-        self.spaces = {s.name: s for s in P.spaces_for(p) if names is None or s.name in names}
+        held = set(config.core.map.names())
+        self.spaces = {s.name: s for s in P.spaces_for(p) if s.name in held}
         self._by_id = {s.id: s for s in self.spaces.values()}
-        from spikeloop.hdl.core import cycles_per_step
-        self._cycles = (cycles_per_step(p, lanes, False), cycles_per_step(p, lanes, True))
+        self._cycles = (config.core.cycles_per_step(False), config.core.cycles_per_step(True))
         self._reg_by_addr = {r.addr: r for r in P.REGISTERS}
         self._err_fmt = P.WordFormat(p.formats["err"].bits, True)
         self._seen = {attr: 0 for attrs in _DECODER_COUNTERS.values() for attr in attrs}
@@ -491,7 +472,7 @@ class ModelTransport(Transport):
         self._closed = True
 
 
-def transcript(params: Params, lanes: int = 1, seed: int = 0, steps: int = 0, **board_kw) -> list[tuple[bytes, bytes]]:
+def transcript(config: SoCConfig, seed: int = 0, steps: int = 0, max_steps: int = 0) -> list[tuple[bytes, bytes]]:
     """A replayable conformance session: ``(request bytes, expected reply bytes)`` pairs.
 
     A fresh :class:`VirtualBoard` is driven through every command, every NAK reason but ``BUSY``
@@ -503,8 +484,8 @@ def transcript(params: Params, lanes: int = 1, seed: int = 0, steps: int = 0, **
     """
     from spikeloop.sim.golden import init_weights
 
-    vb = VirtualBoard(params, lanes, **board_kw)
-    p, rng = params, np.random.default_rng(seed)
+    vb = VirtualBoard(config, max_steps=max_steps)
+    p, rng = config.params, np.random.default_rng(seed)
     out: list[tuple[bytes, bytes]] = []
     seq = 0
 

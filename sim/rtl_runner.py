@@ -293,7 +293,9 @@ def design_verilog(design: DesignSource, toplevel: str) -> str:
             "need their ports: pass (elaboratable, ports)") from exc
 
 
-def _normalised_verilog(text: str) -> str:
+def normalised_verilog(text: str) -> str:
+    """``text`` without Yosys' header and ``src`` attributes: what the build cache is keyed by
+    (equal for the same circuit, whichever files or lines its Python came from)."""
     text = _GEN_HEADER.sub("", text)
     return _SRC_ATTR.sub("", text)
 
@@ -347,7 +349,7 @@ def _icarus_dump_module(toplevel: str, fst: Path) -> str:
 
 def _cache_key(verilog_text: str, **options: Any) -> str:
     h = hashlib.sha256()
-    h.update(_normalised_verilog(verilog_text).encode())
+    h.update(normalised_verilog(verilog_text).encode())
     h.update(json.dumps(options, sort_keys=True, default=str).encode())
     return h.hexdigest()
 

@@ -36,7 +36,32 @@ from amaranth.lib.wiring import Flow
 
 from spikeloop.sim.rtl_runner import patched_environ
 
-__all__ = ["SynthHarness", "parse_nextpnr_report", "synth_ice40", "yowasp_env"]
+__all__ = ["SynthHarness", "parse_nextpnr_report", "synth_ice40", "yowasp_env", "SPRAM_BITS",
+           "check_spram_fit"]
+
+#: Width of the UP5K's four SPRAMs side by side (16 bits each), what ``single_port`` fills.
+SPRAM_BITS = 64
+
+
+def check_spram_fit(config) -> None:
+    """Refuse a single-port :class:`~spikeloop.hdl.config.CoreConfig` whose synapse words do not
+    fit the UP5K's SPRAMs (before synthesis, with what to change).
+
+    Raises
+    ------
+    ValueError
+        If ``lanes`` synapse words are wider than :data:`SPRAM_BITS`.
+    """
+    if not config.single_port:
+        return
+    from spikeloop.hdl.layouts import synapse_layout
+    bits = synapse_layout(config.params).size
+    if bits * config.lanes > SPRAM_BITS:
+        words = ", ".join(config.params.synapse_words)
+        raise ValueError(f"--single-port puts each lane's synapse word in the UP5K's four 16-bit "
+                         f"SPRAMs: {SPRAM_BITS} bits in all, but {config.lanes} lane(s) x "
+                         f"{bits}-bit words ({words}) need {bits * config.lanes}; narrow the formats "
+                         f"(see configs/up5k-100x32x100.toml) or use fewer lanes")
 
 # Amaranth looks a tool up as the env var named after it (``tool_env_var``).
 _YOWASP_TOOLS = {

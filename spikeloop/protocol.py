@@ -36,7 +36,7 @@ __all__ = [
     "cobs_encode", "cobs_decode", "CobsError", "cobs_max_overhead",
     "Command", "Nak", "Reject", "Frame", "encode_frame", "frame_wire_size", "FrameDecoder",
     "SeqVerdict", "SequenceTracker", "next_seq",
-    "Access", "Register", "REGISTERS", "register", "register_max", "MemorySpace", "SPACES", "space",
+    "Access", "Register", "REGISTERS", "CoreRegister", "CORE_REGISTERS", "register", "register_max", "MemorySpace", "SPACES", "space",
     "spaces_for", "WordFormat",
     "Identity", "pack_identify", "unpack_identify",
     "REG_REQ", "MEM_REQ", "RUN_REQ", "RUN_REPLY", "NAK_PAYLOAD",
@@ -46,7 +46,7 @@ __all__ = [
     "pack_run_steps", "unpack_run_steps", "pack_run_reply", "unpack_run_reply",
     "pack_nak", "unpack_nak", "RESET_ALL", "ResetMask",
     "WireCost", "bytes_per_step", "batch_bytes", "projected_steps_per_s", "max_steps_per_frame",
-    "render_register_table", "render_space_table", "render_command_table", "render_nak_table",
+    "render_register_table", "render_core_register_note", "render_reset_table", "render_space_table", "render_command_table", "render_nak_table",
     "render_wire_table", "render_docs", "update_docs", "RETRANSMIT", "IDENT", "BITS_PER_BYTE",
     "WIRE_TABLE_CASES", "BEGIN_MARK", "END_MARK",
 ]
@@ -448,13 +448,32 @@ class Access(enum.Enum):
     RW = "rw"
 
 
+class ResetMask(enum.IntFlag):
+    """RESET_STATE payload (u8): what to clear. Weights and B are never touched (write them).
+
+    Which words and registers each class clears is data: the ``reset_class`` of every
+    :class:`MemorySpace` and :class:`Register` (what the gateware engine and the model board both
+    follow), plus, for ``DYNAMICS``, the error-delay rings, which have no memory space.
+    """
+    DYNAMICS = 0x01      # neuron, pre and filter words (U, I, ref, S, σ', z, ẑ, e, e1, e2, rate, racc), delay rings
+    LEARNING = 0x02      # synapse words but the weights (el, elf, m, q)
+    COUNTERS = 0x04      # STEP_COUNT, CYCLES, CHUNK_PHASE, CHUNK_COUNT
+    LINK = 0x08          # link counters; also forgets the sequence (next seq is NEW)
+
+
+RESET_ALL = ResetMask.DYNAMICS | ResetMask.LEARNING | ResetMask.COUNTERS
+
+
 @dataclass(frozen=True)
 class Register:
     """One 32-bit-addressed register of the register file (READ_REG / WRITE_REG).
 
     ``reset`` is an integer, or the name of a :class:`Params` attribute (e.g. ``"r0_q"``) or a
     device constant in braces (``"{clock_hz}"``) when it depends on the build. ``width`` bits are
-    meaningful; words travel as u32, upper bits read 0 and are ignored on write.
+    meaningful; words travel as u32, upper bits read 0 and are ignored on write. ``core_index``
+    is the register's index in the Core's ``REG`` access space when the Core holds it (see
+    :data:`CORE_REGISTERS`), None when the protocol engine does. ``reset_class`` is the
+    ``RESET_STATE`` class that clears it (None: never cleared).
     """
     name: str
     addr: int
@@ -462,6 +481,8 @@ class Register:
     reset: int | str
     access: Access
     description: str
+    core_index: int | None = None
+    reset_class: ResetMask | None = None
 
     def reset_value(self, params: Params | None = None, **device) -> int | None:
         if isinstance(self.reset, int):
@@ -472,30 +493,74 @@ class Register:
 
 
 _RO, _RW = Access.RO, Access.RW
+_COUNTERS, _LINK = ResetMask.COUNTERS, ResetMask.LINK
 
-#: The register map. Addresses 0x00..0x03 follow the core's access-port registers
-#: (``hdl.core.Reg``); the protocol engine adds the rest.
+
+@dataclass(frozen=True)
+class CoreRegister:
+    """One register of the Core's ``REG`` access space (``hdl`` ``Reg``), declared once.
+
+    The Core's ``Reg`` enum (name → ``index``) and the Core-held entries of :data:`REGISTERS`
+    (``addr`` and the rest) are both built from :data:`CORE_REGISTERS`, so a Core register is
+    either reachable over the link or says here why not (``unreachable``, with ``addr`` None).
+    Plain data: no Amaranth (the protocol stays importable without it).
+    """
+    name: str
+    index: int                   # in the Core's REG space (acc_index with acc_space = REG)
+    addr: int | None             # protocol register address, None when not reachable
+    width: int
+    reset: int | str
+    access: Access
+    description: str
+    reset_class: ResetMask | None = None
+    unreachable: str = ""        # why there is no protocol register (when addr is None)
+
+    def __post_init__(self):
+        if (self.addr is None) != bool(self.unreachable):
+            raise ValueError(f"core register {self.name}: a register without an address must say "
+                             f"why it is unreachable, and only such a one")
+
+    def register(self) -> Register:
+        """The protocol register (READ_REG / WRITE_REG) this Core register is."""
+        return Register(self.name, self.addr, self.width, self.reset, self.access, self.description,
+                        self.index, self.reset_class)
+
+
+#: The Core's own registers (``Space.REG`` of its access port), in index order: the source of the
+#: Core's ``Reg`` enum and of the first entries of :data:`REGISTERS`.
+CORE_REGISTERS: tuple[CoreRegister, ...] = (
+    CoreRegister("R0", 0, 0x00, 16, "r0_q", _RW, "RMaxProp step r0 in weight LSBs (runtime learning rate; width of `formats[\"w\"]`)"),
+    CoreRegister("STEP_COUNT", 1, 0x01, 32, 0, _RW, "Steps completed since reset", _COUNTERS),
+    CoreRegister("CYCLES", 2, 0x02, 32, 0, _RO, "Clock cycles the last step took", _COUNTERS),
+    CoreRegister("CHUNK_PHASE", 3, 0x03, 20, 0, _RW, "STEP_COUNT mod chunk_steps (steps into the current chunk)", _COUNTERS),
+    CoreRegister("DELAY_SLOT", 4, None, 7, 0, _RW,
+                 "error_delay ring slot written by the next step, 0..error_delay (error_delay > 0 only)",
+                 unreachable="it only indexes the Core's error-delay rings (access spaces SDLY / ZDLY), "
+                 "which are no memory space either; RESET_STATE DYNAMICS zeroes the rings, after which "
+                 "the slot's value cannot be observed. Giving it an address would change the engine "
+                 "(and PROTOCOL_VERSION)"),
+)
+
+#: The register map: the Core's reachable registers (:data:`CORE_REGISTERS`, read and written
+#: through its access port), then those the protocol engine holds.
 REGISTERS: tuple[Register, ...] = (
-    Register("R0", 0x00, 16, "r0_q", _RW, "RMaxProp step r0 in weight LSBs (runtime learning rate; width of `formats[\"w\"]`)"),
-    Register("STEP_COUNT", 0x01, 32, 0, _RW, "Steps completed since reset"),
-    Register("CYCLES", 0x02, 32, 0, _RO, "Clock cycles the last step took"),
-    Register("CHUNK_PHASE", 0x03, 20, 0, _RW, "STEP_COUNT mod chunk_steps (steps into the current chunk)"),
-    Register("CHUNK_COUNT", 0x04, 32, 0, _RO, "Chunk ends (weight updates) completed since reset"),
+    *(r.register() for r in CORE_REGISTERS if r.addr is not None),
+    Register("CHUNK_COUNT", 0x04, 32, 0, _RO, "Chunk ends (weight updates) completed since reset", reset_class=_COUNTERS),
     Register("STATUS", 0x08, 8, 0, _RO, "bit 0 busy (a RUN_STEPS batch executing), "
              "bit 2 a link error occurred since the counters were cleared"),
     Register("MAGIC", 0x0C, 32, int.from_bytes(MAGIC, "little"), _RO, "0x4C4B5053 (\"SPKL\" as bytes, little-endian)"),
     Register("VERSION", 0x0D, 16, PROTOCOL_VERSION, _RO, "Protocol version"),
     Register("CLOCK_HZ", 0x0E, 32, "{clock_hz}", _RO, "Core clock frequency in Hz"),
     Register("BAUD", 0x0F, 32, "{baud}", _RO, "UART bit rate"),
-    Register("FRAMES_OK", 0x10, 32, 0, _RW, "Frames received that passed every link check"),
-    Register("CRC_ERRORS", 0x11, 16, 0, _RW, "Bodies rejected for a bad CRC"),
-    Register("FRAMING_ERRORS", 0x12, 16, 0, _RW, "Bodies rejected for malformed COBS or shortness"),
-    Register("LENGTH_ERRORS", 0x13, 16, 0, _RW, "Bodies rejected for a length mismatch or oversize"),
-    Register("RESYNCS", 0x14, 16, 0, _RW, "Delimiters found after hunting through garbage"),
-    Register("GARBAGE_BYTES", 0x15, 32, 0, _RW, "Bytes discarded while hunting for a delimiter"),
-    Register("NAKS_SENT", 0x16, 16, 0, _RW, "NAK replies sent (any reason)"),
-    Register("DUPLICATES", 0x17, 16, 0, _RW, "Retransmitted requests answered without re-executing"),
-    Register("UART_OVERRUNS", 0x18, 16, 0, _RW, "Bytes lost because the receiver was full"),
+    Register("FRAMES_OK", 0x10, 32, 0, _RW, "Frames received that passed every link check", reset_class=_LINK),
+    Register("CRC_ERRORS", 0x11, 16, 0, _RW, "Bodies rejected for a bad CRC", reset_class=_LINK),
+    Register("FRAMING_ERRORS", 0x12, 16, 0, _RW, "Bodies rejected for malformed COBS or shortness", reset_class=_LINK),
+    Register("LENGTH_ERRORS", 0x13, 16, 0, _RW, "Bodies rejected for a length mismatch or oversize", reset_class=_LINK),
+    Register("RESYNCS", 0x14, 16, 0, _RW, "Delimiters found after hunting through garbage", reset_class=_LINK),
+    Register("GARBAGE_BYTES", 0x15, 32, 0, _RW, "Bytes discarded while hunting for a delimiter", reset_class=_LINK),
+    Register("NAKS_SENT", 0x16, 16, 0, _RW, "NAK replies sent (any reason)", reset_class=_LINK),
+    Register("DUPLICATES", 0x17, 16, 0, _RW, "Retransmitted requests answered without re-executing", reset_class=_LINK),
+    Register("UART_OVERRUNS", 0x18, 16, 0, _RW, "Bytes lost because the receiver was full", reset_class=_LINK),
 )
 
 _REG_BY_NAME = {r.name: r for r in REGISTERS}
@@ -545,6 +610,8 @@ class MemorySpace:
 
     ``name`` is the snapshot key (``"out.w"``, ``"err.e1"``, ``"fb"``); indices run row-major over
     the snapshot array without its batch axis (synapse ``(i, j)`` is ``i·n_pre + j``).
+    ``reset_class`` is the ``RESET_STATE`` class that zeroes every word of the space (None: never
+    cleared, as the weights and B).
     """
     name: str
     id: int
@@ -553,6 +620,7 @@ class MemorySpace:
     present_text: str
     present_fn: Callable[[Params], bool]
     description: str
+    reset_class: ResetMask | None = None
 
     @property
     def layer(self) -> str:
@@ -599,26 +667,28 @@ _FIXED_WORDS = {"S": WordFormat(1, False), "racc": WordFormat(47, False)}
 _PARAM_WORDS = {"ref": lambda p: WordFormat(p.ref_bits, False)}
 
 _always = lambda p: True  # noqa: E731
+_DYN, _LRN = ResetMask.DYNAMICS, ResetMask.LEARNING
 _LAYER_WORDS = (
-    # word, kind, format, present text, present fn, description
-    ("U", "neuron", "u", "always", _always, "membrane potential"),
-    ("I", "neuron", "i", "always", _always, "synaptic current"),
-    ("ref", "neuron", None, "always", _always, "refractory steps left"),
-    ("S", "neuron", None, "always", _always, "spike of the last step (0/1)"),
-    ("sigma", "neuron", "sigma", "always", _always, "surrogate derivative σ'"),
-    ("z", "pre", "z", "always", _always, "presynaptic trace"),
-    ("zh", "pre", "zh", "always", _always, "filtered presynaptic trace ẑ"),
+    # word, kind, format, present text, present fn, description, cleared by RESET_STATE
+    ("U", "neuron", "u", "always", _always, "membrane potential", _DYN),
+    ("I", "neuron", "i", "always", _always, "synaptic current", _DYN),
+    ("ref", "neuron", None, "always", _always, "refractory steps left", _DYN),
+    ("S", "neuron", None, "always", _always, "spike of the last step (0/1)", _DYN),
+    ("sigma", "neuron", "sigma", "always", _always, "surrogate derivative σ'", _DYN),
+    ("z", "pre", "z", "always", _always, "presynaptic trace", _DYN),
+    ("zh", "pre", "zh", "always", _always, "filtered presynaptic trace ẑ", _DYN),
     ("el", "synapse", "el", "kernel ≠ factorised", lambda p: "el" in p.kernel.traces,
-     "eligibility trace"),
+     "eligibility trace", _LRN),
     ("elf", "synapse", "elf", "kernel = double_exp", lambda p: "elf" in p.kernel.traces,
-     "filtered eligibility trace"),
-    ("m", "synapse", "m", "always", _always, "gradient accumulator"),
+     "filtered eligibility trace", _LRN),
+    ("m", "synapse", "m", "always", _always, "gradient accumulator", _LRN),
     ("q", "synapse", "q", "optimiser = rmaxprop", lambda p: p.optimiser is Optimiser.RMAXPROP,
-     "RMaxProp normaliser"),
-    ("w", "synapse", "w", "always", _always, "weight"),
-    ("e", "neuron", "err", "always", _always, "error reaching the neuron"),
-    ("rate", "neuron", "rate", "regulariser", lambda p: p.regulariser, "postsynaptic rate trace"),
-    ("racc", "neuron", None, "regulariser", lambda p: p.regulariser, "Σ rate^a over the chunk (47 b)"),
+     "RMaxProp normaliser", _LRN),
+    ("w", "synapse", "w", "always", _always, "weight", None),
+    ("e", "neuron", "err", "always", _always, "error reaching the neuron", _DYN),
+    ("rate", "neuron", "rate", "regulariser", lambda p: p.regulariser, "postsynaptic rate trace", _DYN),
+    ("racc", "neuron", None, "regulariser", lambda p: p.regulariser, "Σ rate^a over the chunk (47 b)",
+     _DYN),
 )
 
 
@@ -626,14 +696,14 @@ def _make_spaces() -> tuple[MemorySpace, ...]:
     out = []
     for base, layer in ((0x00, "out"), (0x10, "hid")):
         pres = "" if layer == "out" else "n_hidden > 0"
-        for k, (w, kind, fmt, ptext, pfn, desc) in enumerate(_LAYER_WORDS):
+        for k, (w, kind, fmt, ptext, pfn, desc, reset) in enumerate(_LAYER_WORDS):
             text = ", ".join(t for t in (pres, "" if ptext == "always" else ptext) if t) or "always"
-            out.append(MemorySpace(f"{layer}.{w}", base + k, kind, fmt, text, pfn, desc))
+            out.append(MemorySpace(f"{layer}.{w}", base + k, kind, fmt, text, pfn, desc, reset))
     target = lambda p: p.error_source is ErrorSource.TARGET  # noqa: E731
     out.append(MemorySpace("err.e1", 0x20, "filter", "err", "error_source = target", target,
-                           "on-chip error filter, first stage"))
+                           "on-chip error filter, first stage", _DYN))
     out.append(MemorySpace("err.e2", 0x21, "filter", "err", "error_source = target", target,
-                           "on-chip error filter, second stage (= out.e)"))
+                           "on-chip error filter, second stage (= out.e)", _DYN))
     out.append(MemorySpace("fb", 0x22, "feedback", "fb", "n_hidden > 0, feedback ≠ symmetric",
                            lambda p: p.n_hidden > 0 and p.feedback is not Feedback.SYMMETRIC,
                            "feedback matrix B, index k·n_out + i"))
@@ -669,17 +739,6 @@ MEM_REQ = struct.Struct("<BIH")
 RUN_REQ = struct.Struct("<H")
 #: RUN_STEPS reply head: STEP_COUNT after the batch u32, K u16.
 RUN_REPLY = struct.Struct("<IH")
-
-
-class ResetMask(enum.IntFlag):
-    """RESET_STATE payload (u8): what to clear. Weights and B are never touched (write them)."""
-    DYNAMICS = 0x01      # U, I, ref, S, σ', z, ẑ, e, e1, e2, rate, racc, delay lines
-    LEARNING = 0x02      # el, elf, m, q
-    COUNTERS = 0x04      # STEP_COUNT, CHUNK_PHASE, CHUNK_COUNT, CYCLES
-    LINK = 0x08          # link error counters; also forgets the sequence (next seq is NEW)
-
-
-RESET_ALL = ResetMask.DYNAMICS | ResetMask.LEARNING | ResetMask.COUNTERS
 
 
 def pack_words(words: Iterable[int], fmt: WordFormat) -> bytes:
@@ -940,6 +999,31 @@ def render_register_table() -> str:
     return "\n".join(rows)
 
 
+def render_core_register_note() -> str:
+    """The Core registers that have no protocol address, and why (from :data:`CORE_REGISTERS`)."""
+    rows = [f"`{r.name}` (Core `Reg` {r.index}, {r.width} bits, {r.access.value}: {r.description}) is "
+            f"not reachable: {r.unreachable}." for r in CORE_REGISTERS if r.addr is None]
+    held = ", ".join(f"`{r.name}`" for r in CORE_REGISTERS if r.addr is not None)
+    return (f"{held} live in the Core (its access port's `REG` space, `hdl` `Reg`, both built from "
+            f"`protocol.CORE_REGISTERS`); the engine holds the rest. " + " ".join(rows))
+
+
+_RESET_EXTRA = {ResetMask.DYNAMICS: "the error-delay rings (`error_delay` > 0)",
+                ResetMask.LINK: "then forgets the sequence (the next seq is new)"}
+
+
+def render_reset_table() -> str:
+    """Markdown table of what each ``RESET_STATE`` class clears (the ``reset_class`` data)."""
+    rows = ["| Class | Bit | Clears |", "|---|---|---|"]
+    for c in ResetMask:
+        what = [f"`{s.name}`" for s in SPACES if s.reset_class is c]
+        what += [f"`{r.name}`" for r in REGISTERS if r.reset_class is c]
+        if c in _RESET_EXTRA:
+            what.append(_RESET_EXTRA[c])
+        rows.append(f"| `{c.name}` | {_hex(c.value)} | {', '.join(what)} |")
+    return "\n".join(rows)
+
+
 def render_space_table() -> str:
     rows = ["| Space | Id | Depth | Word | Present when | Description |", "|---|---|---|---|---|---|"]
     for s in SPACES:
@@ -1020,7 +1104,12 @@ def render_docs() -> str:
         "width; `rw` counters are cleared by writing 0. Writing a `ro` register is refused "
         "(NAK `BAD_ADDRESS`, nothing applied).",
         render_register_table(),
+        render_core_register_note(),
         "### Memory spaces", render_space_table(),
+        "### What RESET_STATE clears",
+        "Weights and B are never cleared (write them). A present space of the class is zeroed "
+        "word by word; a register of the class is set to 0.",
+        render_reset_table(),
         "### Wire cost of RUN_STEPS (K = 50, stop-and-wait, compute time ignored)", render_wire_table(),
         END_MARK,
     ])

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from spikeloop.hdl.config import SoCConfig
 from spikeloop.params import Params
 
 
@@ -16,3 +17,9 @@ def stimulus(p, T, seed=1):
     """``T`` steps of 20 % input and 5 % target spikes."""
     rng = np.random.default_rng(seed)
     return rng.random((T, p.n_in)) < 0.2, rng.random((T, p.n_out)) < 0.05
+
+
+def vboard(p=None, lanes=1, *, max_steps=0, **link):
+    """A fresh VirtualBoard of ``net()`` (or ``p``) with ``lanes`` and the link settings ``link``."""
+    from spikeloop.host.virtual_board import VirtualBoard
+    return VirtualBoard(SoCConfig.build(p or net(), lanes, **link), max_steps=max_steps)

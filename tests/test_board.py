@@ -2,36 +2,41 @@
 
 import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from spikeloop import protocol as P
 from spikeloop.host import board as board_mod
-from spikeloop.host.board import (DEFAULT_BACKEND, TRACE, BackendError, Board, IdentityMismatch,
-                                  LinkTimeout, NakError, RetriesExhausted, parse_spec)
+from spikeloop.host.backends import DEFAULT_BOARD_BACKEND, parse_spec
+from spikeloop.host.board import (TRACE, BackendError, Board, IdentityMismatch, LinkTimeout, NakError,
+                                  RetriesExhausted)
 from spikeloop.host.transport import Transport, loopback_pair
-from spikeloop.host.virtual_board import ModelTransport, VirtualBoard
+from spikeloop.host.virtual_board import ModelTransport
 from spikeloop.params import Params
 from spikeloop.protocol import Command, Nak, ResetMask
 from spikeloop.sim.golden import GoldenModel, init_weights
 
-from board_cases import net, stimulus
+from board_cases import net, stimulus, vboard
+
+#: The committed conformance session (regenerate: spikeloop transcript --out tests/fixtures/link_transcript.json)
+FIXTURE = Path(__file__).with_name("fixtures") / "link_transcript.json"
 
 
 def model_board(p=None, **kw):
-    vb = VirtualBoard(p or net(), **{k: kw.pop(k) for k in ("max_payload", "max_steps") if k in kw})
+    vb = vboard(p, **{k: kw.pop(k) for k in ("max_payload", "max_steps") if k in kw})
     return Board(ModelTransport(vb), **kw), vb
 
 
 def test_open_model_learns_identity():
     p = net()
-    with Board.open("model", p, lanes=2, clock_hz=24_000_000, max_payload=512, max_steps=9) as b:
+    with Board.open("board-model", p, lanes=2, clock_hz=24_000_000, max_payload=512, max_steps=9) as b:
         assert b.params == p and b.lanes == 2
         assert b.identity.clock_hz == 24_000_000 and b.max_payload == 512
         assert b.steps_per_frame == 9
         assert b.identify() == b.identity
-        assert repr(b) == "<Board 'model': 20-0-5, 2 lane(s)>"
+        assert repr(b) == "<Board 'board-model': 20-0-5, 2 lane(s)>"
     with pytest.raises(ConnectionError):
         b.read_reg("R0")                                        # closed with the context
 
@@ -76,7 +81,7 @@ def test_bursts_larger_than_max_payload():
     b.write_mem("out.q", words[:5], start=535)
     assert np.array_equal(b.read_mem("out.q", 535), words[:5])
     # a driver-side limit below the device's
-    b2 = Board(ModelTransport(VirtualBoard(p)), payload_limit=64)
+    b2 = Board(ModelTransport(vboard(p)), payload_limit=64)
     assert b2.max_payload == 64 and b2.steps_per_frame == (64 - 2) // (8 + 2)
 
 
@@ -230,7 +235,7 @@ class Replaying(ModelTransport):
 
 def test_stale_and_duplicate_replies_are_discarded():
     p = net()
-    b = Board(Replaying(VirtualBoard(p)))
+    b = Board(Replaying(vboard(p)))
     b.load_weights([np.full((5, 20), 300)])
     x, y = stimulus(p, 100)
     b.run(x, y)
@@ -241,10 +246,10 @@ def test_stale_and_duplicate_replies_are_discarded():
 def test_identity_checks():
     p = net()
     with pytest.raises(IdentityMismatch, match=r"n_out: 5 \(expected 6\)"):
-        Board(ModelTransport(VirtualBoard(p)), expect=net(n_out=6))
+        Board(ModelTransport(vboard(p)), expect=net(n_out=6))
     with pytest.raises(IdentityMismatch, match="device has 1 lanes, expected 4"):
-        Board(ModelTransport(VirtualBoard(p)), expect=p, expect_lanes=4)
-    Board(ModelTransport(VirtualBoard(p)), expect=p, expect_lanes=1)
+        Board(ModelTransport(vboard(p)), expect=p, expect_lanes=4)
+    Board(ModelTransport(vboard(p)), expect=p, expect_lanes=1)
 
     class Impostor(Silent):
         def write(self, data):
@@ -260,21 +265,28 @@ def test_identity_checks():
 
 
 def test_open_specs_and_backend_errors(monkeypatch):
-    assert DEFAULT_BACKEND == "rtl" and parse_spec(None) == ("rtl", None) == parse_spec("")
-    assert parse_spec("serial:/dev/ttyUSB1") == ("serial", "/dev/ttyUSB1")
-    assert parse_spec("serial:COM5") == ("serial", "COM5")
-    assert parse_spec("serial:/dev/ttyACM0") == ("serial", "/dev/ttyACM0")
-    with pytest.raises(ValueError, match="backend must be 'model', 'rtl' or 'serial:PORT', not 'fpga'"):
+    def spec(s):
+        b, port = parse_spec(s)
+        return b.name, port
+    assert DEFAULT_BOARD_BACKEND == "rtl" and spec(None) == ("rtl", None) == spec("")
+    assert spec("serial:/dev/ttyUSB1") == ("serial", "/dev/ttyUSB1")
+    assert spec("serial:COM5") == ("serial", "COM5")
+    assert spec("serial:/dev/ttyACM0") == ("serial", "/dev/ttyACM0")
+    # every name pyserial might open is passed on: the open itself says what is wrong
+    assert spec("serial:/dev/serial/by-id/usb-FTDI_x-if01") == ("serial", "/dev/serial/by-id/usb-FTDI_x-if01")
+    with pytest.raises(ValueError, match="backend must be rtl, board-model or serial:PORT, not 'fpga'"):
         Board.open("fpga")
-    with pytest.raises(ValueError, match="serial port must be /dev/ttyUSB<n>, /dev/ttyACM<n>, COM<n>"):
-        Board.open("serial:/etc/passwd")
+    with pytest.raises(ValueError, match="backend must be rtl, board-model or serial:PORT, not 'model'"):
+        Board.open("model")                     # the in-process golden model has no link
+    with pytest.raises(ValueError, match="the serial backend needs a port: serial:PORT"):
+        Board.open("serial:")
     with pytest.raises(TypeError, match="params must be a Params"):
-        Board.open("model", {"n_in": 3})
+        Board.open("board-model", {"n_in": 3})
     # the rtl backend missing from the installation
-    import spikeloop.host as host_pkg
-    monkeypatch.delattr(host_pkg, "rtl_backend", raising=False)
-    monkeypatch.setitem(sys.modules, "spikeloop.host.rtl_backend", None)
-    with pytest.raises(BackendError, match=r"rtl backend \(spikeloop.host.rtl_backend\) is not part"):
+    import spikeloop.sim as sim_pkg
+    monkeypatch.delattr(sim_pkg, "rtl", raising=False)
+    monkeypatch.setitem(sys.modules, "spikeloop.sim.rtl", None)
+    with pytest.raises(BackendError, match=r"rtl backend \(spikeloop.sim.rtl\) is not part"):
         Board.open()
 
 
@@ -300,23 +312,23 @@ def test_trace_logging_hex_dumps_frames(caplog):
 
 def test_steps_per_frame():
     p = net()
-    b = Board(ModelTransport(VirtualBoard(p)), steps_per_frame=7)
+    b = Board(ModelTransport(vboard(p)), steps_per_frame=7)
     x, y = stimulus(p, 30)
     before = b.stats["requests"]
     b.run(x, y)
     assert b.stats["requests"] - before == 5 and b.read_reg("STEP_COUNT") == 30
     with pytest.raises(ValueError, match=r"steps_per_frame must be an integer in 1..255 for this device, not 0"):
-        Board(ModelTransport(VirtualBoard(p)), steps_per_frame=0)
+        Board(ModelTransport(vboard(p)), steps_per_frame=0)
 
 
 def test_bench_link_model_and_a_missing_backend(tmp_path):
     import json
 
     from spikeloop.host.bench_link import bench_link, format_table
-    res = bench_link(backends=("model", "serial:/dev/ttyUSB97"), cases=(("20 in / 3 out", 20, 3),), k=10,
+    res = bench_link(backends=("board-model", "serial:/dev/ttyUSB97"), cases=(("20 in / 3 out", 20, 3),), k=10,
                      seconds=0.05, json_path=tmp_path / "link.json", out=False)
     (case,) = res["cases"]
-    m = case["backends"]["model"]
+    m = case["backends"]["board-model"]
     assert m["available"] and m["steps"] >= 10 and m["steps"] % 10 == 0 and m["steps_per_s"] > 0
     down, up = P.batch_bytes(Params(n_in=20, n_out=3), 10)
     assert 0 < m["down_bytes_per_step"] <= down / 10 and 0 < m["up_bytes_per_step"] <= up / 10
@@ -326,36 +338,29 @@ def test_bench_link_model_and_a_missing_backend(tmp_path):
     assert not s["available"] and "BackendError" in s["reason"]
     assert json.loads((tmp_path / "link.json").read_text())["cases"][0]["label"] == "20 in / 3 out"
     table = format_table(res)
-    assert "20 in / 3 out" in table and "model" in table and "cannot open serial port" in table
+    assert "20 in / 3 out" in table and "board-model" in table and "cannot open serial port" in table
     with pytest.raises(ValueError, match="k must be an integer in 1..65535, not 0"):
         bench_link(k=0)
 
 
 @pytest.mark.slow
 def test_rtl_backend_matches_the_reference():
-    """The gateware (SoC in Verilator) answers the VirtualBoard conformance transcript byte for
-    byte from power-up, then the driver trains on it across a chunk end exactly as on the model
+    """The gateware (SoC in Verilator) answers the committed conformance transcript (recorded
+    from VirtualBoard) byte for byte from power-up, then the driver trains on it across a chunk end exactly as on the model
     backend (~45 s with a warm build on a busy 2-core machine)."""
     pytest.importorskip("spikeloop.hdl.soc")
-    import time
 
-    from spikeloop.host.rtl_backend import open_rtl
-    from spikeloop.host.virtual_board import transcript
+    from spikeloop.host.linklog import Transcript, describe_mismatch, replay
+    from spikeloop.sim.rtl import open_rtl
 
-    p = Params(n_in=8, n_out=3)                      # the SoC build test_rtl_backend also uses
-    tr = transcript(p, 1, seed=3, max_payload=1024, max_steps=P.max_steps_per_frame(p, 1024), steps=120)
-    with open_rtl(p, lanes=1, in_width=8, calibrate_s=0.2) as t:
-        for n, (req, want) in enumerate(tr):
-            t.write(req)
-            got, deadline = b"", time.monotonic() + (60 if want else 1.0)
-            while len(got) < len(want) or not want:
-                chunk = t.read(1 << 16, 0.3)
-                got += chunk
-                if time.monotonic() > deadline or (not want and not chunk):
-                    break
-            assert got == want, f"request {n}: {P.FrameDecoder(0xFFFF).feed(req) or req[:16]}"
+    tr = Transcript.load(FIXTURE)                    # the committed reference session
+    config = tr.soc_config()
+    p = config.params                                # 8 in, 3 out: the build test_rtl_backend also uses
+    with open_rtl(config, calibrate_s=0.2) as t:
+        bad = replay(t, tr.exchanges)
+        assert bad is None, describe_mismatch(tr, *bad)
         b = Board(t, timeout=30.0, expect=p)
-        m = Board(ModelTransport(VirtualBoard(p)), expect=p)
+        m = Board(ModelTransport(vboard(p)), expect=p)
         w = np.random.default_rng(2).integers(-1000, 4000, (3, 8))     # strong enough to spike
         x = np.random.default_rng(4).random((150, 8)) < 0.3
         y = np.random.default_rng(5).random((150, 3)) < 0.1

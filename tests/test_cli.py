@@ -287,3 +287,18 @@ def test_compare_takes_model_as_the_protocol_level_model():
     from spikeloop.host.cli import build_parser
     args = build_parser().parse_args(["compare", "--backends", "rtl,model"])
     assert args.backends == ("rtl", "board-model")
+
+
+def test_transcript_then_replay_on_board_model(tmp_path, capsys):
+    f = tmp_path / "t.json"
+    assert main(["transcript", "--out", str(f)]) == 0
+    assert main(["replay", str(f), "--backend", "board-model"]) == 0
+    assert "byte-identical" in capsys.readouterr().out
+    d = json.loads(f.read_text())
+    req, rep = d["exchanges"][3]
+    d["exchanges"][3] = [req, rep[:-6] + ("00" if rep[-6:-4] != "00" else "01") + rep[-4:]]
+    f.write_text(json.dumps(d))
+    assert main(["replay", str(f), "--backend", "board-model"]) == 1
+    assert "exchange 3 of" in capsys.readouterr().out
+    assert main(["replay", str(tmp_path / "none.json"), "--backend", "board-model"]) == 2
+    assert "no such transcript" in capsys.readouterr().err

@@ -41,7 +41,7 @@ class PerturbedBoard:
 
 def opener(perturb=()):
     def open_(backend, params):
-        b = Board.open("model", params=params)
+        b = Board.open("board-model", params=params)
         return PerturbedBoard(b) if backend in perturb else b
     return open_
 
@@ -161,7 +161,7 @@ def test_untraced_divergent_trial_is_replayed_for_the_plot(tmp_path):
     p, x, y = setup()
 
     def open_(backend, params):
-        b = Board.open("model", params=params)
+        b = Board.open("board-model", params=params)
         if backend == "rtl":
             b = LateFaultBoard(b)
             b._T = x.shape[0]
@@ -181,7 +181,7 @@ def test_replay_reproduces_a_recorded_trace(tmp_path):
     compare_backends(["board-model", "board-model"], p, x, y, seed=0, trials=4, out_dir=tmp_path,
                      snapshot_every=2, opener=opener(), plots=False, r0_drop=[(3, 2)])
     rec = RunRecord.open(tmp_path / run_dir_name("a", "board-model"))
-    with Board.open("model", params=p) as b:
+    with Board.open("board-model", params=p) as b:
         got = replay_trial(b, rec, 3)
     want = rec.read_trial(3)
     assert np.array_equal(got["outputs"], want["outputs"])

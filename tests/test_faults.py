@@ -9,10 +9,12 @@ import pytest
 from spikeloop import protocol as P
 from spikeloop.host.board import Board
 from spikeloop.host.transport import FaultyTransport, loopback_pair
-from spikeloop.host.virtual_board import ModelTransport, VirtualBoard
+from spikeloop.host.virtual_board import ModelTransport
 from spikeloop.params import Params
 from spikeloop.protocol import Command
 from spikeloop.sim.golden import init_weights
+
+from board_cases import vboard
 
 
 def net():
@@ -78,8 +80,8 @@ def training(board: Board, p: Params, T: int):
 def test_training_through_a_faulty_link_is_bit_identical(seed):
     """20x5 network, 300 + 60 steps over 7 chunk ends, 1 % of bytes corrupted both ways."""
     p = net()
-    clean = training(Board(ModelTransport(VirtualBoard(p)), payload_limit=64), p, 300)
-    vb = VirtualBoard(p)
+    clean = training(Board(ModelTransport(vboard(p)), payload_limit=64), p, 300)
+    vb = vboard(p)
     link = FaultyTransport(ModelTransport(vb), 0.0, seed, directions=("write", "read"))
     # IDENTIFY's 1.1 kB reply almost never crosses a link losing 1 % of its bytes: connect first
     b = Board(link, payload_limit=64, retries=40, timeout=0.05)
@@ -127,7 +129,7 @@ def _corrupt(frame: bytes, rng: random.Random) -> bytes:
 
 def test_ten_thousand_corrupted_frames_change_nothing():
     p = net()
-    vb = VirtualBoard(p)
+    vb = vboard(p)
     ws, _ = init_weights(p, [5])
     vb.write_space("out.w", ws[0].ravel())
     rng = np.random.default_rng(0)
@@ -162,7 +164,7 @@ def test_ten_thousand_corrupted_frames_change_nothing():
 @pytest.mark.parametrize("seed", range(4))
 def test_random_garbage_never_wedges_the_device(seed):
     p = net()
-    vb = VirtualBoard(p, max_payload=128)
+    vb = vboard(p, max_payload=128)
     rng = random.Random(seed)
     seq = 0
     for _ in range(40):

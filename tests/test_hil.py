@@ -30,14 +30,14 @@ def task():
 
 def run(params, task, out, trials, **kw):
     x, y, info = task
-    with Board.open("model", params=params) as board:
+    with Board.open("board-model", params=params) as board:
         return hil_train(board, params, x, y, seed=SEED, trials=trials, out_dir=out,
                          backend="board-model", task=info, **kw)
 
 
 def opener(backend, params):
     assert backend == "board-model"
-    return Board.open("model", params=params)
+    return Board.open("board-model", params=params)
 
 
 def stop_after(trial):
@@ -192,7 +192,7 @@ def test_interrupted_run_keeps_its_record(task, tmp_path):
     rec = RunRecord.open(tmp_path)
     assert rec.trials_done() == 5 and rec.snapshots() == [0, 3]
     man = rec.manifest
-    assert man["backend"] == "board-model" and man["board_spec"] == "model"
+    assert man["backend"] == "board-model" and man["board_spec"] == "board-model"
     assert man["seed"] == SEED and man["trials"] == 20
     assert man["params"] == p.to_dict() and man["identity"]["version"] >= 1
     assert man["options"]["error_mode"] == "target" and man["options"]["snapshot_every"] == 3
@@ -244,7 +244,7 @@ def test_resume_refuses_what_it_cannot_restore(task, tmp_path):
 def test_board_with_other_params_is_refused(task, tmp_path):
     p = hil_params(base_params())
     x, y, _ = task
-    with Board.open("model", params=p.replace(r0_mv=0.2)) as board:
+    with Board.open("board-model", params=p.replace(r0_mv=0.2)) as board:
         with pytest.raises(ValueError, match=r"other parameters than the run \(differs in: r0_mv\)"):
             hil_train(board, p, x, y, seed=SEED, trials=1, out_dir=tmp_path, backend="board-model")
 

@@ -22,10 +22,11 @@ from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from spikeloop.hdl.uart import UARTRx, UARTTx
-from spikeloop.host.rtl_backend import RtlLaunchError, RtlSimError, open_link, open_rtl
+from spikeloop.hdl.config import SoCConfig
 from spikeloop.host.transport import Transport
-from spikeloop.sim.link_bridge import SimLinkBridge
-from spikeloop.sim.rtl_server import Msg, MsgReader, pack_msg
+from spikeloop.sim.rtl import RtlLaunchError, RtlSimError, open_link, open_rtl
+from spikeloop.sim.rtl.bridge import SimLinkBridge
+from spikeloop.sim.rtl.wire import Msg, MsgReader, pack_msg
 
 HERE = Path(__file__).resolve()
 DIVISOR = 4
@@ -201,15 +202,41 @@ def test_message_reader_splits_and_joins():
         MsgReader().feed(bytes([99, 0, 0, 0, 0]))
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(divisor=2), "divisor must be an integer of at least 4 clocks per bit, not 2"),
-    (dict(lanes=0), "lanes must be an integer of at least 1, not 0"),
-    (dict(max_payload=0), "max_payload must be an integer of at least 1, not 0"),
+@pytest.mark.parametrize("cfg, kw, match", [
+    ({}, dict(divisor=2), "divisor must be an integer of at least 4 clocks per bit, not 2"),
+    # the SoC's own values are checked by SoCConfig (ParamError is a ValueError)
+    (dict(lanes=0), {}, "lanes must be a power of two, not 0"),
+    (dict(max_payload=0), {}, "max_payload must be an integer from 64 to 65535, not 0"),
 ])
-def test_open_rtl_bad_parameters(kw, match):
+def test_open_rtl_bad_parameters(cfg, kw, match):
     from spikeloop.params import Params
     with pytest.raises(ValueError, match=match):
-        open_rtl(Params(n_in=4, n_out=2), **kw)
+        open_rtl(SoCConfig.build(Params(n_in=4, n_out=2), **cfg), **kw)
+    with pytest.raises(TypeError, match=r"config must be a SoCConfig, not Params \(build one with"):
+        open_rtl(Params(n_in=4, n_out=2))
+
+
+def test_design_reference_and_arguments():
+    """The design factory travels as the reference of the object itself, a SoCConfig argument
+    by its to_dict(), and both come back as they were."""
+    from spikeloop.hdl.soc import SoC
+    from spikeloop.params import Params
+    from spikeloop.sim.rtl import wire
+
+    assert wire.ref_of(SoC) == "spikeloop.hdl.soc:SoC" and wire.resolve("spikeloop.hdl.soc:SoC") is SoC
+    assert wire.resolve(f"{HERE}:Echo").__qualname__ == "Echo"
+    # a module the server cannot import by name is loaded from its file
+    assert wire.resolve("no_such_module_xyz:Echo", str(HERE)).__qualname__ == "Echo"
+    with pytest.raises(ModuleNotFoundError):
+        wire.resolve("no_such_module_xyz:Echo")
+    for bad in (lambda: None, SoCConfig.build, "".join, 42):
+        with pytest.raises(ValueError, match="must be a module-level class or function"):
+            wire.ref_of(bad)
+    config = SoCConfig.build(Params(n_in=5, n_out=2), 2, clock_hz=8_000_000, baud=2_000_000, max_payload=512)
+    args, kwargs = wire.decode_args(wire.encode_args((config, 3), {"p": Params(n_in=4, n_out=1), "x": [1, "a"]}))
+    assert args == [config, 3] and kwargs == {"p": Params(n_in=4, n_out=1), "x": [1, "a"]}
+    with pytest.raises(TypeError, match=r"design argument kwargs\['s'\] must be JSON data"):
+        wire.encode_args(kwargs={"s": {1, 2}})
 
 
 # ------------------------------------------------------------------------------ echo design
@@ -319,7 +346,7 @@ def test_host_death_stops_simulation(tmp_path):
     script = tmp_path / "host.py"
     script.write_text(textwrap.dedent(f"""
         import sys, time
-        from spikeloop.host.rtl_backend import open_link
+        from spikeloop.sim.rtl import open_link
         t = open_link({ECHO!r}, {{"divisor": {DIVISOR}}}, divisor={DIVISOR}, toplevel="link_echo",
                       calibrate_s=0.1, log_dir={str(tmp_path)!r})
         print(t.pid, flush=True)
@@ -349,7 +376,7 @@ def test_soc_identify():
     from spikeloop.protocol import Command, FrameDecoder, encode_frame, unpack_identify
 
     p = Params(n_in=8, n_out=3)
-    with open_rtl(p, lanes=1, in_width=8, calibrate_s=0.2) as t:
+    with open_rtl(SoCConfig.build(p, lanes=1, in_width=8), calibrate_s=0.2) as t:
         t.write(encode_frame(Command.IDENTIFY, 7))
         dec, frames = FrameDecoder(), []
         deadline = time.monotonic() + 60

@@ -11,7 +11,7 @@ from spikeloop.hdl.soc import EngineCore, SoC
 from spikeloop.params import Params
 from spikeloop.sim.rtl_runner import build_and_test, default_build_dir
 
-TEST_MODULE = "spikeloop.sim.cocotb_engine"
+TEST_MODULE = Path(__file__).with_name("cocotb_engine.py")
 CLOCK_HZ, BAUD = 4_000_000, 1_000_000          # 4 clocks per bit: what the simulation bridge uses
 
 

@@ -1,6 +1,7 @@
 """A Fig. 2 training run through the RTL Core (Verilator) ends with exactly the golden weights."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ TRIALS = int(__import__("os").environ.get("FIG2_TRIALS", 50))
 def test_fig2_training_through_core_matches_golden(tmp_path):
     p = fig2_params()
     stats = tmp_path / "stats.json"
-    build_and_test(lambda: Core(p, lanes=1, in_width=8), "core", "spikeloop.sim.cocotb_fig2",
+    build_and_test(lambda: Core(p, lanes=1, in_width=8), "core", Path(__file__).with_name("cocotb_fig2.py"),
                    build_dir=default_build_dir(), testcase="fig2_training", seed=1,
                    params={"seed": 0, "trials": TRIALS, "stats": str(stats)})
     info = json.loads(stats.read_text())

@@ -1,15 +1,18 @@
 """The model backend's device side: every command, every NAK reason, the sequence rule, bit-exactness."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from spikeloop import protocol as P
-from spikeloop.host.virtual_board import LINK_COUNTERS, ModelTransport, VirtualBoard, core_space_names
+from spikeloop.hdl.config import SoCConfig
+from spikeloop.host.virtual_board import LINK_COUNTERS, ModelTransport, VirtualBoard
 from spikeloop.params import Params
 from spikeloop.protocol import Command, Nak, ResetMask
 from spikeloop.sim.golden import GoldenModel, init_weights
 
-from board_cases import net, stimulus
+from board_cases import net, stimulus, vboard
 
 U32 = P.WordFormat(32, False)
 
@@ -60,7 +63,7 @@ def same_state(a, b):
 
 def test_identify_and_register_reset_values():
     p = net()
-    vb = VirtualBoard(p, 2, clock_hz=25_000_000, baud=1_000_000, max_payload=512, max_steps=7)
+    vb = vboard(p, 2, clock_hz=25_000_000, baud=1_000_000, max_payload=512, max_steps=7)
     h = Host(vb)
     ident = P.unpack_identify(h.ack(Command.IDENTIFY))
     assert ident == P.Identity(p, 2, 25_000_000, 1_000_000, 512, 7)
@@ -72,17 +75,12 @@ def test_identify_and_register_reset_values():
     assert h.regs("STATUS") == [0]
 
 
-def test_starts_at_zero_and_exposes_the_core_spaces(monkeypatch):
-    from spikeloop.host import virtual_board
+def test_starts_at_zero_and_exposes_the_core_spaces():
     for p in (net(), net(n_hidden=4, feedback="random", regulariser=True)):
-        vb = VirtualBoard(p)
-        names = core_space_names(p)
-        assert list(vb.spaces) == [s.name for s in P.spaces_for(p) if names is None or s.name in names]
+        vb = vboard(p)
+        names = vb.config.core.map.names()
+        assert list(vb.spaces) == [s.name for s in P.spaces_for(p) if s.name in names]
         assert all(not v.any() for v in vb.state().values())
-    # a configuration the Core cannot build (yet): every space the protocol defines for it
-    monkeypatch.setattr(virtual_board, "core_space_names", lambda p, lanes=1: None)
-    ph = net(n_hidden=4, feedback="random", regulariser=True)
-    assert list(VirtualBoard(ph).spaces) == [s.name for s in P.spaces_for(ph)]
 
 
 @pytest.mark.parametrize("kw", [{}, {"error_source": "host"}, {"n_hidden": 6, "feedback": "random"},
@@ -90,7 +88,7 @@ def test_starts_at_zero_and_exposes_the_core_spaces(monkeypatch):
 def test_run_is_bit_exact_with_the_golden_model(kw):
     """Weights (and B) written through WRITE_MEM, then 130 steps in uneven batches across chunk ends."""
     p = net(**kw)
-    vb = VirtualBoard(p)
+    vb = vboard(p)
     h = Host(vb)
     ws, fb = init_weights(p, [4])
     for name, w in zip(("hid.w", "out.w") if p.n_hidden else ("out.w",), ws):
@@ -122,7 +120,7 @@ def test_run_is_bit_exact_with_the_golden_model(kw):
 def test_cycles_of_a_chunk_end_step():
     from spikeloop.hdl.core import cycles_per_step
     p = net()
-    h = Host(VirtualBoard(p, 4))
+    h = Host(vboard(p, 4))
     x, y = stimulus(p, 40)
     h.ack(Command.RUN_STEPS, P.pack_run_steps(p, x, y))
     assert h.regs("CYCLES") == [cycles_per_step(p, 4, True)]
@@ -136,7 +134,7 @@ def bad_length_frame(cmd, seq, payload, length):
 
 def test_every_nak_reason_and_nothing_applied():
     p = net()
-    vb = VirtualBoard(p, max_payload=256, max_steps=10)
+    vb = vboard(p, max_payload=256, max_steps=10)
     h = Host(vb)
     h.write_mem("out.w", range(100))
     before = vb.state()
@@ -194,7 +192,7 @@ def test_every_nak_reason_and_nothing_applied():
 
 def test_host_error_words_are_range_checked():
     p = net(error_source="host")
-    h = Host(VirtualBoard(p))
+    h = Host(vboard(p))
     x, _ = stimulus(p, 1)
     pl = bytearray(P.pack_run_steps(p, x, errors=[[0] * p.n_out]))
     ef = p.formats["err"]
@@ -208,7 +206,7 @@ def test_host_error_words_are_range_checked():
 def test_duplicate_read_with_a_payload_that_fails_now_gets_its_nak():
     """A 'retransmitted' read is validated again from its own payload (the gateware does the same)."""
     p = net()
-    h = Host(VirtualBoard(p))
+    h = Host(vboard(p))
     assert h.req(Command.READ_MEM, P.pack_read_mem(0x00, 0, 1), advance=False).cmd == Command.ACK
     assert h.nak(Command.READ_MEM, P.pack_read_mem(0x10, 0, 1), advance=False) is Nak.BAD_ADDRESS
     assert h.nak(Command.READ_REG, P.pack_read_reg(0x7F, 1), advance=False) is Nak.BAD_SEQUENCE
@@ -216,7 +214,7 @@ def test_duplicate_read_with_a_payload_that_fails_now_gets_its_nak():
 
 def test_duplicates_are_answered_not_executed():
     p = net()
-    vb = VirtualBoard(p)
+    vb = vboard(p)
     h = Host(vb)
     h.write_mem("out.w", [300] * 100)
     x, y = stimulus(p, 30, seed=5)
@@ -251,7 +249,7 @@ def test_duplicates_are_answered_not_executed():
 
 
 def test_identify_reestablishes_the_sequence():
-    h = Host(VirtualBoard(net()))
+    h = Host(vboard(net()))
     h.ack(Command.READ_REG, P.pack_read_reg(0, 1))
     assert h.nak(Command.READ_REG, P.pack_read_reg(0, 1), seq=77) is Nak.BAD_SEQUENCE
     assert h.req(Command.IDENTIFY, seq=76).cmd == Command.ACK
@@ -262,7 +260,7 @@ def test_identify_reestablishes_the_sequence():
                                   ResetMask.LINK, P.RESET_ALL, P.RESET_ALL | ResetMask.LINK])
 def test_reset_state_masks(mask):
     p = net()
-    vb = VirtualBoard(p)
+    vb = vboard(p)
     h = Host(vb)
     h.write_mem("out.w", [400] * 100)
     h.ack(Command.WRITE_REG, P.pack_write_reg(0, [3]))
@@ -292,7 +290,7 @@ def test_reset_state_masks(mask):
 
 
 def test_link_counters_and_writes_of_rw_registers():
-    vb = VirtualBoard(net())
+    vb = vboard(net())
     h = Host(vb)
     h.raw(b"junk")                                  # before the first delimiter: garbage
     h.ack(Command.IDENTIFY)
@@ -314,20 +312,20 @@ def test_link_counters_and_writes_of_rw_registers():
 
 def test_error_word_and_filter_share_storage_like_the_core():
     p = net()
-    vb = VirtualBoard(p)
+    vb = vboard(p)
     h = Host(vb)
     h.write_mem("out.e", [-5, 4], start=3)
     st = vb.state()
     assert st["out.e"].tolist() == st["err.e2"].tolist() == [[0, 0, 0, -5, 4]]
     pe = net(error_source="host")
-    vbe = VirtualBoard(pe)
+    vbe = vboard(pe)
     Host(vbe).write_mem("out.e", [7], start=0)
     assert "err.e2" not in vbe.spaces and vbe.state()["out.e"].tolist() == [[7, 0, 0, 0, 0]]
 
 
 def test_write_then_read_every_space_round_trips():
     p = net()
-    vb = VirtualBoard(p, max_payload=128)
+    vb = vboard(p, max_payload=128)
     h = Host(vb)
     rng = np.random.default_rng(0)
     for name, sp in vb.spaces.items():
@@ -347,17 +345,19 @@ def test_write_then_read_every_space_round_trips():
 def test_parameters_are_checked():
     p = net()
     with pytest.raises(ValueError, match="lanes must be a power of two, not 3"):
-        VirtualBoard(p, 3)
-    with pytest.raises(ValueError, match="max_payload must be an integer in 64..65535, not 10"):
-        VirtualBoard(p, max_payload=10)
+        vboard(p, 3)
+    with pytest.raises(ValueError, match="max_payload must be an integer from 64 to 65535, not 10"):
+        vboard(p, max_payload=10)
     with pytest.raises(ValueError, match="max_steps must be an integer in 0..65535"):
-        VirtualBoard(p, max_steps=-1)
+        vboard(p, max_steps=-1)
     with pytest.raises(TypeError, match="params must be a Params"):
-        VirtualBoard({"n_in": 3})
+        vboard({"n_in": 3})
+    with pytest.raises(TypeError, match=r"config must be a SoCConfig, not Params \(build one with"):
+        VirtualBoard(p)
 
 
 def test_model_transport():
-    vb = VirtualBoard(net())
+    vb = vboard(net())
     t = ModelTransport(vb)
     assert t.read(10, 1.0) == b""                   # nothing is coming: no wait
     t.write(P.encode_frame(Command.IDENTIFY, 9))
@@ -376,7 +376,7 @@ def test_transcript_covers_every_reason_and_replays(kw):
     fresh board fed the same requests answers with exactly the same bytes."""
     from spikeloop.host.virtual_board import transcript
     p = Params(**kw)
-    tr = transcript(p, seed=3, max_payload=256)
+    tr = transcript(SoCConfig.build(p, max_payload=256), seed=3)
     dec, reasons, acks = P.FrameDecoder(max_payload=0xFFFF), set(), 0
     for _, reply in tr:
         for f in dec.feed(reply):
@@ -384,7 +384,7 @@ def test_transcript_covers_every_reason_and_replays(kw):
                 reasons.add(P.unpack_nak(f.payload)[0])
             acks += f.cmd == Command.ACK
     assert reasons == set(Nak) - {Nak.BUSY} and acks > 20
-    vb = VirtualBoard(p, max_payload=256)
+    vb = vboard(p, max_payload=256)
     assert [vb.feed(req) for req, _ in tr] == [rep for _, rep in tr]
     assert vb.reg("STEP_COUNT") == 0 and vb.reg("DUPLICATES") == 0     # reset at the end, LINK too
 
@@ -392,7 +392,7 @@ def test_transcript_covers_every_reason_and_replays(kw):
 def test_values_the_core_cannot_hold_are_refused():
     """R0 has w.bits - 1 bits and ref holds refractory_steps: wider values are refused, not cut."""
     p = net()
-    vb = VirtualBoard(p)
+    vb = vboard(p)
     h = Host(vb)
     r0 = P.register("R0").addr
     assert h.nak(Command.WRITE_REG, P.pack_write_reg(r0, [1 << p.r0_bits])) is Nak.BAD_VALUE
@@ -403,3 +403,16 @@ def test_values_the_core_cannot_hold_are_refused():
     assert vb.reg("R0") == p.r0_q and not vb.state()["out.ref"].any()
     h.req(Command.WRITE_REG, P.pack_write_reg(r0, [(1 << p.r0_bits) - 1]))
     assert vb.reg("R0") == (1 << p.r0_bits) - 1
+
+
+def test_committed_transcript_replays_on_the_reference():
+    """The committed conformance session (tests/fixtures/link_transcript.json) is what the
+    reference answers today: a change to VirtualBoard that alters any reply byte fails here, even
+    when the gateware changes the same way. If the protocol changed on purpose, regenerate it
+    (spikeloop transcript --out tests/fixtures/link_transcript.json) and review the diff."""
+    from spikeloop.host.linklog import Transcript, conformance_transcript, describe_mismatch, replay_on
+    fixture = Transcript.load(Path(__file__).with_name("fixtures") / "link_transcript.json")
+    assert fixture.source == "VirtualBoard" and len(fixture.exchanges) > 50
+    bad = replay_on(fixture, "board-model")
+    assert bad is None, describe_mismatch(fixture, *bad)
+    assert conformance_transcript().exchanges == fixture.exchanges

@@ -1,11 +1,14 @@
-"""The ``rtl`` backend: the gateware ``SoC`` simulated by Verilator, reached through a TCP socket.
+"""The host side of the ``rtl`` backend: a :class:`Transport` to a design simulated by Verilator.
 
-:func:`open_rtl` builds (cached) the ``SoC`` inside :class:`~spikeloop.sim.link_bridge.SimLinkBridge`,
-starts ``python -m spikeloop.sim.rtl_server`` in its own process group, listens on a localhost
-port the simulation connects to, and returns an :class:`RtlTransport` that the unchanged driver
-uses as it would a serial port. The UART between the bridge and the ``SoC`` is the real
-gateware at ``divisor`` clocks per bit; Python in the simulation wakes per 64-byte word or
-frame, never per clock (see ``docs/host.md``, "rtl backend").
+:func:`open_rtl` builds (cached) the ``SoC`` of a :class:`~spikeloop.hdl.config.SoCConfig` inside
+:class:`~spikeloop.sim.rtl.bridge.SimLinkBridge`; :func:`open_link` does the same for any design
+with UART pins. Either starts ``python -m spikeloop.sim.rtl.server`` in its own process group,
+listens on a localhost port the simulation connects to, and returns an :class:`RtlTransport`
+that the unchanged driver uses as it would a serial port. The design factory is passed as the
+object itself (sent as its ``module:qualname``, :func:`~spikeloop.sim.rtl.wire.ref_of`), its
+arguments as JSON (a ``SoCConfig`` by its ``to_dict()``). The UART between the bridge and the
+``SoC`` is the real gateware at ``divisor`` clocks per bit; Python in the simulation wakes per
+64-byte word or frame, never per clock (see ``docs/host.md``, "rtl backend").
 
 Simulated time advances while bytes are queued or on the wire, and while the host waits in
 :meth:`RtlTransport.read`; otherwise the simulation blocks on the socket, costing nothing.
@@ -29,17 +32,17 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from spikeloop.host.transport import Transport, TransportClosed
-from spikeloop.sim.rtl_server import Msg, MsgReader, pack_msg
+from spikeloop.sim.rtl.wire import Msg, MsgReader, encode_args, pack_msg, ref_of, source_file
 
-__all__ = ["open_rtl", "open_link", "RtlTransport", "RtlLaunchError", "RtlSimError", "SOC_FACTORY"]
+__all__ = ["open_rtl", "open_link", "RtlTransport", "RtlLaunchError", "RtlSimError"]
 
-#: The design factory :func:`open_rtl` simulates (JSON-able keyword arguments).
-SOC_FACTORY = "spikeloop.sim.rtl_server:make_soc"
+#: The server process's module (``python -m`` it).
+SERVER_MODULE = f"{__package__}.server"
 #: Largest DATA message sent at once.
 _CHUNK = 1 << 16
 #: Seconds the server gets to exit after BYE (then SIGTERM, then SIGKILL).
@@ -136,7 +139,7 @@ class _Inbox:
 
 
 class RtlTransport(Transport):
-    """A :class:`Transport` to a simulated design served by :mod:`spikeloop.sim.rtl_server`.
+    """A :class:`Transport` to a simulated design served by :mod:`spikeloop.sim.rtl.server`.
 
     A reader thread moves DATA from the socket into a buffer; :meth:`read` tells the simulation
     to keep running (RUN) while it waits and to stop insisting (HOLD) when it returns.
@@ -150,6 +153,8 @@ class RtlTransport(Transport):
         The server process (also its process-group id).
     log_path : Path
         Build and simulation log.
+    config : SoCConfig or None
+        The configuration simulated (set by :func:`open_rtl`; None for :func:`open_link`).
     """
 
     def __init__(self, proc: subprocess.Popen, sock: socket.socket, log_path: Path, hello: dict,
@@ -158,6 +163,7 @@ class RtlTransport(Transport):
         self.pid = proc.pid
         self.log_path = log_path
         self.hello = hello
+        self.config = None
         self._workdir = workdir
         self._in = inbox = _Inbox()
         self._send_lock = threading.Lock()
@@ -288,21 +294,27 @@ class RtlTransport(Transport):
 
 
 # ---------------------------------------------------------------------------------------- launch
-def open_link(dut: str, kwargs: Mapping[str, Any] | None = None, *, divisor: int = 4, width: int = 64,
-              idle_cycles: int | None = None, toplevel: str = "link_top", timeout: float = 900.0,
-              build_dir: str | os.PathLike | None = None, calibrate_s: float = 1.0, poll_s: float = 0.005,
-              log_dir: str | os.PathLike | None = None) -> RtlTransport:
+def open_link(dut: Callable | str, kwargs: Mapping[str, Any] | None = None, *, args: Sequence[Any] = (),
+              divisor: int = 4, width: int = 64, idle_cycles: int | None = None, toplevel: str = "link_top",
+              timeout: float = 900.0, build_dir: str | os.PathLike | None = None, calibrate_s: float = 1.0,
+              poll_s: float = 0.005, log_dir: str | os.PathLike | None = None) -> RtlTransport:
     """Simulate any design with UART pins behind an :class:`RtlTransport`.
 
     Parameters
     ----------
-    dut : str
-        ``"module:callable"`` or ``"file.py:callable"``; called with ``**kwargs`` (JSON-able) in
-        the server process, it returns a component with ``rx: In(1)`` and ``tx: Out(1)``.
+    dut : callable or str
+        The design factory: a module-level class or function (the server imports it by its
+        ``module:qualname``; a test or script module is loaded from its file), or such a
+        reference as text, ``"module:callable"`` or ``"file.py:callable"``. Called in the server
+        process with ``*args, **kwargs``, it returns a component with ``rx: In(1)`` and
+        ``tx: Out(1)``.
+    kwargs, args :
+        The factory's arguments: JSON data, or objects with ``to_dict()`` and a classmethod
+        ``from_dict()`` (rebuilt in the server; see :mod:`spikeloop.sim.rtl.wire`).
     divisor : int
         Clocks per UART bit of the design (the bridge uses the same).
     width, idle_cycles :
-        See :class:`~spikeloop.sim.link_bridge.SimLinkBridge`.
+        See :class:`~spikeloop.sim.rtl.bridge.SimLinkBridge`.
     toplevel : str
         Verilog top name (names the cached build folder).
     timeout : float
@@ -318,6 +330,10 @@ def open_link(dut: str, kwargs: Mapping[str, Any] | None = None, *, divisor: int
 
     Raises
     ------
+    ValueError
+        A parameter is out of range, or ``dut`` is a callable the server could not import.
+    TypeError
+        An argument of the factory is neither JSON data nor ``to_dict``/``from_dict``-able.
     RtlLaunchError
         The build failed, the server exited or did not connect within ``timeout``.
     """
@@ -329,7 +345,11 @@ def open_link(dut: str, kwargs: Mapping[str, Any] | None = None, *, divisor: int
         raise ValueError(f"timeout must be positive seconds, not {timeout!r}")
     if not poll_s > 0:
         raise ValueError(f"poll_s must be positive seconds, not {poll_s!r}")
-    kw_json = json.dumps(dict(kwargs or {}))
+    if isinstance(dut, str):
+        dut_ref, dut_file = dut, None
+    else:
+        dut_ref, dut_file = ref_of(dut), source_file(dut)
+    args_json = encode_args(args, kwargs)
     workdir = None
     if log_dir is None:
         workdir = Path(tempfile.mkdtemp(prefix="spikeloop-rtl-"))
@@ -341,10 +361,12 @@ def open_link(dut: str, kwargs: Mapping[str, Any] | None = None, *, divisor: int
     listener.listen(1)
     port = listener.getsockname()[1]
     token = secrets.token_hex(8)
-    cmd = [sys.executable, "-m", "spikeloop.sim.rtl_server", "--port", str(port), "--dut", dut,
-           "--kwargs", kw_json, "--toplevel", toplevel, "--divisor", str(divisor), "--width", str(width),
+    cmd = [sys.executable, "-m", SERVER_MODULE, "--port", str(port), "--dut", dut_ref,
+           "--args", args_json, "--toplevel", toplevel, "--divisor", str(divisor), "--width", str(width),
            "--calibrate-s", str(calibrate_s), "--poll-s", str(poll_s), "--parent", str(os.getpid()),
            "--token", token]
+    if dut_file is not None:
+        cmd += ["--dut-file", dut_file]
     if idle_cycles is not None:
         cmd += ["--idle-cycles", str(idle_cycles)]
     if build_dir is not None:
@@ -404,112 +426,46 @@ def open_link(dut: str, kwargs: Mapping[str, Any] | None = None, *, divisor: int
     return RtlTransport(proc, sock, log_path, hello, reader, pending, workdir)
 
 
-def open_rtl(params, lanes: int = 1, in_width: int = 8, *, clock_hz: int = 12_000_000, divisor: int = 4,
-             max_payload: int = 1024, timeout: float = 900.0, build_dir: str | os.PathLike | None = None,
-             **link) -> RtlTransport:
-    """The ``SoC`` for ``params`` simulated behind an :class:`RtlTransport` (the default backend).
+def open_rtl(config, *, divisor: int = 4, timeout: float = 900.0,
+             build_dir: str | os.PathLike | None = None, **link) -> RtlTransport:
+    """The ``SoC`` of ``config`` simulated behind an :class:`RtlTransport` (the default backend).
 
-    The ``SoC`` gets ``baud = clock_hz // divisor``, so its UART runs at ``divisor`` clocks per
-    bit like the bridge's. ``link`` passes ``width``, ``idle_cycles``, ``calibrate_s``, ``poll_s``
-    and ``log_dir`` on to :func:`open_link`. Close the transport (or use it as a context manager);
-    the simulation is also stopped when the transport is garbage-collected or Python exits.
+    Parameters
+    ----------
+    config : SoCConfig
+        What to build (:class:`~spikeloop.hdl.config.SoCConfig`, e.g.
+        ``SoCConfig.build(params, lanes)``). Its ``baud`` is replaced by ``clock_hz // divisor``,
+        so the SoC's UART runs at ``divisor`` clocks per bit like the bridge's; the transport's
+        ``config`` is the configuration actually built.
+    divisor : int
+        Clocks per UART bit, at least 4.
+    timeout, build_dir, link :
+        See :func:`open_link` (``link``: ``width``, ``idle_cycles``, ``calibrate_s``, ``poll_s``,
+        ``log_dir``).
+
+    Close the transport (or use it as a context manager); the simulation is also stopped when the
+    transport is garbage-collected or Python exits.
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a ``SoCConfig``.
+    ValueError
+        If ``divisor`` is not an integer of at least 4, or ``clock_hz // divisor`` is not a baud
+        rate the SoC accepts (``ParamError``).
+    RtlLaunchError
+        See :func:`open_link`.
     """
-    from spikeloop.params import Params
+    from spikeloop.hdl.config import SoCConfig
+    from spikeloop.hdl.soc import SoC
 
-    if not isinstance(params, Params):
-        raise TypeError(f"params must be a Params, not {type(params).__name__}")
-    for name, v, lo in (("lanes", lanes, 1), ("in_width", in_width, 1), ("clock_hz", clock_hz, 1),
-                        ("max_payload", max_payload, 1)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-            raise ValueError(f"{name} must be an integer of at least {lo}, not {v!r}")
+    if not isinstance(config, SoCConfig):
+        hint = " (build one with SoCConfig.build(params, lanes))" if type(config).__name__ == "Params" else ""
+        raise TypeError(f"config must be a SoCConfig, not {type(config).__name__}{hint}")
     if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 4:
         raise ValueError(f"divisor must be an integer of at least 4 clocks per bit, not {divisor!r}")
-    kwargs = {"params": params.to_dict(), "lanes": lanes, "in_width": in_width, "clock_hz": clock_hz,
-              "baud": clock_hz // divisor, "max_payload": max_payload}
-    return open_link(SOC_FACTORY, kwargs, divisor=divisor, toplevel="link_soc", timeout=timeout,
-                     build_dir=build_dir, **link)
-
-
-# ---------------------------------------------------------------------------------------- benchmark
-def measure(params, frames: int = 10, lanes: int = 1, seed: int = 0, **kw) -> dict:
-    """Drive the simulated ``SoC`` with ``frames`` full RUN_STEPS frames (stop-and-wait, random
-    spikes) and return its link counters over that stretch: the speed figures of ``docs/host.md``."""
-    import random
-
-    from spikeloop import protocol as P
-
-    rng = random.Random(seed)
-    with open_rtl(params, lanes, **kw) as t:
-        dec = P.FrameDecoder()
-
-        def transact(cmd, seq, payload=b""):
-            t.write(P.encode_frame(cmd, seq, payload))
-            while True:
-                data = t.read(1 << 16, timeout=120)
-                if not data:
-                    raise TimeoutError(f"no reply to {cmd.name} within 120 s")
-                for f in dec.feed(data):
-                    if f.seq == seq:
-                        return f
-
-        ident = P.unpack_identify(transact(P.Command.IDENTIFY, 0).payload)
-        k = P.max_steps_per_frame(params, ident.max_payload)
-        k = min(k, ident.max_steps) if ident.max_steps else k
-        before, t0 = t.stats(), time.perf_counter()
-        for i in range(frames):
-            xs = [[rng.random() < 0.05 for _ in range(params.n_in)] for _ in range(k)]
-            ys = [[rng.random() < 0.02 for _ in range(params.n_out)] for _ in range(k)]
-            f = transact(P.Command.RUN_STEPS, (i + 1) & 0xFF, P.pack_run_steps(params, xs, ys))
-            if f.cmd != P.Command.ACK:
-                raise RuntimeError(f"RUN_STEPS answered with {f.cmd:#x}: {f.payload.hex()}")
-        wall = time.perf_counter() - t0
-        after = t.stats()
-    d = {key: after[key] - before[key] for key in ("cycles", "run_s", "cpu_s", "wakes", "bytes_to_dut",
-                                                    "bytes_from_dut")}
-    from spikeloop.hdl.core import cycles_per_step
-
-    divisor = kw.get("divisor", 4)
-    steps = frames * k
-    chunks = sum(1 for n in range(steps) if (n + 1) % params.chunk_steps == 0)
-    # What the frames need at least: every byte on the wire once, every step of the Core.
-    needed = (10 * divisor * (d["bytes_to_dut"] + d["bytes_from_dut"])
-              + (steps - chunks) * cycles_per_step(params, lanes) + chunks * cycles_per_step(params, lanes, True))
-    return {
-        "n_in": params.n_in, "n_out": params.n_out, "lanes": lanes, "steps_per_frame": k, "frames": frames,
-        "cycles_needed": needed,
-        "wall_s": wall, "steps_per_s": frames * k / wall, **d,
-        "free_cycles_per_s": after["free_cycles_per_s"], "cycles_per_s": d["cycles"] / d["run_s"],
-        "free_cycles_per_cpu_s": after["free_cycles_per_cpu_s"], "cycles_per_cpu_s": d["cycles"] / d["cpu_s"],
-        "ratio": d["cycles"] / d["run_s"] / after["free_cycles_per_s"],
-        "cpu_ratio": d["cycles"] / d["cpu_s"] / after["free_cycles_per_cpu_s"],
-    }
-
-
-def _main(argv=None) -> int:
-    import argparse
-
-    from spikeloop.params import Params
-
-    ap = argparse.ArgumentParser(prog="python -m spikeloop.host.rtl_backend",
-                                 description="Speed of the rtl backend: RUN_STEPS frames through the simulated SoC.")
-    ap.add_argument("--size", action="append", default=None, metavar="N_IN,N_OUT",
-                    help="network size (repeatable; default 100,1 and 256,16)")
-    ap.add_argument("--frames", type=int, default=10)
-    ap.add_argument("--lanes", type=int, default=1)
-    args = ap.parse_args(argv)
-    sizes = [tuple(int(v) for v in s.split(",")) for s in (args.size or ["100,1", "256,16"])]
-    print("| network | steps/frame | steps/s | cycles/frame (wire + Core) | free-running cycles/s "
-          "| served cycles/s | ratio | per CPU s: free / served | ratio | Python wakes per 1k cycles |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for n_in, n_out in sizes:
-        r = measure(Params(n_in=n_in, n_out=n_out), frames=args.frames, lanes=args.lanes)
-        print(f"| {n_in} in / {n_out} out | {r['steps_per_frame']} | {r['steps_per_s']:,.1f} "
-              f"| {r['cycles'] / r['frames']:,.0f} ({r['cycles_needed'] / r['frames']:,.0f}) "
-              f"| {r['free_cycles_per_s']:,.0f} | {r['cycles_per_s']:,.0f} | {r['ratio']:.2f} "
-              f"| {r['free_cycles_per_cpu_s']:,.0f} / {r['cycles_per_cpu_s']:,.0f} | {r['cpu_ratio']:.2f} "
-              f"| {1000 * r['wakes'] / r['cycles']:.2f} |", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())
+    soc = config if config.baud == config.clock_hz // divisor else config.replace(baud=config.clock_hz // divisor)
+    t = open_link(SoC, args=(soc,), divisor=divisor, toplevel="link_soc", timeout=timeout,
+                  build_dir=build_dir, **link)
+    t.config = soc
+    return t

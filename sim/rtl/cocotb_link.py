@@ -1,6 +1,6 @@
 """cocotb side of the ``rtl`` backend: a :class:`SimLinkBridge` served on a TCP socket.
 
-Run by :mod:`spikeloop.sim.rtl_server` (never per clock, never per UART bit). Test parameters
+Run by :mod:`spikeloop.sim.rtl.server` (never per clock, never per UART bit). Test parameters
 (JSON)::
 
     {"port": P, "width": W, "divisor": d, "calibrate_s": 1.0, "poll_s": 0.005}
@@ -9,7 +9,7 @@ Run by :mod:`spikeloop.sim.rtl_server` (never per clock, never per UART bit). Te
 cycle rate on it (the clock is the simulator-side GPI clock and Python sleeps in one long
 ``Timer`` while the link is idle; a ``ClockCycles`` await would wake Python on every edge) and
 sends it in a HELLO message. It then moves bytes socket → ``in_*`` words and ``out_*`` words →
-socket (message format in :mod:`spikeloop.sim.rtl_server`), waking only when the bridge's
+socket (message format in :mod:`spikeloop.sim.rtl.wire`), waking only when the bridge's
 ``attn`` toggles: a word or frame arrived from the design, the bridge took an input word (the
 next may be loaded), the link went quiet, or a poll tick of ``poll_s`` worth of cycles passed
 (to notice host messages while simulating). One ``ValueChange`` trigger, no per-wake tasks.
@@ -32,9 +32,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import Timer, ValueChange
 from cocotb.utils import get_sim_time
 
-from spikeloop.sim.link_bridge import POLL_BITS
+from spikeloop.sim.rtl.bridge import POLL_BITS
+from spikeloop.sim.rtl.wire import Msg, MsgReader, pack_msg
 from spikeloop.sim.rtl_runner import test_params
-from spikeloop.sim.rtl_server import Msg, MsgReader, pack_msg
 
 PARAMS = test_params()
 #: Clock period in simulator steps (ps): simulated time is only a cycle counter here.
