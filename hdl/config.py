@@ -83,8 +83,8 @@ class CoreConfig:
     # ------------------------------------------------------------------ what follows from it
     @cached_property
     def map(self):
-        """The access port's address map (:class:`~spikeloop.hdl.addrmap.AccessMap`)."""
-        from .core import AccessMap
+        """The access port's address map (:class:`~spikeloop.hdl.accessmap.AccessMap`)."""
+        from .accessmap import AccessMap
         return AccessMap(self.params, self.lanes, self.in_width)
 
     @cached_property
@@ -95,19 +95,19 @@ class CoreConfig:
     @cached_property
     def latencies(self) -> dict[str, int]:
         """Latencies of the units the Core instantiates."""
-        from .core import _latencies
-        return _latencies(self.params, self.single_port)
+        from .timing import latencies
+        return latencies(self)
 
     @cached_property
     def timing(self):
-        """How the synapse passes use the synapse memory."""
-        from .core import _syn_timing
-        return _syn_timing(self.params, self.single_port)
+        """How the synapse passes use the synapse memory (:class:`~spikeloop.hdl.timing.SynTiming`)."""
+        from .timing import syn_timing
+        return syn_timing(self)
 
     def cycles_per_step(self, chunk: bool = False) -> int:
         """Cycles of one step of the Core (``out`` drained in time), with or without a chunk end."""
-        from .core import cycles_per_step
-        return cycles_per_step(self.params, self.lanes, chunk, self.in_width, self.single_port)
+        from .timing import cycles_per_step
+        return cycles_per_step(self, chunk)
 
     @cached_property
     def cycle_bits(self) -> int:
@@ -127,7 +127,7 @@ class CoreConfig:
         from amaranth.lib.wiring import In, Out
 
         from .arith import fmt_shape
-        from .core import ACC_SPACE_BITS
+        from .accessmap import ACC_SPACE_BITS
         p, amap, W = self.params, self.map, self.in_width
         ports = {"inp": In(stream.Signature(W))}
         if p.error_source is ErrorSource.TARGET:

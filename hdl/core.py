@@ -8,440 +8,50 @@ ring memories, and the hidden layer's rate regulariser.
 Both weight layers share one set of units and one set of memories (time-multiplexed: each
 memory holds the output layer's words first, then the hidden layer's). See :class:`Core` for
 the interface and ``docs/hardware.md`` ("Core") for the sequencer, the memories and the
-access-port address map. The address map lives in :class:`Space` and :class:`AccessMap`, which
-host code and tests import.
+access-port address map. The address map lives in :mod:`spikeloop.hdl.accessmap` and the timing
+model (units, latencies, cycles per step) in :mod:`spikeloop.hdl.timing`, both of which host code
+imports without building a Core. ``elaborate`` is a sequence of builders, one per memory group,
+unit group, pass and sequencer state, sharing one :class:`_Scope`.
 """
 
 from __future__ import annotations
 
-import enum
 import math
 
-from dataclasses import dataclass
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from spikeloop.params import ErrorSource, Feedback, Kernel, Optimiser, ParamError, Params
+from spikeloop.params import ErrorSource, Feedback, Kernel, Optimiser
 
+from .accessmap import ACC_SPACE_BITS, Reg, Space, error_layout, hacc_bits, rate_layout
 from .arith import decay_signed, fmt_shape, mul_const, pipe_delay, pipe_reg, resize, sat, \
     shift_trunc
-from .chunk import ChunkUnit, RegCoef
+from .chunk import RegCoef
+from .config import CoreConfig
 from .errorfilter import ErrorFilterUnit
 from .layouts import neuron_layout, pretrace_layout, q_layout, synapse_layout
-from .neuron import RACC_BITS, NeuronUnit, drive_bits
+from .neuron import NeuronUnit, drive_bits
 from .pretrace import PreTraceUnit
-from .synapse import SynapseUnit
+from .timing import chunk_unit, front_last, synapse_unit
 
-__all__ = ["Core", "cycles_per_step", "Space", "Reg", "AccessMap", "Location", "error_layout",
-           "rate_layout", "hacc_bits", "ACC_SPACE_BITS"]
-
-#: Width of the access port's space code.
-ACC_SPACE_BITS = 4
+__all__ = ["Core"]
 
 
-class Space(enum.IntEnum):
-    """Access-port address spaces (``acc_space``); ``acc_index`` is the word index within one.
+class _Scope(SimpleNamespace):
+    """The scope :meth:`Core.elaborate`'s builders share: each takes the names it uses and leaves
+    the ones it binds, in build order, so a later builder sees what an earlier one made."""
 
-    ========  ========================================  =========================================
-    space     index                                     word
-    ========  ========================================  =========================================
-    NEURON    neuron ``n``                              ``neuron_layout``: U, I, ref
-    SIGMA     neuron ``n``                              σ' (UQ0.8)
-    SPIKE     word ``k``                                S, ``W`` neurons per word (see below)
-    ERR       output ``i``                              ``error_layout``: e1, e2 (e = e2); target
-    PRE       ``c·P + l`` (column ``c``, lane ``l``)    ``pretrace_layout``: z, ẑ
-    SYN       ``a·P + l`` (address ``a``, lane ``l``)   ``synapse_layout``: w, el, elf, m
-    Q         like SYN                                  ``q_layout``: q (RMaxProp only)
-    XBUF      beat ``k``                                input spikes ``k·W …`` (as streamed on ``inp``)
-    TBUF      beat ``k``                                target spikes (as streamed on ``tgt``); target
-    REG       :class:`Reg`                              a register (zero-extended)
-    EBUF      output ``i``                              host error word 'err' (= out.e); host
-    FB        like SYN (output-layer synapses only)     feedback weight B ('fb'); random/uniform
-    HERR      hidden ``k`` (lane ``k mod P``)           hidden error: accumulator, = hid.e after a step
-    RATE      neuron ``n``                              ``rate_layout``: rate, racc (regulariser)
-    SDLY      ``s·N_tot + n``                           σ' delay ring, slot ``s`` (error_delay > 0)
-    ZDLY      ``(s·C_tot + c)·P + l``                   ẑ delay ring, slot ``s`` (error_delay > 0)
-    ========  ========================================  =========================================
+    def take(self, *names):
+        return tuple(getattr(self, n, None) for n in names)
 
-    Neurons are numbered output layer first (``n = i``), then the hidden layer
-    (``n = n_out + k``); likewise columns (output layer: ``C_o = ⌈n_hidden/P⌉`` or ``⌈n_in/P⌉``
-    without a hidden layer, then the hidden layer's ``⌈n_in/P⌉``), synapse addresses (output layer
-    ``i·C_o + c``, then the hidden layer's rows) and spike words (``⌈n_out/W⌉`` words of the output
-    layer, then ``⌈n_hidden/W⌉`` of the hidden layer). Lane ``l`` of a layer owns its inputs
-    ``j ≡ l (mod P)``. :meth:`AccessMap.locate` does this arithmetic for every snapshot variable.
-    """
-    NEURON = 0
-    SIGMA = 1
-    SPIKE = 2
-    ERR = 3
-    PRE = 4
-    SYN = 5
-    Q = 6
-    XBUF = 7
-    TBUF = 8
-    REG = 9
-    EBUF = 10
-    FB = 11
-    HERR = 12
-    RATE = 13
-    SDLY = 14
-    ZDLY = 15
-
-
-class Reg(enum.IntEnum):
-    """Registers of :attr:`Space.REG`."""
-    R0 = 0            # RMaxProp step r0 in weight LSBs (read/write)
-    STEP_COUNT = 1    # steps completed (read/write)
-    CYCLES = 2        # cycles of the last step (read only; saturates, see Core.cycle_bits)
-    CHUNK_PHASE = 3   # step_count mod chunk_steps, kept as a counter (read/write)
-    DELAY_SLOT = 4    # error_delay ring slot written by the next step, 0..D (read/write)
-
-
-def error_layout(p: Params) -> data.StructLayout:
-    """Per-output error filter word: ``e1`` and ``e2`` (both 'err'); ``e2`` is the error ``e``."""
-    fe = fmt_shape(p.formats["err"])
-    return data.StructLayout({"e1": fe, "e2": fe})
-
-
-def rate_layout(p: Params) -> data.StructLayout:
-    """Per-neuron regulariser word: ``rate`` ('rate') and ``racc`` (47 bits)."""
-    return data.StructLayout({"rate": fmt_shape(p.formats["rate"]), "racc": unsigned(RACC_BITS)})
-
-
-def hacc_bits(p: Params) -> int:
-    """Width of a hidden-error accumulator: ``Σ_i b·e`` over ``n_out`` exact products."""
-    F = p.formats
-    fbw = F["w"] if p.feedback is Feedback.SYMMETRIC else F["fb"]
-    return fbw.bits + F["err"].bits + ceil_log2(p.n_out + 1)
-
-
-@dataclass(frozen=True)
-class _Layer:
-    """Where one weight layer lives in the shared memories (see :class:`Space`)."""
-    name: str           # "out" or "hid"
-    n_pre: int
-    N: int              # postsynaptic neurons
-    C: int              # columns per lane, ⌈n_pre/P⌉
-    nbase: int          # first neuron index
-    pbase: int          # first column (pre-trace memories)
-    sbase: int          # first synapse address (per lane)
-    kbase: int          # first spike word
-    x_from_spk: bool    # inputs are the hidden layer's spike words (else the input buffer)
-
-
-def _layers(p: Params, P: int, W: int) -> list[_Layer]:
-    """The layers in processing order: the output layer, then the hidden layer (if any)."""
-    cdiv = lambda a, b: -(-a // b)  # noqa: E731
-    if not p.n_hidden:
-        return [_Layer("out", p.n_in, p.n_out, cdiv(p.n_in, P), 0, 0, 0, 0, False)]
-    Co, Ch = cdiv(p.n_hidden, P), cdiv(p.n_in, P)
-    return [_Layer("out", p.n_hidden, p.n_out, Co, 0, 0, 0, 0, True),
-            _Layer("hid", p.n_in, p.n_hidden, Ch, p.n_out, Co, p.n_out * Co, cdiv(p.n_out, W),
-                   False)]
-
-
-@dataclass(frozen=True)
-class Location:
-    """Where one word of a golden-model state variable sits behind the access port: the field
-    ``[offset, offset + bits)`` of word ``index`` of ``space`` (two's complement if ``signed``)."""
-    space: Space
-    index: int
-    offset: int
-    bits: int
-    signed: bool
-
-    def extract(self, word: int) -> int:
-        v = (word >> self.offset) & ((1 << self.bits) - 1)
-        return v - (1 << self.bits) if self.signed and v >> (self.bits - 1) else v
-
-    def insert(self, word: int, value: int) -> int:
-        mask = ((1 << self.bits) - 1) << self.offset
-        return (word & ~mask) | ((value << self.offset) & mask)
-
-
-class AccessMap:
-    """Host-side view of the access port's address map for one ``(params, lanes, in_width)``.
-
-    ``depth`` and ``width`` hold exactly the spaces this configuration has.
-    """
-
-    def __init__(self, params: Params, lanes: int = 1, in_width: int = 8):
-        p = self.params = params
-        self.lanes, self.in_width = lanes, in_width
-        P, W = lanes, in_width
-        self.layer_list = L = _layers(p, P, W)
-        self.layer = {l.name: l for l in L}
-        self.cols = L[0].C                            # output layer columns per lane
-        self.n_in_pad = self.cols * lanes             # output layer's padded input count
-        self.x_beats = -(-p.n_in // in_width)
-        self.t_beats = -(-p.n_out // in_width)       # output spike words
-        self.n_neurons = sum(l.N for l in L)
-        self.n_cols = sum(l.C for l in L)
-        self.n_syn = sum(l.N * l.C for l in L)        # per lane
-        self.spike_words = self.t_beats + (-(-p.n_hidden // in_width) if p.n_hidden else 0)
-        target = p.error_source is ErrorSource.TARGET
-        D = p.error_delay
-        self.layouts = {
-            Space.NEURON: neuron_layout(p), Space.PRE: pretrace_layout(p),
-            Space.SYN: synapse_layout(p),
-        }
-        if p.optimiser is Optimiser.RMAXPROP:
-            self.layouts[Space.Q] = q_layout(p)
-        if target:
-            self.layouts[Space.ERR] = error_layout(p)
-        if p.regulariser:
-            self.layouts[Space.RATE] = rate_layout(p)
-        F = p.formats
-        dw = {
-            Space.NEURON: (self.n_neurons, neuron_layout(p).size),
-            Space.SIGMA: (self.n_neurons, F["sigma"].bits),
-            Space.SPIKE: (self.spike_words, in_width),
-            Space.PRE: (self.n_cols * P, pretrace_layout(p).size),
-            Space.SYN: (self.n_syn * P, synapse_layout(p).size),
-            Space.XBUF: (self.x_beats, in_width),
-            Space.REG: (len(Reg), 32),
-        }
-        if p.optimiser is Optimiser.RMAXPROP:
-            dw[Space.Q] = (self.n_syn * P, q_layout(p).size)
-        if target:
-            dw[Space.ERR] = (p.n_out, error_layout(p).size)
-            dw[Space.TBUF] = (self.t_beats, in_width)
-        else:
-            dw[Space.EBUF] = (p.n_out, F["err"].bits)
-        if p.n_hidden:
-            dw[Space.HERR] = (L[0].C * P, hacc_bits(p))
-            if p.feedback is not Feedback.SYMMETRIC:
-                dw[Space.FB] = (L[0].N * L[0].C * P, F["fb"].bits)
-        if p.regulariser:
-            dw[Space.RATE] = (self.n_neurons, rate_layout(p).size)
-        if D:
-            dw[Space.SDLY] = ((D + 1) * self.n_neurons, F["sigma"].bits)
-            dw[Space.ZDLY] = ((D + 1) * self.n_cols * P, F["zh"].bits)
-        dw = dict(sorted(dw.items()))
-        self.depth = {s: d for s, (d, _) in dw.items()}
-        self.width = {s: w for s, (_, w) in dw.items()}
-        self.data_bits = max(self.width.values())
-        self.index_bits = max(1, ceil_log2(max(self.depth.values())))
-
-    def syn_index(self, i: int, j: int, layer: str = "out") -> int:
-        """Access index of synapse ``(i, j)`` (neuron ``i``, input ``j``) of ``layer``."""
-        L = self.layer[layer]
-        return (L.sbase + i * L.C) * self.lanes + j
-
-    def names(self) -> list[str]:
-        """The golden-snapshot variables (``"out.w"``, ``"err.e1"``, ...) this core holds, plus
-        ``"fb"`` (the feedback matrix) when it has one."""
-        p = self.params
-        out = []
-        for L in reversed(self.layer_list):           # hidden layer first, as the model lists them
-            n = L.name
-            out += [f"{n}.U", f"{n}.I", f"{n}.ref", f"{n}.S", f"{n}.sigma", f"{n}.z", f"{n}.zh",
-                    f"{n}.w", *(f"{n}.{f}" for f in ("el", "elf") if f in self.layouts[Space.SYN].members),
-                    f"{n}.m"]
-            if Space.Q in self.layouts:
-                out.append(f"{n}.q")
-            out.append(f"{n}.e")
-            if p.regulariser:
-                out += [f"{n}.rate", f"{n}.racc"]
-        if p.error_source is ErrorSource.TARGET:
-            out += ["err.e1", "err.e2"]
-        if Space.FB in self.depth:
-            out.append("fb")
-        return out
-
-    def depth_of(self, name: str) -> int:
-        """Number of words of snapshot variable ``name`` (row-major, without the batch axis)."""
-        p = self.params
-        if name == "fb":
-            return p.n_hidden * p.n_out
-        layer, field = name.split(".")
-        if layer == "err":
-            return p.n_out
-        L = self.layer[layer]
-        if field in ("z", "zh"):
-            return L.n_pre
-        if field in ("w", "el", "elf", "m", "q"):
-            return L.N * L.n_pre
-        return L.N
-
-    def locate(self, name: str, k: int) -> Location:
-        """Word ``k`` of snapshot variable ``name`` (row-major without the batch axis, so
-        synapse ``(i, j)`` is ``k = i·n_pre + j``; ``"fb"`` is ``k = k_hid·n_out + i``), as the
-        protocol's memory spaces number it."""
-        p, P, W = self.params, self.lanes, self.in_width
-        if name not in self.names():
-            raise KeyError(f"name must be one of {', '.join(self.names())}, not {name!r}")
-        depth = self.depth_of(name)
-        if not 0 <= k < depth:
-            raise IndexError(f"{name} index must be in 0..{depth - 1}, not {k}")
-        F = p.formats
-        if name == "fb":
-            kh, i = divmod(k, p.n_out)
-            f = F["fb"]
-            return Location(Space.FB, self.syn_index(i, kh, "out"), 0, f.bits, True)
-        layer, field = name.split(".")
-        if layer == "err":
-            return self._field(Space.ERR, k, field)
-        L = self.layer[layer]
-        if field in ("U", "I", "ref"):
-            return self._field(Space.NEURON, L.nbase + k, field)
-        if field in ("rate", "racc"):
-            return self._field(Space.RATE, L.nbase + k, field)
-        if field == "sigma":
-            return Location(Space.SIGMA, L.nbase + k, 0, F["sigma"].bits, False)
-        if field == "S":
-            return Location(Space.SPIKE, L.kbase + k // W, k % W, 1, False)
-        if field in ("z", "zh"):
-            return self._field(Space.PRE, L.pbase * P + k, field)
-        if field in ("w", "el", "elf", "m"):
-            return self._field(Space.SYN, self.syn_index(*divmod(k, L.n_pre), layer), field)
-        if field == "q":
-            return self._field(Space.Q, self.syn_index(*divmod(k, L.n_pre), layer), field)
-        assert field == "e"
-        if layer == "hid":
-            return Location(Space.HERR, k, 0, F["err"].bits, True)
-        if p.error_source is ErrorSource.TARGET:
-            return self._field(Space.ERR, k, "e2")
-        return Location(Space.EBUF, k, 0, F["err"].bits, True)
-
-    def _field(self, space: Space, index: int, field: str) -> Location:
-        f = self.layouts[space][field]
-        shape = Shape.cast(f.shape)
-        return Location(space, index, f.offset, shape.width, shape.signed)
-
-    def pack_bits(self, bits) -> list[int]:
-        """Spike vector -> stream words, ``in_width`` bits per beat, bit ``j mod W`` of beat ``j div W``."""
-        W = self.in_width
-        words = [0] * (-(-len(bits) // W))
-        for j, b in enumerate(bits):
-            if b:
-                words[j // W] |= 1 << (j % W)
-        return words
-
-
-def _chunk_unit(p: Params, single_port: bool = False) -> ChunkUnit:
-    """The shared ChunkUnit: with single-port synapse memory a RMaxProp chunk end takes 4 cycles
-    per word anyway, so the divider may iterate (far fewer logic cells)."""
-    rmax = p.optimiser is Optimiser.RMAXPROP
-    return ChunkUnit(p, interval=4) if single_port and rmax else ChunkUnit(p)
-
-
-def _latencies(p: Params, single_port: bool = False) -> dict[str, int]:
-    """Latencies of the units the Core instantiates for ``p`` (``chunk`` includes the register
-    that waits for the regulariser coefficient, ``chunk_unit`` is the unit alone)."""
-    Lc0 = _latency(_chunk_unit(p, single_port))
-    return {
-        "neuron": _latency(NeuronUnit(p, register_inputs=single_port)),
-        "pre": PreTraceUnit.latency,
-        "errf": ErrorFilterUnit.latency if p.error_source is ErrorSource.TARGET else 0,
-        "syn": _latency(_synapse_unit(p)),
-        "chunk": Lc0 + (RegCoef.latency if p.regulariser else 0),
-        "chunk_unit": Lc0,
-    }
-
-
-def _front_last(p: Params, L: _Layer, lat: dict) -> int:
-    """Last cycle (counted from 0) of a layer's front pass."""
-    Le = lat["errf"] if L.name == "out" else 0
-    return max(L.N + lat["neuron"] + Le, L.C + lat["pre"])
-
-
-@dataclass(frozen=True)
-class _SynTiming:
-    """How the two synapse passes use the synapse memory.
-
-    Dual-ported memory: one word per lane every cycle, written back ``d_learn`` / ``d_chunk``
-    cycles after its issue. Single port (the iCE40's SPRAM), shared by reads and writes:
-
-    - learning pass: groups of ``2g`` cycles, ``g`` reads then ``g`` write-backs, with ``g`` the
-      largest power of two dividing ``1 + L_s``: a word read at offset ``r < g`` of a group is
-      written ``1 + L_s ≡ g (mod 2g)`` cycles later, at offset ``r + g`` of a later group, so
-      no write-back needs a padding register;
-    - chunk end: ``t_chunk`` cycles per word (RMaxProp: read the synapse row, read the q row,
-      write both; fixed rate: read, write), the ChunkUnit's outputs padded by ``pad_chunk``.
-    """
-    g_learn: int        # single port: reads per group (0: dual port, a word every cycle)
-    d_learn: int        # issue of a word -> its write-back
-    t_chunk: int        # cycles per word, chunk end
-    d_chunk: int        # issue -> last write-back of a word (the q row in single-port RMaxProp)
-    in_chunk: int       # issue -> ChunkUnit input
-    pad_chunk: int      # write-back registers added after ChunkUnit
-
-    def learn_issue(self, n: int) -> int:
-        """Cycle of the pass (from 0) at which word ``n`` is issued."""
-        g = self.g_learn
-        return n if not g else 2 * g * (n // g) + n % g
-
-    def learn_last(self, words: int) -> int:
-        """Last cycle (from 0) of a learning pass over ``words`` words per lane."""
-        return self.learn_issue(words - 1) + self.d_learn
-
-    def chunk_last(self, words: int) -> int:
-        """Last cycle (from 0) of a chunk-end pass over ``words`` words per lane."""
-        return self.t_chunk * (words - 1) + self.d_chunk
-
-
-def _syn_timing(p: Params, single_port: bool) -> _SynTiming:
-    lat = _latencies(p, single_port)
-    Ls, Lc0 = lat["syn"], lat["chunk_unit"]
-    reg = int(p.regulariser)
-    if not single_port:
-        return _SynTiming(0, 1 + Ls, 1, 1 + reg + Lc0, 1 + reg, 0)
-    g = (1 + Ls) & -(1 + Ls)          # largest power of two dividing 1 + L_s
-    if p.optimiser is Optimiser.RMAXPROP:
-        # slot of 4: read the synapse row, read the q row, write the synapse row, write q.
-        pad_c = -Lc0 % 4
-        return _SynTiming(g, 1 + Ls, 4, 3 + Lc0 + pad_c, 2, pad_c)
-    pad_c = (1 + reg + Lc0 + 1) % 2   # slot of 2: read, write
-    return _SynTiming(g, 1 + Ls, 2, 1 + reg + Lc0 + pad_c, 1 + reg, pad_c)
-
-
-def cycles_per_step(p: Params, lanes: int = 1, chunk: bool = False, in_width: int = 8,
-                    single_port: bool = False) -> int:
-    """Cycles of one step of :class:`Core` (``out`` drained in time), with or without a chunk end.
-
-    Each pass takes ``items + 1 + latency`` cycles (one issue per item, one cycle of block-RAM
-    read, the unit's latency; the last write-back shares the pass's final cycle), and the final
-    state one more. Per layer (output layer first, then the hidden layer): the front (``N``
-    neurons, with the error filter chained for the output layer: ``N + 1 + L_n (+ L_e)``,
-    alongside ``C = ⌈n_pre/P⌉`` pre-traces, ``C + 1 + L_p``) takes the longer of its two passes;
-    then ``N·C`` synapse words per lane (``+ 1 + L_s``). At a chunk end every layer's ``N·C``
-    words again (``+ 1 + L_c``, ``L_c`` including one cycle for the regulariser's coefficient).
-    With ``single_port`` the synapse passes take about 2 cycles per word (learning; 4 at a
-    RMaxProp chunk end), see :class:`_SynTiming`.
-    ``in_width`` does not enter (kept for symmetry with :class:`Core`).
-    """
-    lat = _latencies(p, single_port)
-    t = _syn_timing(p, single_port)
-    n = 1
-    for L in _layers(p, lanes, in_width):
-        NC = L.N * L.C
-        n += _front_last(p, L, lat) + 1 + t.learn_last(NC) + 1
-        if chunk:
-            n += t.chunk_last(NC) + 1
-    return n
-
-
-def _synapse_unit(p: Params) -> SynapseUnit:
-    """The shared SynapseUnit: with the feedback product when there is a hidden layer. Uniform
-    feedback is built like random feedback with ``B`` stored (``1.0`` at reset), so the host may
-    read and rewrite ``B`` as for random feedback."""
-    if p.n_hidden and p.feedback is Feedback.UNIFORM:
-        return SynapseUnit(p.replace(feedback="random"), feedback=True)
-    return SynapseUnit(p, feedback=bool(p.n_hidden))
-
-
-def _check(p: Params, lanes: int, in_width: int):
-    for name, v in (("lanes", lanes), ("in_width", in_width)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1 or v & (v - 1):
-            raise ParamError(f"Core: {name} must be a power of two, not {v!r}")
-    if in_width % lanes:
-        raise ParamError(f"Core: in_width ({in_width}) must be a multiple of lanes ({lanes})")
+    def leave(self, names: dict):
+        for n, v in names.items():
+            if n not in ("self", "scope"):
+                setattr(self, n, v)
 
 
 class Core(wiring.Component):
@@ -449,24 +59,21 @@ class Core(wiring.Component):
 
     Parameters
     ----------
-    params : Params
-    lanes : int
-        ``P``, a power of two: lane ``l`` owns each layer's inputs ``j ≡ l (mod P)``.
-    in_width : int
-        ``W``, bits per stream beat (a power of two, a multiple of ``P``).
-    single_port : bool
-        Keep each lane's synapse words (and RMaxProp's ``q`` words, in a second half) in one
-        memory with a single port shared by reads and writes, which is what the iCE40's SPRAM
-        offers (``synth_ice40 -spram`` infers it; a word must then be at most 64 bits, the width
-        of the UP5K's four SPRAMs). Each word is read and written in its own cycles, so the
-        learning pass takes 2 cycles per word and lane, a RMaxProp chunk end 4 (the divider then
-        iterates). Default ``False``: dual-ported block RAM, one word per cycle and lane.
+    config : CoreConfig
+        ``(params, lanes, in_width, single_port)``, validated. ``lanes`` (``P``): lane ``l`` owns
+        each layer's inputs ``j ≡ l (mod P)``; ``in_width`` (``W``): bits per stream beat.
+        ``single_port`` keeps each lane's synapse words (and RMaxProp's ``q`` words, in a second
+        half) in one memory with a single port shared by reads and writes, which is what the
+        iCE40's SPRAM offers (``synth_ice40 -spram`` infers it; a word must then be at most 64
+        bits, the width of the UP5K's four SPRAMs). Each word is read and written in its own
+        cycles, so the learning pass takes 2 cycles per word and lane, a RMaxProp chunk end 4
+        (the divider then iterates). Default ``False``: dual-ported block RAM, one word per cycle
+        and lane.
 
     Raises
     ------
-    ParamError
-        If ``lanes`` or ``in_width`` is not a power of two, or ``in_width`` not a multiple of
-        ``lanes``.
+    TypeError
+        If ``config`` is not a :class:`CoreConfig` (which raises ``ParamError`` for bad values).
 
     Members
     -------
@@ -500,54 +107,53 @@ class Core(wiring.Component):
     acc_rdata, acc_rvalid : Out
     """
 
-    def __init__(self, params: Params, lanes: int = 1, in_width: int = 8, single_port: bool = False):
-        try:
-            _check(params, lanes, in_width)
-            if not isinstance(single_port, bool):
-                raise ParamError(f"Core: single_port must be True or False, not {single_port!r}")
-        except ValueError:
+    def __init__(self, config: CoreConfig):
+        if not isinstance(config, CoreConfig):
             self._MustUse__silence = True
-            raise
-        self.params = p = params
-        self.lanes, self.in_width, self.single_port = lanes, in_width, single_port
-        self.map = amap = AccessMap(p, lanes, in_width)
-        self.latencies = _latencies(p, single_port)
-        self.timing = _syn_timing(p, single_port)
+            raise TypeError(f"Core takes a CoreConfig, not {type(config).__name__}: "
+                            f"CoreConfig(params, lanes, in_width, single_port)")
+        self.config = config
+        self.params = config.params
+        self.lanes, self.in_width, self.single_port = config.lanes, config.in_width, config.single_port
+        self.map, self.latencies, self.timing = config.map, config.latencies, config.timing
         #: Width of the cycle counter behind ``cycles`` / ``CYCLES``: room for four times the
         #: longest step (a chunk end) when ``out`` is drained in time; it saturates beyond.
-        self.cycle_bits = min(32, (4 * cycles_per_step(p, lanes, True, in_width,
-                                                       single_port)).bit_length())
+        self.cycle_bits = config.cycle_bits
         #: Memories meant for the iCE40's SPRAM (``single_port``): they have no initial contents
         #: on the device, so synthesis drops their zeros (``synth_ice40(uninitialised=...)``)
         #: and the host clears them (RESET_STATE) before use.
-        self.spram_memories = tuple(f"syn{l}" for l in range(lanes)) if single_port else ()
-        ports = {"inp": In(stream.Signature(in_width))}
-        if p.error_source is ErrorSource.TARGET:
-            ports["tgt"] = In(stream.Signature(in_width))
-        else:
-            ports["err"] = In(stream.Signature(fmt_shape(p.formats["err"])))
-        ports.update({
-            "out": Out(stream.Signature(in_width)),
-            "start": In(1),
-            "busy": Out(1),
-            "cycles": Out(32),
-            "step_count": Out(32),
-            "r0": Out(unsigned(p.formats["w"].bits - 1), init=p.r0_q),
-            "acc_space": In(ACC_SPACE_BITS),
-            "acc_index": In(amap.index_bits),
-            "acc_wdata": In(amap.data_bits),
-            "acc_we": In(1),
-            "acc_re": In(1),
-            "acc_rdata": Out(amap.data_bits),
-            "acc_rvalid": Out(1),
-        })
-        super().__init__(ports)
+        self.spram_memories = config.spram_memories
+        super().__init__(config.signature)
 
     def cycles_per_step(self, chunk: bool = False) -> int:
         """Cycles of one step (``out`` drained in time), with or without a chunk end."""
-        return cycles_per_step(self.params, self.lanes, chunk, self.in_width, self.single_port)
+        return self.config.cycles_per_step(chunk)
 
     def elaborate(self, platform):
+        scope = _Scope()
+        for build in (self._setup, self._memories, self._units, self._registers,
+                      self._access, self._out_stream, self._front_passes,
+                      self._learn_pass, self._chunk_pass):
+            build(scope)
+        m = scope.m
+        # ------------------------------------------------------------ sequencer and port muxes
+        # Idle: access port and streams. Passes: their own addresses (exclusive by state).
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                self._seq_idle(scope)
+            with m.State("FRONT"):
+                self._seq_front(scope)
+            with m.State("LEARN"):
+                self._seq_learn(scope)
+            with m.State("CHUNK"):
+                self._seq_chunk(scope)
+            with m.State("FIN"):
+                self._seq_fin(scope)
+        self._tail(scope)
+        return m
+
+    def _setup(self, scope: _Scope):
+        """What the configuration says, as the short names the builders use."""
         p, F, amap = self.params, self.params.formats, self.map
         P, W = self.lanes, self.in_width
         sp1, T = self.single_port, self.timing
@@ -563,7 +169,13 @@ class Core(wiring.Component):
         D = p.error_delay
         lp, lw = ceil_log2(P), ceil_log2(W)
         m = Module()
+        scope.leave(locals())
 
+    def _memories(self, scope: _Scope):
+        """Every state memory, one per lane where a lane owns the words."""
+        (m, rmax, p, F, NN, W, amap, target, P, CC, sp1, SS, two, LY, has_b, D, reg) = scope.take(
+            'm', 'rmax', 'p', 'F', 'NN', 'W', 'amap', 'target', 'P', 'CC', 'sp1', 'SS', 'two',
+            'LY', 'has_b', 'D', 'reg')
         # ------------------------------------------------------------ memories
         def mem(name, shape, depth, read_ports=1, init=(), transparent=False):
             mm = Memory(shape=shape, depth=max(1, depth), init=list(init))
@@ -695,7 +307,11 @@ class Core(wiring.Component):
         if reg:
             rl = rate_layout(p)
             rate_rd, rate_wr, rate_rdata, rate_wdata, en_rate = gmem("ratem", rl, NN)
+        scope.leave(locals())
 
+    def _units(self, scope: _Scope):
+        """The arithmetic units: one neuron unit, per lane a pre-trace, synapse and chunk unit."""
+        p, sp1, m, P, target, reg = scope.take('p', 'sp1', 'm', 'P', 'target', 'reg')
         # ------------------------------------------------------------ units
         m.submodules.neuron = nu = NeuronUnit(p, register_inputs=sp1)
         ptu = []
@@ -707,10 +323,10 @@ class Core(wiring.Component):
             m.submodules.errf = efu = ErrorFilterUnit(p)
         snu, chu = [], []
         for l in range(P):
-            u = _synapse_unit(p)
+            u = synapse_unit(p)
             m.submodules[f"synapse{l}"] = u
             snu.append(u)
-            c = _chunk_unit(p, sp1)
+            c = chunk_unit(p, sp1)
             m.submodules[f"chunk{l}"] = c
             chu.append(c)
         if reg:
@@ -720,7 +336,12 @@ class Core(wiring.Component):
         Lc0 = chu[0].latency                      # ChunkUnit alone
         assert Lc0 == lat["chunk_unit"]
         assert Ls == lat["syn"] and Ln == lat["neuron"]
+        scope.leave(locals())
 
+    def _registers(self, scope: _Scope):
+        """Registers, pass counters and the per-layer constants the sequencer selects by ``lay``."""
+        (p, F, D, m, T, Ln, LY, Lp, SS, two, P, NN, CC) = scope.take(
+            'p', 'F', 'D', 'm', 'T', 'Ln', 'LY', 'Lp', 'SS', 'two', 'P', 'NN', 'CC')
         # ------------------------------------------------------------ registers
         step_count = Signal(32)
         cycles = Signal(self.cycle_bits)
@@ -788,7 +409,17 @@ class Core(wiring.Component):
             sd_rbase = mul_const(rslot, NN)
             zd_wbase = mul_const(dslot, CC)
             zd_rbase = mul_const(rslot, CC)
+        scope.leave(locals())
 
+    def _access(self, scope: _Scope):
+        """Idle-time inputs: the stream pointers and the access port's read pipeline."""
+        (m, amap, target, p, lp, neur_rd, sig_rd, spk_rd, xb_rd, pre_rd, syn_rd, err_rd, tb_rd,
+         eb_rd, rmax, q_rd, two, h_rd, has_b, b_rd, reg, rate_rd, D, sd_rd, zd_rd, r0, step_count,
+         cycles, phase, dslot) = scope.take(
+            'm', 'amap', 'target', 'p', 'lp', 'neur_rd', 'sig_rd', 'spk_rd', 'xb_rd', 'pre_rd',
+            'syn_rd', 'err_rd', 'tb_rd', 'eb_rd', 'rmax', 'q_rd', 'two', 'h_rd', 'has_b', 'b_rd',
+            'reg', 'rate_rd', 'D', 'sd_rd', 'zd_rd', 'r0', 'step_count', 'cycles', 'phase',
+            'dslot')
         # ------------------------------------------------------------ idle: streams, access port
         idle = Signal()
         m.d.comb += self.busy.eq(~idle)
@@ -858,7 +489,11 @@ class Core(wiring.Component):
                             m.d.sync += self.acc_rdata.eq(0)
                 with m.Default():
                     m.d.sync += self.acc_rdata.eq(0)
+        scope.leave(locals())
 
+    def _out_stream(self, scope: _Scope):
+        """The output stream: the output layer's spike words, beat by beat, under backpressure."""
+        amap, spk_rd2, m, out_go, out_done = scope.take('amap', 'spk_rd2', 'm', 'out_go', 'out_done')
         # ------------------------------------------------------------ output stream
         o_k = Signal(range(max(2, amap.t_beats + 1)))
         m.d.comb += spk_rd2.addr.eq(o_k)
@@ -880,7 +515,17 @@ class Core(wiring.Component):
                         m.next = "O_IDLE"
                     with m.Else():
                         m.next = "O_READ"
+        scope.leave(locals())
 
+    def _front_passes(self, scope: _Scope):
+        """Neuron and pre-trace pipelines (and the error filter chained to the neuron pipe)."""
+        (W, P, cc, two, LY, m, x_spk, spk_rd, xb_rd, lp, ci, nu, neur_rdata, reg, lay, rate_rdata,
+         Ln, NN, nbase, lw, lN, per, p, lat, ptu, lane_ok, pre_rd, Lp, CC, pbase, target, efu,
+         is_out, err_rd, tb_rd) = scope.take(
+            'W', 'P', 'cc', 'two', 'LY', 'm', 'x_spk', 'spk_rd', 'xb_rd', 'lp', 'ci', 'nu',
+            'neur_rdata', 'reg', 'lay', 'rate_rdata', 'Ln', 'NN', 'nbase', 'lw', 'lN', 'per', 'p',
+            'lat', 'ptu', 'lane_ok', 'pre_rd', 'Lp', 'CC', 'pbase', 'target', 'efu', 'is_out',
+            'err_rd', 'tb_rd')
         # ------------------------------------------------------------ pass pipelines
         # Each pass issues reads at cycle k (index counters), feeds its unit(s) the read data at
         # k + 1 ("s1") and writes the unit outputs back at k + 1 + latency (delayed addresses).
@@ -920,7 +565,7 @@ class Core(wiring.Component):
         n_word = Signal(W)
         m.d.comb += n_word.eq(sbuf | (nu.S.as_unsigned() << n_bit)[:W])
         n_flush = (n_bit == W - 1) | (n_io == lN - 1) if lw else Const(1)
-        FRONT_LAST = per(lambda L: _front_last(p, L, lat))
+        FRONT_LAST = per(lambda L: front_last(p, L, lat))
 
         # --- pre-trace pass -------------------------------------------------
         p_issue = Signal()
@@ -946,7 +591,17 @@ class Core(wiring.Component):
                 efu.spike.eq(nu.S),
             ]
             e_io = pipe_delay(m, n_io, efu.latency, "e_i")
+        scope.leave(locals())
 
+    def _learn_pass(self, scope: _Scope):
+        """The learning pass: synapse units, the row sum into ``I``, the hidden-error accumulators."""
+        (m, cc, ci, lC, x_bits, D, sd_rd, sig_rd, P, zd_rd, pre_rd, target, err_rd, eb_rd, two, lp,
+         h_rd, F, lay, snu, syn_rdata, lane_ok, traces, double, has_b, b_rd, Ls, neur_rdata, p,
+         per, T, k, ca, lNC, LY, hb, is_out) = scope.take(
+            'm', 'cc', 'ci', 'lC', 'x_bits', 'D', 'sd_rd', 'sig_rd', 'P', 'zd_rd', 'pre_rd',
+            'target', 'err_rd', 'eb_rd', 'two', 'lp', 'h_rd', 'F', 'lay', 'snu', 'syn_rdata',
+            'lane_ok', 'traces', 'double', 'has_b', 'b_rd', 'Ls', 'neur_rdata', 'p', 'per', 'T',
+            'k', 'ca', 'lNC', 'LY', 'hb', 'is_out')
         # --- learning pass --------------------------------------------------
         l_issue = Signal()
         l_s1 = pipe_reg(m, l_issue, "l_s1")
@@ -1040,7 +695,14 @@ class Core(wiring.Component):
                     h_w.append((pipe_reg(m, snu[l].out_valid & is_out, f"h_wv{l}"),
                                 pipe_reg(m, h_co, f"h_wa{l}"),
                                 Mux(pipe_reg(m, h_last, f"h_wl{l}"), f, s)))
+        scope.leave(locals())
 
+    def _chunk_pass(self, scope: _Scope):
+        """The chunk-end pass: ChunkUnits rewrite ``w`` and ``m`` (and ``q``)."""
+        (m, cc, ca, lC, nbase, ci, P, lane_ok, reg, rcu, rate_rdata, sp1, rmax, syn_rdata, q_rd,
+         chu, r0, T, Lc0, wa, per, k) = scope.take(
+            'm', 'cc', 'ca', 'lC', 'nbase', 'ci', 'P', 'lane_ok', 'reg', 'rcu', 'rate_rdata',
+            'sp1', 'rmax', 'syn_rdata', 'q_rd', 'chu', 'r0', 'T', 'Lc0', 'wa', 'per', 'k')
         # --- chunk pass -----------------------------------------------------
         c_issue = Signal()
         c_s1 = pipe_reg(m, c_issue, "c_s1")
@@ -1098,262 +760,322 @@ class Core(wiring.Component):
         c_go = Signal()                     # CHUNK issues a word this cycle
         m.d.comb += c_go.eq(((k[:tc_bits] == 0) if tc_bits else 1)
                             & (k < per(lambda L: T.t_chunk * L.N * L.C)))
+        scope.leave(locals())
 
-        # ------------------------------------------------------------ sequencer and port muxes
-        # Idle: access port and streams. Passes: their own addresses (exclusive by state).
-        with m.FSM(name="seq"):
-            with m.State("IDLE"):
-                m.d.comb += idle.eq(1)
-                # access port addresses
-                m.d.comb += [neur_rd.addr.eq(ix), sig_rd.addr.eq(ix), spk_rd.addr.eq(ix),
-                             xb_rd.addr.eq(ix)]
-                if target:
-                    m.d.comb += [err_rd.addr.eq(ix), tb_rd.addr.eq(ix)]
-                else:
-                    m.d.comb += eb_rd.addr.eq(ix)
+    def _seq_idle(self, scope: _Scope):
+        """IDLE: the access port owns the memories; the streams fill the buffers; ``start`` runs a step."""
+        (idle, m, neur_rd, ix, sig_rd, spk_rd, xb_rd, target, err_rd, tb_rd, eb_rd, reg, rate_rd,
+         D, sd_rd, sp1, rmax, q_sel, sp, P, pre_rd, addr_of, syn_rd, q_rd, two, h_rd, has_b, b_rd,
+         zd_rd, acc_w, neur_wr, neur_wdata, wdata, nl, en_neur, rate_wr, rate_wdata, rl, en_rate,
+         sig_wr, F, spk_wr, W, err_wr, el, sd_wr, syn_wr, syn_wdata, sl, lane_of, en_all, pre_wr,
+         pl, q_wr, ql, h_wr, hb, b_wr, zd_wr, r0, step_count, phase, dslot, xb_wr, x_ptr, amap,
+         tb_wr, t_ptr, eb_wr, fe, e_ptr, p, reset_counters, cyc, sbuf, do_chunk) = scope.take(
+            'idle', 'm', 'neur_rd', 'ix', 'sig_rd', 'spk_rd', 'xb_rd', 'target', 'err_rd', 'tb_rd',
+            'eb_rd', 'reg', 'rate_rd', 'D', 'sd_rd', 'sp1', 'rmax', 'q_sel', 'sp', 'P', 'pre_rd',
+            'addr_of', 'syn_rd', 'q_rd', 'two', 'h_rd', 'has_b', 'b_rd', 'zd_rd', 'acc_w',
+            'neur_wr', 'neur_wdata', 'wdata', 'nl', 'en_neur', 'rate_wr', 'rate_wdata', 'rl',
+            'en_rate', 'sig_wr', 'F', 'spk_wr', 'W', 'err_wr', 'el', 'sd_wr', 'syn_wr',
+            'syn_wdata', 'sl', 'lane_of', 'en_all', 'pre_wr', 'pl', 'q_wr', 'ql', 'h_wr', 'hb',
+            'b_wr', 'zd_wr', 'r0', 'step_count', 'phase', 'dslot', 'xb_wr', 'x_ptr', 'amap',
+            'tb_wr', 't_ptr', 'eb_wr', 'fe', 'e_ptr', 'p', 'reset_counters', 'cyc', 'sbuf',
+            'do_chunk')
+        m.d.comb += idle.eq(1)
+        # access port addresses
+        m.d.comb += [neur_rd.addr.eq(ix), sig_rd.addr.eq(ix), spk_rd.addr.eq(ix),
+                     xb_rd.addr.eq(ix)]
+        if target:
+            m.d.comb += [err_rd.addr.eq(ix), tb_rd.addr.eq(ix)]
+        else:
+            m.d.comb += eb_rd.addr.eq(ix)
+        if reg:
+            m.d.comb += rate_rd.addr.eq(ix)
+        if D:
+            m.d.comb += sd_rd.addr.eq(ix)
+        if sp1 and rmax:
+            m.d.comb += q_sel.eq(sp == Space.Q)
+        for l in range(P):
+            m.d.comb += [pre_rd[l].addr.eq(addr_of), syn_rd[l].addr.eq(addr_of)]
+            if rmax:
+                m.d.comb += q_rd[l].addr.eq(addr_of)
+            if two:
+                m.d.comb += h_rd[l].addr.eq(addr_of)
+            if has_b:
+                m.d.comb += b_rd[l].addr.eq(addr_of)
+            if D:
+                m.d.comb += zd_rd[l].addr.eq(addr_of)
+        with m.If(acc_w):
+            with m.Switch(sp):
+                with m.Case(Space.NEURON):
+                    m.d.comb += [neur_wr.addr.eq(ix), neur_wdata.eq(wdata(nl)),
+                                 neur_wr.en.eq(en_neur())]
                 if reg:
-                    m.d.comb += rate_rd.addr.eq(ix)
+                    with m.Case(Space.RATE):
+                        m.d.comb += [rate_wr.addr.eq(ix), rate_wdata.eq(wdata(rl)),
+                                     rate_wr.en.eq(en_rate())]
+                single = [(Space.SIGMA, sig_wr, F["sigma"].bits), (Space.SPIKE, spk_wr, W)]
+                if target:
+                    single.append((Space.ERR, err_wr, el))
                 if D:
-                    m.d.comb += sd_rd.addr.eq(ix)
-                if sp1 and rmax:
-                    m.d.comb += q_sel.eq(sp == Space.Q)
-                for l in range(P):
-                    m.d.comb += [pre_rd[l].addr.eq(addr_of), syn_rd[l].addr.eq(addr_of)]
-                    if rmax:
-                        m.d.comb += q_rd[l].addr.eq(addr_of)
-                    if two:
-                        m.d.comb += h_rd[l].addr.eq(addr_of)
-                    if has_b:
-                        m.d.comb += b_rd[l].addr.eq(addr_of)
-                    if D:
-                        m.d.comb += zd_rd[l].addr.eq(addr_of)
-                with m.If(acc_w):
-                    with m.Switch(sp):
-                        with m.Case(Space.NEURON):
-                            m.d.comb += [neur_wr.addr.eq(ix), neur_wdata.eq(wdata(nl)),
-                                         neur_wr.en.eq(en_neur())]
-                        if reg:
-                            with m.Case(Space.RATE):
-                                m.d.comb += [rate_wr.addr.eq(ix), rate_wdata.eq(wdata(rl)),
-                                             rate_wr.en.eq(en_rate())]
-                        single = [(Space.SIGMA, sig_wr, F["sigma"].bits), (Space.SPIKE, spk_wr, W)]
-                        if target:
-                            single.append((Space.ERR, err_wr, el))
+                    single.append((Space.SDLY, sd_wr, F["sigma"].bits))
+                for space, wr, lay_ in single:
+                    with m.Case(space):
+                        m.d.comb += [wr.addr.eq(ix), wr.data.eq(wdata(lay_)), wr.en.eq(1)]
+                with m.Case(Space.SYN):
+                    for l in range(P):
+                        m.d.comb += [syn_wr[l].addr.eq(addr_of), syn_wdata[l].eq(wdata(sl)),
+                                     syn_wr[l].en.eq(Mux(lane_of == l, en_all, 0))]
+                laned = [(Space.PRE, pre_wr, pl)]
+                if rmax:
+                    laned.append((Space.Q, q_wr, ql))
+                if two:
+                    laned.append((Space.HERR, h_wr, hb))
+                if has_b:
+                    laned.append((Space.FB, b_wr, F["fb"].bits))
+                if D:
+                    laned.append((Space.ZDLY, zd_wr, F["zh"].bits))
+                for space, wrs, lay_ in laned:
+                    with m.Case(space):
+                        for l in range(P):
+                            m.d.comb += [wrs[l].addr.eq(addr_of), wrs[l].data.eq(wdata(lay_)),
+                                         wrs[l].en.eq(lane_of == l)]
+                with m.Case(Space.REG):
+                    with m.Switch(ix):
+                        with m.Case(Reg.R0):
+                            m.d.sync += r0.eq(self.acc_wdata)
+                        with m.Case(Reg.STEP_COUNT):
+                            m.d.sync += step_count.eq(self.acc_wdata)
+                        with m.Case(Reg.CHUNK_PHASE):
+                            m.d.sync += phase.eq(self.acc_wdata)
                         if D:
-                            single.append((Space.SDLY, sd_wr, F["sigma"].bits))
-                        for space, wr, lay_ in single:
-                            with m.Case(space):
-                                m.d.comb += [wr.addr.eq(ix), wr.data.eq(wdata(lay_)), wr.en.eq(1)]
-                        with m.Case(Space.SYN):
-                            for l in range(P):
-                                m.d.comb += [syn_wr[l].addr.eq(addr_of), syn_wdata[l].eq(wdata(sl)),
-                                             syn_wr[l].en.eq(Mux(lane_of == l, en_all, 0))]
-                        laned = [(Space.PRE, pre_wr, pl)]
-                        if rmax:
-                            laned.append((Space.Q, q_wr, ql))
-                        if two:
-                            laned.append((Space.HERR, h_wr, hb))
-                        if has_b:
-                            laned.append((Space.FB, b_wr, F["fb"].bits))
-                        if D:
-                            laned.append((Space.ZDLY, zd_wr, F["zh"].bits))
-                        for space, wrs, lay_ in laned:
-                            with m.Case(space):
-                                for l in range(P):
-                                    m.d.comb += [wrs[l].addr.eq(addr_of), wrs[l].data.eq(wdata(lay_)),
-                                                 wrs[l].en.eq(lane_of == l)]
-                        with m.Case(Space.REG):
-                            with m.Switch(ix):
-                                with m.Case(Reg.R0):
-                                    m.d.sync += r0.eq(self.acc_wdata)
-                                with m.Case(Reg.STEP_COUNT):
-                                    m.d.sync += step_count.eq(self.acc_wdata)
-                                with m.Case(Reg.CHUNK_PHASE):
-                                    m.d.sync += phase.eq(self.acc_wdata)
-                                if D:
-                                    with m.Case(Reg.DELAY_SLOT):
-                                        m.d.sync += dslot.eq(Mux(self.acc_wdata > D, D,
-                                                                 self.acc_wdata))
-                # buffers: the access port wins over the stream on the same cycle
-                def fill(space, wr, width, stream_, ptr, beats):
-                    with m.If(acc_w & (sp == space)):
-                        m.d.comb += [wr.addr.eq(ix), wr.data.eq(wdata(width)), wr.en.eq(1)]
-                    with m.Elif(stream_.valid):
-                        m.d.comb += [wr.addr.eq(ptr), wr.data.eq(stream_.payload), wr.en.eq(1)]
-                        m.d.sync += ptr.eq(Mux(ptr == beats - 1, 0, ptr + 1))
+                            with m.Case(Reg.DELAY_SLOT):
+                                m.d.sync += dslot.eq(Mux(self.acc_wdata > D, D,
+                                                         self.acc_wdata))
+        # buffers: the access port wins over the stream on the same cycle
+        def fill(space, wr, width, stream_, ptr, beats):
+            with m.If(acc_w & (sp == space)):
+                m.d.comb += [wr.addr.eq(ix), wr.data.eq(wdata(width)), wr.en.eq(1)]
+            with m.Elif(stream_.valid):
+                m.d.comb += [wr.addr.eq(ptr), wr.data.eq(stream_.payload), wr.en.eq(1)]
+                m.d.sync += ptr.eq(Mux(ptr == beats - 1, 0, ptr + 1))
 
-                fill(Space.XBUF, xb_wr, W, self.inp, x_ptr, amap.x_beats)
-                if target:
-                    fill(Space.TBUF, tb_wr, W, self.tgt, t_ptr, amap.t_beats)
-                else:
-                    fill(Space.EBUF, eb_wr, fe, self.err, e_ptr, p.n_out)
-                with m.If(self.start):
-                    reset_counters(0)
-                    m.d.sync += [cyc.eq(1), x_ptr.eq(0), sbuf.eq(0),
-                                 do_chunk.eq(phase == p.chunk_steps - 1)]
-                    m.d.sync += (t_ptr if target else e_ptr).eq(0)
-                    m.next = "FRONT"
+        fill(Space.XBUF, xb_wr, W, self.inp, x_ptr, amap.x_beats)
+        if target:
+            fill(Space.TBUF, tb_wr, W, self.tgt, t_ptr, amap.t_beats)
+        else:
+            fill(Space.EBUF, eb_wr, fe, self.err, e_ptr, p.n_out)
+        with m.If(self.start):
+            reset_counters(0)
+            m.d.sync += [cyc.eq(1), x_ptr.eq(0), sbuf.eq(0),
+                         do_chunk.eq(phase == p.chunk_steps - 1)]
+            m.d.sync += (t_ptr if target else e_ptr).eq(0)
+            m.next = "FRONT"
+        scope.leave(locals())
 
-            with m.State("FRONT"):
-                # Neuron pass (with the error filter chained to it for the output layer) and
-                # pre-trace pass at once: they touch disjoint memories and neither reads what
-                # the other writes.
-                m.d.comb += [n_issue.eq(k < lN), neur_rd.addr.eq(nbase + ci)]
-                if reg:
-                    m.d.comb += rate_rd.addr.eq(nbase + ci)
-                if target:
-                    m.d.comb += [err_rd.addr.eq(e_addr), tb_rd.addr.eq(e_addr.shift_right(lw))]
-                with m.If(k < lN):
-                    m.d.sync += ci.eq(ci + 1)
-                with m.If(nu.out_valid):
-                    m.d.comb += [
-                        neur_wr.addr.eq(n_abs), neur_wr.en.eq(en_neur("U", "ref")),
-                        neur_wdata.U.eq(nu.U_next), neur_wdata.ref.eq(nu.ref_next),
-                        sig_wr.addr.eq(n_abs), sig_wr.data.eq(nu.sigma), sig_wr.en.eq(1),
-                    ]
-                    if reg:
-                        m.d.comb += [rate_wr.addr.eq(n_abs), rate_wr.en.eq(en_rate()),
-                                     rate_wdata.rate.eq(nu.rate_next),
-                                     rate_wdata.racc.eq(nu.racc_next)]
-                    if D:
-                        m.d.comb += [sd_wr.addr.eq(sd_wbase + n_abs), sd_wr.data.eq(nu.sigma),
-                                     sd_wr.en.eq(1)]
-                    with m.If(n_flush):
-                        m.d.comb += [spk_wr.addr.eq(kbase + n_io.shift_right(lw)),
-                                     spk_wr.data.eq(n_word), spk_wr.en.eq(1)]
-                        m.d.sync += sbuf.eq(0)
-                    with m.Else():
-                        m.d.sync += sbuf.eq(n_word)
-                if target:
-                    with m.If(efu.out_valid):
-                        m.d.comb += [err_wr.addr.eq(e_io), err_wr.en.eq(1),
-                                     err_wr.data.e1.eq(efu.e1_next), err_wr.data.e2.eq(efu.e2_next)]
-                m.d.comb += p_issue.eq(k < lC)
-                x_read()
-                for l in range(P):
-                    m.d.comb += pre_rd[l].addr.eq(pbase + cc)
-                with m.If(k < lC):
-                    m.d.sync += cc.eq(cc + 1)
-                for l in range(P):
-                    with m.If(ptu[l].out_valid):
-                        m.d.comb += [pre_wr[l].addr.eq(p_abs), pre_wr[l].en.eq(1),
-                                     pre_wr[l].data.z.eq(ptu[l].z_next),
-                                     pre_wr[l].data.zh.eq(ptu[l].zh_next)]
-                        if D:
-                            m.d.comb += [zd_wr[l].addr.eq(zd_wbase + p_abs), zd_wr[l].en.eq(1),
-                                         zd_wr[l].data.eq(ptu[l].zh_next)]
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == FRONT_LAST):
-                    m.d.sync += [k.eq(0), ci.eq(0), cc.eq(0), ca.eq(sbase), wa.eq(sbase)]
+    def _seq_front(self, scope: _Scope):
+        """FRONT: the neuron and pre-trace passes of one layer at once (disjoint memories)."""
+        (n_issue, k, lN, neur_rd, nbase, ci, m, reg, rate_rd, target, err_rd, e_addr, tb_rd, lw,
+         nu, neur_wr, n_abs, en_neur, neur_wdata, sig_wr, rate_wr, en_rate, rate_wdata, D, sd_wr,
+         sd_wbase, n_flush, spk_wr, kbase, n_io, n_word, sbuf, efu, err_wr, e_io, p_issue, lC,
+         x_read, P, pre_rd, pbase, cc, ptu, pre_wr, p_abs, zd_wr, zd_wbase, FRONT_LAST, ca, sbase,
+         wa, is_out, out_go) = scope.take(
+            'n_issue', 'k', 'lN', 'neur_rd', 'nbase', 'ci', 'm', 'reg', 'rate_rd', 'target',
+            'err_rd', 'e_addr', 'tb_rd', 'lw', 'nu', 'neur_wr', 'n_abs', 'en_neur', 'neur_wdata',
+            'sig_wr', 'rate_wr', 'en_rate', 'rate_wdata', 'D', 'sd_wr', 'sd_wbase', 'n_flush',
+            'spk_wr', 'kbase', 'n_io', 'n_word', 'sbuf', 'efu', 'err_wr', 'e_io', 'p_issue', 'lC',
+            'x_read', 'P', 'pre_rd', 'pbase', 'cc', 'ptu', 'pre_wr', 'p_abs', 'zd_wr', 'zd_wbase',
+            'FRONT_LAST', 'ca', 'sbase', 'wa', 'is_out', 'out_go')
+        # Neuron pass (with the error filter chained to it for the output layer) and
+        # pre-trace pass at once: they touch disjoint memories and neither reads what
+        # the other writes.
+        m.d.comb += [n_issue.eq(k < lN), neur_rd.addr.eq(nbase + ci)]
+        if reg:
+            m.d.comb += rate_rd.addr.eq(nbase + ci)
+        if target:
+            m.d.comb += [err_rd.addr.eq(e_addr), tb_rd.addr.eq(e_addr.shift_right(lw))]
+        with m.If(k < lN):
+            m.d.sync += ci.eq(ci + 1)
+        with m.If(nu.out_valid):
+            m.d.comb += [
+                neur_wr.addr.eq(n_abs), neur_wr.en.eq(en_neur("U", "ref")),
+                neur_wdata.U.eq(nu.U_next), neur_wdata.ref.eq(nu.ref_next),
+                sig_wr.addr.eq(n_abs), sig_wr.data.eq(nu.sigma), sig_wr.en.eq(1),
+            ]
+            if reg:
+                m.d.comb += [rate_wr.addr.eq(n_abs), rate_wr.en.eq(en_rate()),
+                             rate_wdata.rate.eq(nu.rate_next),
+                             rate_wdata.racc.eq(nu.racc_next)]
+            if D:
+                m.d.comb += [sd_wr.addr.eq(sd_wbase + n_abs), sd_wr.data.eq(nu.sigma),
+                             sd_wr.en.eq(1)]
+            with m.If(n_flush):
+                m.d.comb += [spk_wr.addr.eq(kbase + n_io.shift_right(lw)),
+                             spk_wr.data.eq(n_word), spk_wr.en.eq(1)]
+                m.d.sync += sbuf.eq(0)
+            with m.Else():
+                m.d.sync += sbuf.eq(n_word)
+        if target:
+            with m.If(efu.out_valid):
+                m.d.comb += [err_wr.addr.eq(e_io), err_wr.en.eq(1),
+                             err_wr.data.e1.eq(efu.e1_next), err_wr.data.e2.eq(efu.e2_next)]
+        m.d.comb += p_issue.eq(k < lC)
+        x_read()
+        for l in range(P):
+            m.d.comb += pre_rd[l].addr.eq(pbase + cc)
+        with m.If(k < lC):
+            m.d.sync += cc.eq(cc + 1)
+        for l in range(P):
+            with m.If(ptu[l].out_valid):
+                m.d.comb += [pre_wr[l].addr.eq(p_abs), pre_wr[l].en.eq(1),
+                             pre_wr[l].data.z.eq(ptu[l].z_next),
+                             pre_wr[l].data.zh.eq(ptu[l].zh_next)]
+                if D:
+                    m.d.comb += [zd_wr[l].addr.eq(zd_wbase + p_abs), zd_wr[l].en.eq(1),
+                                 zd_wr[l].data.eq(ptu[l].zh_next)]
+        m.d.sync += k.eq(k + 1)
+        with m.If(k == FRONT_LAST):
+            m.d.sync += [k.eq(0), ci.eq(0), cc.eq(0), ca.eq(sbase), wa.eq(sbase)]
+            with m.If(is_out):
+                m.d.sync += out_go.eq(1)
+            m.next = "LEARN"
+        scope.leave(locals())
+
+    def _seq_learn(self, scope: _Scope):
+        """LEARN: one pass over the layer's synapse words."""
+        (out_go, m, l_issue, l_go, neur_rd, nbase, l_i_pre, D, sd_rd, sd_rbase, ci, sig_rd, target,
+         err_rd, eb_rd, x_read, P, syn_rd, ca, zd_rd, zd_rbase, pbase, cc, pre_rd, has_b, b_rd,
+         two, h_rd, lay, lp, h_c, advance_2d, snu, syn_wr, wa, en_all, l_wb, syn_wdata, h_pipe,
+         is_out, h_wr, h_co, h_last, h_fin, h_new, l_vo, l_last_o, neur_wr, l_io, en_neur,
+         neur_wdata, I_new, k, LEARN_LAST, reset_counters, do_chunk) = scope.take(
+            'out_go', 'm', 'l_issue', 'l_go', 'neur_rd', 'nbase', 'l_i_pre', 'D', 'sd_rd',
+            'sd_rbase', 'ci', 'sig_rd', 'target', 'err_rd', 'eb_rd', 'x_read', 'P', 'syn_rd', 'ca',
+            'zd_rd', 'zd_rbase', 'pbase', 'cc', 'pre_rd', 'has_b', 'b_rd', 'two', 'h_rd', 'lay',
+            'lp', 'h_c', 'advance_2d', 'snu', 'syn_wr', 'wa', 'en_all', 'l_wb', 'syn_wdata',
+            'h_pipe', 'is_out', 'h_wr', 'h_co', 'h_last', 'h_fin', 'h_new', 'l_vo', 'l_last_o',
+            'neur_wr', 'l_io', 'en_neur', 'neur_wdata', 'I_new', 'k', 'LEARN_LAST',
+            'reset_counters', 'do_chunk')
+        m.d.sync += out_go.eq(0)
+        m.d.comb += [l_issue.eq(l_go), neur_rd.addr.eq(nbase + l_i_pre)]
+        if D:
+            m.d.comb += sd_rd.addr.eq(sd_rbase + nbase + ci)
+        else:
+            m.d.comb += sig_rd.addr.eq(nbase + ci)
+        if target:
+            m.d.comb += err_rd.addr.eq(ci)
+        else:
+            m.d.comb += eb_rd.addr.eq(ci)
+        x_read()
+        for l in range(P):
+            m.d.comb += syn_rd[l].addr.eq(ca)
+            if D:
+                m.d.comb += zd_rd[l].addr.eq(zd_rbase + pbase + cc)
+            else:
+                m.d.comb += pre_rd[l].addr.eq(pbase + cc)
+            if has_b:
+                m.d.comb += b_rd[l].addr.eq(ca)
+            if two:
+                m.d.comb += h_rd[l].addr.eq(Mux(lay, ci.shift_right(lp), h_c))
+        with m.If(l_go):
+            advance_2d()
+        for l in range(P):
+            u = snu[l]
+            with m.If(u.out_valid):
+                m.d.comb += [syn_wr[l].addr.eq(wa), syn_wr[l].en.eq(en_all)]
+                m.d.comb += [getattr(syn_wdata[l], f).eq(v) for f, v in l_wb[l].items()]
+                if two and not h_pipe:
                     with m.If(is_out):
-                        m.d.sync += out_go.eq(1)
-                    m.next = "LEARN"
+                        m.d.comb += [h_wr[l].addr.eq(h_co), h_wr[l].en.eq(1),
+                                     h_wr[l].data.eq(Mux(h_last, h_fin[l], h_new[l]))]
+        with m.If(l_vo & l_last_o):
+            m.d.comb += [neur_wr.addr.eq(nbase + l_io), neur_wr.en.eq(en_neur("I")),
+                         neur_wdata.I.eq(I_new)]
+        with m.If(l_vo):                  # a word's write slot, on any lane
+            m.d.sync += wa.eq(wa + 1)
+        m.d.sync += k.eq(k + 1)
+        with m.If(k == LEARN_LAST):
+            if two:
+                with m.If(is_out):
+                    reset_counters(1)
+                    m.next = "FRONT"
+                with m.Elif(do_chunk):
+                    reset_counters(0)
+                    m.next = "CHUNK"
+                with m.Else():
+                    m.next = "FIN"
+            else:
+                with m.If(do_chunk):
+                    reset_counters(0)
+                    m.next = "CHUNK"
+                with m.Else():
+                    m.next = "FIN"
+        scope.leave(locals())
 
-            with m.State("LEARN"):
-                m.d.sync += out_go.eq(0)
-                m.d.comb += [l_issue.eq(l_go), neur_rd.addr.eq(nbase + l_i_pre)]
-                if D:
-                    m.d.comb += sd_rd.addr.eq(sd_rbase + nbase + ci)
-                else:
-                    m.d.comb += sig_rd.addr.eq(nbase + ci)
-                if target:
-                    m.d.comb += err_rd.addr.eq(ci)
-                else:
-                    m.d.comb += eb_rd.addr.eq(ci)
-                x_read()
-                for l in range(P):
-                    m.d.comb += syn_rd[l].addr.eq(ca)
-                    if D:
-                        m.d.comb += zd_rd[l].addr.eq(zd_rbase + pbase + cc)
-                    else:
-                        m.d.comb += pre_rd[l].addr.eq(pbase + cc)
-                    if has_b:
-                        m.d.comb += b_rd[l].addr.eq(ca)
-                    if two:
-                        m.d.comb += h_rd[l].addr.eq(Mux(lay, ci.shift_right(lp), h_c))
-                with m.If(l_go):
-                    advance_2d()
-                for l in range(P):
-                    u = snu[l]
-                    with m.If(u.out_valid):
-                        m.d.comb += [syn_wr[l].addr.eq(wa), syn_wr[l].en.eq(en_all)]
-                        m.d.comb += [getattr(syn_wdata[l], f).eq(v) for f, v in l_wb[l].items()]
-                        if two and not h_pipe:
-                            with m.If(is_out):
-                                m.d.comb += [h_wr[l].addr.eq(h_co), h_wr[l].en.eq(1),
-                                             h_wr[l].data.eq(Mux(h_last, h_fin[l], h_new[l]))]
-                with m.If(l_vo & l_last_o):
-                    m.d.comb += [neur_wr.addr.eq(nbase + l_io), neur_wr.en.eq(en_neur("I")),
-                                 neur_wdata.I.eq(I_new)]
-                with m.If(l_vo):                  # a word's write slot, on any lane
-                    m.d.sync += wa.eq(wa + 1)
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == LEARN_LAST):
-                    if two:
-                        with m.If(is_out):
-                            reset_counters(1)
-                            m.next = "FRONT"
-                        with m.Elif(do_chunk):
-                            reset_counters(0)
-                            m.next = "CHUNK"
-                        with m.Else():
-                            m.next = "FIN"
-                    else:
-                        with m.If(do_chunk):
-                            reset_counters(0)
-                            m.next = "CHUNK"
-                        with m.Else():
-                            m.next = "FIN"
+    def _seq_chunk(self, scope: _Scope):
+        """CHUNK: the weight update over the layer's synapse words."""
+        (c_issue, c_go, m, reg, rate_rd, nbase, ci, c_s1, c_last1, rate_wr, c_n1, en_rate,
+         rate_wdata, P, syn_rd, ca, rmax, q_rd, sp1, c_a1, q_sel, advance_2d, c_wb, syn_wr, wa,
+         en_wm, syn_wdata, q_wr, c_wv, k, CHUNK_LAST, two, is_out, reset_counters) = scope.take(
+            'c_issue', 'c_go', 'm', 'reg', 'rate_rd', 'nbase', 'ci', 'c_s1', 'c_last1', 'rate_wr',
+            'c_n1', 'en_rate', 'rate_wdata', 'P', 'syn_rd', 'ca', 'rmax', 'q_rd', 'sp1', 'c_a1',
+            'q_sel', 'advance_2d', 'c_wb', 'syn_wr', 'wa', 'en_wm', 'syn_wdata', 'q_wr', 'c_wv',
+            'k', 'CHUNK_LAST', 'two', 'is_out', 'reset_counters')
+        m.d.comb += c_issue.eq(c_go)
+        if reg:
+            m.d.comb += rate_rd.addr.eq(nbase + ci)
+            # the row's racc was read by its last synapse: clear it (chunk consumed)
+            with m.If(c_s1 & c_last1):
+                m.d.comb += [rate_wr.addr.eq(c_n1), rate_wr.en.eq(en_rate("racc")),
+                             rate_wdata.racc.eq(0)]
+        for l in range(P):
+            m.d.comb += syn_rd[l].addr.eq(ca)
+            if rmax:
+                m.d.comb += q_rd[l].addr.eq(c_a1 if sp1 else ca)
+        if sp1 and rmax:
+            m.d.comb += q_sel.eq(c_s1)
+        with m.If(c_go):
+            advance_2d()
+        for l in range(P):
+            wv, wf, q_wb = c_wb[l]
+            with m.If(wv):
+                m.d.comb += [syn_wr[l].addr.eq(wa), syn_wr[l].en.eq(en_wm),
+                             syn_wdata[l].w.eq(wf["w"]), syn_wdata[l].m.eq(wf["m"])]
+            if rmax:
+                qv, qa, qq = q_wb
+                with m.If(qv):
+                    m.d.comb += [q_wr[l].addr.eq(qa), q_wr[l].en.eq(1),
+                                 q_wr[l].data.q.eq(qq)]
+        with m.If(c_wv):
+            m.d.sync += wa.eq(wa + 1)
+        m.d.sync += k.eq(k + 1)
+        with m.If(k == CHUNK_LAST):
+            if two:
+                with m.If(is_out):
+                    reset_counters(1)
+                with m.Else():
+                    m.next = "FIN"
+            else:
+                m.next = "FIN"
+        scope.leave(locals())
 
-            with m.State("CHUNK"):
-                m.d.comb += c_issue.eq(c_go)
-                if reg:
-                    m.d.comb += rate_rd.addr.eq(nbase + ci)
-                    # the row's racc was read by its last synapse: clear it (chunk consumed)
-                    with m.If(c_s1 & c_last1):
-                        m.d.comb += [rate_wr.addr.eq(c_n1), rate_wr.en.eq(en_rate("racc")),
-                                     rate_wdata.racc.eq(0)]
-                for l in range(P):
-                    m.d.comb += syn_rd[l].addr.eq(ca)
-                    if rmax:
-                        m.d.comb += q_rd[l].addr.eq(c_a1 if sp1 else ca)
-                if sp1 and rmax:
-                    m.d.comb += q_sel.eq(c_s1)
-                with m.If(c_go):
-                    advance_2d()
-                for l in range(P):
-                    wv, wf, q_wb = c_wb[l]
-                    with m.If(wv):
-                        m.d.comb += [syn_wr[l].addr.eq(wa), syn_wr[l].en.eq(en_wm),
-                                     syn_wdata[l].w.eq(wf["w"]), syn_wdata[l].m.eq(wf["m"])]
-                    if rmax:
-                        qv, qa, qq = q_wb
-                        with m.If(qv):
-                            m.d.comb += [q_wr[l].addr.eq(qa), q_wr[l].en.eq(1),
-                                         q_wr[l].data.q.eq(qq)]
-                with m.If(c_wv):
-                    m.d.sync += wa.eq(wa + 1)
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == CHUNK_LAST):
-                    if two:
-                        with m.If(is_out):
-                            reset_counters(1)
-                        with m.Else():
-                            m.next = "FIN"
-                    else:
-                        m.next = "FIN"
+    def _seq_fin(self, scope: _Scope):
+        """FIN: the step ends once ``out`` is drained."""
+        (m, out_done, step_count, cycles, cyc, phase, p, lay, D, dslot, rslot) = scope.take(
+            'm', 'out_done', 'step_count', 'cycles', 'cyc', 'phase', 'p', 'lay', 'D', 'dslot',
+            'rslot')
+        with m.If(out_done):
+            m.d.sync += [
+                step_count.eq(step_count + 1), cycles.eq(cyc),
+                phase.eq(Mux(phase == p.chunk_steps - 1, 0, phase + 1)),
+                out_done.eq(0), lay.eq(0),
+            ]
+            if D:
+                m.d.sync += dslot.eq(rslot)
+            m.next = "IDLE"
+        scope.leave(locals())
 
-            with m.State("FIN"):
-                with m.If(out_done):
-                    m.d.sync += [
-                        step_count.eq(step_count + 1), cycles.eq(cyc),
-                        phase.eq(Mux(phase == p.chunk_steps - 1, 0, phase + 1)),
-                        out_done.eq(0), lay.eq(0),
-                    ]
-                    if D:
-                        m.d.sync += dslot.eq(rslot)
-                    m.next = "IDLE"
-
+    def _tail(self, scope: _Scope):
+        """Outside the sequencer: the cycle counter and the registered hidden-error write."""
+        (m, idle, cyc, two, h_pipe, h_w, h_wr) = scope.take(
+            'm', 'idle', 'cyc', 'two', 'h_pipe', 'h_w', 'h_wr')
         with m.If(~idle):
             with m.If(~cyc.all()):
                 m.d.sync += cyc.eq(cyc + 1)
@@ -1363,7 +1085,7 @@ class Core(wiring.Component):
             for l, (hv, ha, hd) in enumerate(h_w):
                 with m.If(hv):
                     m.d.comb += [h_wr[l].addr.eq(ha), h_wr[l].en.eq(1), h_wr[l].data.eq(hd)]
-        return m
+        scope.leave(locals())
 
 
 def _field_enables(layout: data.StructLayout, g: int):
@@ -1379,14 +1101,7 @@ def _field_enables(layout: data.StructLayout, g: int):
     return en
 
 
-def _latency(unit) -> int:
-    """A unit's latency, without leaving an unused-elaboratable warning behind."""
-    unit._MustUse__silence = True
-    return unit.latency
-
-
 def _raw(v):
-    from amaranth.hdl import Value
     return Value.cast(v)
 
 

@@ -23,7 +23,7 @@ from spikeloop import protocol as pr
 from spikeloop.params import ErrorSource
 
 from .config import SoCConfig
-from .core import Space
+from .accessmap import Space
 from .framing import FrameReceiver, cobs_transmitter, crc16_step, sat_inc
 from .spacemap import SpaceMap, space_maps
 

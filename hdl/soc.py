@@ -42,9 +42,7 @@ class EngineCore(wiring.Component):
     def __init__(self, config: SoCConfig):
         self.config = config
         self.engine = ProtocolEngine(config)
-        c = config.core
-        # TODO(lead): Core(config.core) once hdl/core.py takes a CoreConfig
-        self.core = Core(c.params, c.lanes, c.in_width, single_port=c.single_port)
+        self.core = Core(config.core)
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),

@@ -2,7 +2,7 @@
 
 Pure Python (no Amaranth): :class:`SpaceMap` derives, for one protocol memory space, the constants
 with which the protocol engine (``hdl/engine.py``) steps through the space's words with counters
-instead of a divider, and checks them against :meth:`~spikeloop.hdl.core.AccessMap.locate` for
+instead of a divider, and checks them against :meth:`~spikeloop.hdl.accessmap.AccessMap.locate` for
 every word; :func:`space_maps` lists those of the spaces a Core build holds. See ``docs/link.md``
 ("Memory words without a divider").
 """

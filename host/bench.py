@@ -145,14 +145,12 @@ RTL_SIZES = ((100, 0, 1), (100, 32, 100), (256, 0, 256))
 RTL_LANES = (1, 2, 4)
 
 
-def learn_cycles(p: Params, lanes: int, single_port: bool = False) -> int:
-    """Cycles of the learning passes of one step (``N·C + 1 + L_s`` per layer with dual-port
-    memory, see :func:`spikeloop.hdl.core.cycles_per_step`): the part of a step that updates
-    synapses."""
-    from spikeloop.hdl.core import _layers, _syn_timing
-    t = _syn_timing(p, single_port)
-    return sum(t.learn_last(L.N * L.C) + 1
-               for L in _layers(p, lanes, max(8, lanes)))
+def learn_cycles(config) -> int:
+    """Cycles of the learning passes of one step of a :class:`~spikeloop.hdl.config.CoreConfig`
+    (``N·C + 1 + L_s`` per layer with dual-port memory, see
+    :func:`spikeloop.hdl.timing.cycles_per_step`): the part of a step that updates synapses."""
+    t = config.timing
+    return sum(t.learn_last(L.N * L.C) + 1 for L in config.layers)
 
 
 def bench_rtl(sizes=RTL_SIZES, lanes=RTL_LANES, steps: int = 4, in_width: int = 8,
@@ -165,7 +163,8 @@ def bench_rtl(sizes=RTL_SIZES, lanes=RTL_LANES, steps: int = 4, in_width: int = 
     import tempfile
     from pathlib import Path
 
-    from spikeloop.hdl.core import Core, cycles_per_step
+    from spikeloop.hdl.config import CoreConfig
+    from spikeloop.hdl.core import Core
     from spikeloop.params import Params
     from spikeloop.sim.rtl_runner import build_and_test, default_build_dir
 
@@ -175,7 +174,8 @@ def bench_rtl(sizes=RTL_SIZES, lanes=RTL_LANES, steps: int = 4, in_width: int = 
             row = {"size": f"{n_in}-{n_hid}-{n_out}", "lanes": P}
             p = Params(n_in=n_in, n_hidden=n_hid, n_out=n_out, chunk_steps=max(2, steps - 1))
             try:
-                core = Core(p, lanes=P, in_width=max(in_width, P), single_port=single_port)
+                config = CoreConfig(p, P, max(in_width, P), single_port)
+                core = Core(config)
             except ValueError as e:
                 rows.append({**row, "error": str(e)})
                 continue
@@ -191,11 +191,11 @@ def bench_rtl(sizes=RTL_SIZES, lanes=RTL_LANES, steps: int = 4, in_width: int = 
             plain = info["cycles"]["plain"][0]
             for kind, chunk in (("plain", False), ("chunk", True)):
                 got = info["cycles"].get(kind, [None])[0]
-                want = cycles_per_step(p, P, chunk, single_port=single_port)
+                want = config.cycles_per_step(chunk)
                 if got is not None and got != want:
                     raise AssertionError(f"{n_in}-{n_hid}-{n_out} P={P}: measured {got} cycles per "
                                          f"{kind} step, the formula says {want}")
-            learn = learn_cycles(p, P, single_port)
+            learn = learn_cycles(config)
             rows.append({**row, "synapses": p.n_synapses, "cycles_per_step": plain,
                          "cycles_per_chunk_end_step": info["cycles"].get("chunk", [None])[0],
                          "updates_per_cycle_per_lane": p.n_synapses / P / plain,

@@ -27,8 +27,10 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
-from spikeloop.hdl.core import AccessMap, Reg, Space, cycles_per_step
+from spikeloop.hdl.accessmap import Reg, Space
+from spikeloop.hdl.config import CoreConfig
 from spikeloop.params import ErrorSource, Feedback, Params
+from spikeloop.sim.cocotb_streams import StreamSink, StreamSource, random_pauses
 from spikeloop.sim.golden import GoldenModel
 from spikeloop.sim.rtl_runner import test_params
 
@@ -42,11 +44,17 @@ class TB:
     def __init__(self, dut, p: Params, lanes: int, in_width: int, rng: random.Random,
                  stall: float = 0.3, backpressure: float = 0.4):
         self.dut, self.p, self.rng = dut, p, rng
-        self.map = AccessMap(p, lanes, in_width)
-        self.P, self.C = lanes, self.map.cols
         # single-port synapse memory: the q words sit in the synapse memory's second half
         self.single_port = bool(PARAMS.get("single_port", False))
+        self.config = CoreConfig(p, lanes, in_width, self.single_port)
+        self.map = self.config.map
+        self.P, self.C = lanes, self.map.cols
         self.stall, self.backpressure = stall, backpressure
+        # each stream port with its own pause generator on the shared rng
+        errs = "tgt" if p.error_source is ErrorSource.TARGET else "err"
+        self.ports = {name: StreamSource(dut, name, pause=random_pauses(rng, stall))
+                      for name in ("inp", errs)}
+        self.ports["out"] = StreamSink(dut, "out", pause=random_pauses(rng, backpressure))
 
     async def reset(self):
         d = self.dut
@@ -83,60 +91,24 @@ class TB:
         raise AssertionError(f"acc_rvalid never came for space {Space(space).name} index {index}")
 
     # -------------------------------------------------------------- streams
-    async def send(self, valid, payload, ready, words):
-        """Drive a stream (at falling edges); a beat moves when valid and ready are both
-        1 just before a rising edge, which is what ReadOnly after the falling edge shows."""
-        d = self.dut
-        for w in words:
-            while self.rng.random() < self.stall:
-                valid.value = 0
-                await FallingEdge(d.clk)
-            valid.value, payload.value = 1, w
-            while True:
-                await ReadOnly()
-                done = bool(ready.value)
-                await FallingEdge(d.clk)
-                if done:
-                    break
-        valid.value = 0
-
-    async def receive(self, n, limit=100_000) -> list[int]:
-        d, got = self.dut, []
-        for _ in range(limit):
-            if len(got) >= n:
-                break
-            d.out__ready.value = int(self.rng.random() >= self.backpressure)
-            await ReadOnly()
-            if d.out__valid.value and d.out__ready.value:
-                got.append(d.out__payload.value.to_unsigned())
-            await FallingEdge(d.clk)
-        else:
-            raise AssertionError(f"out: {len(got)} of {n} words after {limit} cycles")
-        d.out__ready.value = 0
-        return got
-
     async def step(self, x, tgt, err=None) -> list[int]:
         """Stream one step's inputs and targets or host errors (random stalls on each stream),
         start it, collect ``out`` (random backpressure)."""
-        d = self.dut
-        jobs = [cocotb.start_soon(self.send(d.inp__valid, d.inp__payload, d.inp__ready,
-                                            self.map.pack_bits(x)))]
+        d, ports = self.dut, self.ports
+        jobs = [cocotb.start_soon(ports["inp"].send(self.map.pack_bits(x)))]
         if self.p.error_source is ErrorSource.TARGET:
-            jobs.append(cocotb.start_soon(self.send(d.tgt__valid, d.tgt__payload, d.tgt__ready,
-                                                    self.map.pack_bits(tgt))))
+            jobs.append(cocotb.start_soon(ports["tgt"].send(self.map.pack_bits(tgt))))
         else:
             bits = self.p.formats["err"].bits
             words = [int(e) & ((1 << bits) - 1) for e in (np.zeros(self.p.n_out) if err is None else err)]
-            jobs.append(cocotb.start_soon(self.send(d.err__valid, d.err__payload, d.err__ready,
-                                                    words)))
+            jobs.append(cocotb.start_soon(ports["err"].send(words)))
         for j in jobs:
             await j
         d.start.value = 1
         await FallingEdge(d.clk)
         d.start.value = 0
-        out = await self.receive(self.map.t_beats)
-        for _ in range(cycles_per_step(self.p, self.P, chunk=True, single_port=self.single_port)
-                       // 64 + 100):
+        out = await ports["out"].receive(self.map.t_beats)
+        for _ in range(self.config.cycles_per_step(chunk=True) // 64 + 100):
             if not d.busy.value:
                 break
             await ClockCycles(d.clk, 64)

@@ -20,7 +20,7 @@ import time
 import cocotb
 import numpy as np
 
-from spikeloop.hdl.core import Reg, Space
+from spikeloop.hdl.accessmap import Reg, Space
 from spikeloop.host.tasks import FIG2_DEFAULTS, fig2_params, make_fig2
 from spikeloop.sim.cocotb_core import TB, first_mismatch
 from spikeloop.sim.golden import GoldenModel

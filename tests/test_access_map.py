@@ -3,7 +3,7 @@
 import pytest
 
 from spikeloop import protocol
-from spikeloop.hdl.core import AccessMap, Location, Space
+from spikeloop.hdl.accessmap import AccessMap, Location, Space
 from spikeloop.params import Params
 from spikeloop.sim.golden import GoldenModel
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from amaranth.hdl import signed
 
-from spikeloop.hdl.core import Core, cycles_per_step
+from spikeloop.hdl.config import CoreConfig
+from spikeloop.hdl.core import Core
 from spikeloop.params import Params
 from spikeloop.sim.rtl_runner import CocotbTestFailure, build_and_test, default_build_dir
 
@@ -94,6 +95,11 @@ def build_dir():
     return default_build_dir()      # Verilator builds cached across runs
 
 
+def cycles_per_step(p, lanes, chunk=False, single_port=False):
+    """The timing model's cycles of one step (what the measured cycles must equal)."""
+    return CoreConfig.for_lanes(p, lanes, single_port=single_port).cycles_per_step(chunk)
+
+
 def run(build_dir, tmp_path, cfg, testcase, **extra):
     cfg = dict(cfg)
     lanes = cfg.pop("lanes")
@@ -104,7 +110,7 @@ def run(build_dir, tmp_path, cfg, testcase, **extra):
     params = {"params": p.to_dict(), "lanes": lanes, "in_width": in_width, "seed": 3,
               "steps": STEPS, "stats": str(stats), "single_port": single_port}
     params.update(extra)
-    build_and_test(lambda: Core(p, lanes=lanes, in_width=in_width, single_port=single_port),
+    build_and_test(lambda: Core(CoreConfig(p, lanes, in_width, single_port)),
                    "core", TEST_MODULE,
                    build_dir=build_dir,
                    params=params, testcase=testcase, seed=11)
@@ -219,8 +225,8 @@ def test_core_access_port_reads_match_hidden(build_dir, tmp_path):
 def test_core_ports_follow_the_error_source():
     """``tgt`` exists only for target spikes, ``err`` (one signed 'err' word a beat) only for
     host errors."""
-    t = Core(Params(n_in=8, n_out=2))
-    h = Core(Params(n_in=8, n_out=2, error_source="host"))
+    t = Core(CoreConfig(Params(n_in=8, n_out=2)))
+    h = Core(CoreConfig(Params(n_in=8, n_out=2, error_source="host")))
     assert "tgt" in t.signature.members and "err" not in t.signature.members
     assert "err" in h.signature.members and "tgt" not in h.signature.members
     assert h.signature.members["err"].signature.members["payload"].shape == signed(16)
@@ -229,9 +235,14 @@ def test_core_ports_follow_the_error_source():
 
 def test_core_refuses_bad_lanes():
     with pytest.raises(ValueError, match="power of two"):
-        Core(Params(n_in=8, n_out=2), lanes=3)
+        CoreConfig(Params(n_in=8, n_out=2), lanes=3)
     with pytest.raises(ValueError, match="multiple of lanes"):
-        Core(Params(n_in=8, n_out=2), lanes=16, in_width=8)
+        CoreConfig(Params(n_in=8, n_out=2), lanes=16, in_width=8)
+
+
+def test_core_takes_only_a_core_config():
+    with pytest.raises(TypeError, match="Core takes a CoreConfig, not Params"):
+        Core(Params(n_in=8, n_out=2))
 
 
 def test_verify_command_reports_bit_exact(tmp_path, capsys):
@@ -274,7 +285,7 @@ def test_bench_rtl_reports_cycles():
 
 def test_core_refuses_bad_single_port():
     with pytest.raises(ValueError, match="single_port must be True or False, not 1"):
-        Core(Params(n_in=8, n_out=2), single_port=1)
+        CoreConfig(Params(n_in=8, n_out=2), single_port=1)
 
 
 def test_verify_command_single_port(tmp_path, capsys):

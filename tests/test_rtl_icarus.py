@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from rtl_examples import Counter
-from spikeloop.hdl.core import Core, cycles_per_step
+from spikeloop.hdl.config import CoreConfig
+from spikeloop.hdl.core import Core
 from spikeloop.params import Params
 from spikeloop.sim.golden import GoldenModel
 from spikeloop.sim.rtl_runner import CocotbTestFailure, build_and_test, default_build_dir
@@ -142,7 +143,8 @@ def run_core(tmp_path, name, **extra):
     stats = tmp_path / "stats.json"
     params = {"params": p.to_dict(), "lanes": lanes, "in_width": 8, "seed": 3,
               "steps": CORE_STEPS, "stats": str(stats), **extra}
-    build_and_test(lambda: Core(p, lanes=lanes), "core", "spikeloop.sim.cocotb_core",
+    config = CoreConfig(p, lanes)
+    build_and_test(lambda: Core(config), "core", "spikeloop.sim.cocotb_core",
                    build_dir=BUILD_DIR, sim=SIM, params=params, testcase="step_lockstep", seed=11)
     return p, lanes, json.loads(stats.read_text())
 
@@ -157,8 +159,8 @@ def test_core_matches_golden(tmp_path, name):
     want = {f"{L}.{v}" for L in layers for v in ("S", "e", "m", "zh", "sigma", "w")}
     assert want <= set(info["nonzero"]), sorted(want - set(info["nonzero"]))
     assert info["output_spikes"] > 0 and (info["hidden_spikes"] > 0 or not p.n_hidden)
-    assert info["cycles"]["plain"] == [cycles_per_step(p, lanes)]
-    assert info["cycles"]["chunk"] == [cycles_per_step(p, lanes, chunk=True)]
+    assert info["cycles"]["plain"] == [config.cycles_per_step()]
+    assert info["cycles"]["chunk"] == [config.cycles_per_step(chunk=True)]
 
 
 def test_core_mismatch_is_reported(tmp_path):

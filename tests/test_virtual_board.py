@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spikeloop import protocol as P
-from spikeloop.hdl.config import SoCConfig
+from spikeloop.hdl.config import CoreConfig, SoCConfig
 from spikeloop.host.virtual_board import LINK_COUNTERS, ModelTransport, VirtualBoard
 from spikeloop.params import Params
 from spikeloop.protocol import Command, Nak, ResetMask
@@ -113,17 +113,15 @@ def test_run_is_bit_exact_with_the_golden_model(kw):
     if "fb" in vb.spaces:
         gs["fb"] = g.fb
     same_state(vb.state(), {k: v for k, v in gs.items() if k in vb.spaces})
-    from spikeloop.hdl.core import cycles_per_step
-    assert h.regs("STEP_COUNT", 4) == [T, cycles_per_step(p, 1, False), T % 40, T // 40]
+    assert h.regs("STEP_COUNT", 4) == [T, CoreConfig(p, 1).cycles_per_step(False), T % 40, T // 40]
 
 
 def test_cycles_of_a_chunk_end_step():
-    from spikeloop.hdl.core import cycles_per_step
     p = net()
     h = Host(vboard(p, 4))
     x, y = stimulus(p, 40)
     h.ack(Command.RUN_STEPS, P.pack_run_steps(p, x, y))
-    assert h.regs("CYCLES") == [cycles_per_step(p, 4, True)]
+    assert h.regs("CYCLES") == [CoreConfig(p, 4).cycles_per_step(True)]
 
 
 def bad_length_frame(cmd, seq, payload, length):
