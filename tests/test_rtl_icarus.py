@@ -159,8 +159,8 @@ def test_core_matches_golden(tmp_path, name):
     want = {f"{L}.{v}" for L in layers for v in ("S", "e", "m", "zh", "sigma", "w")}
     assert want <= set(info["nonzero"]), sorted(want - set(info["nonzero"]))
     assert info["output_spikes"] > 0 and (info["hidden_spikes"] > 0 or not p.n_hidden)
-    assert info["cycles"]["plain"] == [config.cycles_per_step()]
-    assert info["cycles"]["chunk"] == [config.cycles_per_step(chunk=True)]
+    assert info["cycles"]["plain"] == [CoreConfig(p, lanes).cycles_per_step()]
+    assert info["cycles"]["chunk"] == [CoreConfig(p, lanes).cycles_per_step(chunk=True)]
 
 
 def test_core_mismatch_is_reported(tmp_path):
