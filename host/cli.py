@@ -137,7 +137,9 @@ def _add_training_options(p: argparse.ArgumentParser, fig2: bool) -> None:
     g.add_argument("--r0-drop", type=_r0_drop, nargs="*", metavar="TRIAL:FACTOR",
                    help="divide the learning rate r0 by FACTOR at the start of TRIAL (0-based); "
                         "give the option without values for no drop" +
-                        (f" (default {' '.join(f'{k}:{f}' for k, f in _fig2('r0_drop'))})" if fig2
+                        (f" (default {' '.join(f'{k}:{f}' for k, f in _fig2('r0_drop'))}; "
+                         f"{' '.join(f'{k}:{f}' for k, f in _fig2('r0_drop_hidden'))} with --hidden)"
+                         if fig2
                          else " (default: none)"))
     g.add_argument("--tol-ms", type=_non_negative_float, metavar="MS",
                    help=f"spike-matching tolerance (default {_fig2('tol_ms'):g})")
@@ -242,13 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     f = p.add_argument_group("stimulus")
     f.add_argument("--input", type=Path, metavar="IN.ras",
-                   help="input spikes (time_s neuron_id per line); n_in = largest id + 1, or the "
-                        "config's n_in if larger")
+                   help="input spikes (time_s neuron_id per line); n_in = its '# neurons N' "
+                        "header, else largest id + 1, or the config's n_in if larger")
     f.add_argument("--target", type=Path, metavar="TGT.ras",
-                   help="target spikes of the output neurons; n_out = largest id + 1")
+                   help="target spikes of the output neurons; n_out as for --input")
     f.add_argument("--duration-ms", type=_positive_float, metavar="MS",
-                   help="trial length (default: the config's chunk, chunk_steps·dt_ms); the "
-                        "weight update is set to once per trial")
+                   help="trial length (default: the files' '# duration_s' header, else the last "
+                        "spike rounded up to 100 ms); the weight update is set to once per trial")
     _add_training_options(p, fig2=False)
     p.set_defaults(func=_cmd_train, task_name=None)
     tsub = p.add_subparsers(dest="task_name", metavar="TASK")
@@ -574,7 +576,7 @@ def _resolve(args) -> dict:
         snapshot_every=get("snapshot_every", 10),
         trace_every=get("trace_every", 0),
         out=out,
-        r0_drop=get("r0_drop", _fig2("r0_drop") if fig2 else []),
+        r0_drop=get("r0_drop", None if fig2 else []),     # fig2: by n_hidden, in _cmd_train
         tol_ms=get("tol_ms", _fig2("tol_ms")),
         checkpoint_every=get("checkpoint_every", 10 if board else 50),
         progress=_progress(getattr(args, "progress", None)),
@@ -602,7 +604,8 @@ def _network_changes(args) -> dict:
 
 def _cmd_train(args) -> int:
     import numpy as np
-    from spikeloop.host.tasks import fig2_params, make_fig2, raster_task, write_task_rasters
+    from spikeloop.host.tasks import (fig2_params, fig2_r0_drop, make_fig2, raster_task,
+                                      write_task_rasters)
     from spikeloop.host.train import summary_paragraph, train
     o = _resolve(args)
     if "resume" in o:
@@ -613,6 +616,8 @@ def _cmd_train(args) -> int:
         duration = getattr(args, "duration_ms", None)
         params = fig2_params(config, n_in=getattr(args, "n_in", None), duration_ms=duration,
                              **_network_changes(args))
+        if o["r0_drop"] is None:
+            o["r0_drop"] = fig2_r0_drop(params.n_hidden)
         task = make_fig2(seeds, n_in=params.n_in, duration_ms=duration,
                          rate_hz=getattr(args, "rate_hz", None),
                          n_target_spikes=getattr(args, "n_target_spikes", None), dt_ms=params.dt_ms)

@@ -16,8 +16,8 @@ import numpy as np
 
 from spikeloop.params import Params
 
-__all__ = ["FIG2_DEFAULTS", "fig2_params", "fig2_stimulus_seed", "make_fig2", "whole_steps",
-           "raster_task", "write_task_rasters"]
+__all__ = ["FIG2_DEFAULTS", "EXTENT_ROUND_MS", "fig2_params", "fig2_r0_drop", "fig2_stimulus_seed",
+           "make_fig2", "whole_steps", "raster_task", "write_task_rasters"]
 
 
 #: The SuperSpike Fig. 2 experiment: task, rule hyper-parameters and schedule, in ONE place.
@@ -32,6 +32,9 @@ FIG2_DEFAULTS: dict = {
     "params": {"w_init_std_mv": 0.5, "r0_mv": 0.1},
     # learning-rate schedule: (trial, factor) = divide r0 by factor at the start of that trial
     "r0_drop": [(200, 10)],
+    # ... and through a hidden layer (--hidden), which needs longer at the first rate
+    # (docs/learning.md, "Fig. 2 through hidden neurons")
+    "r0_drop_hidden": [(400, 10)],
     # experiment size and scoring
     "trials": 1000,
     "seeds": 10,
@@ -50,6 +53,11 @@ def fig2_params(base: Params | None = None, *, n_in: int | None = None,
     duration_ms = d["duration_ms"] if duration_ms is None else duration_ms
     steps = whole_steps(duration_ms, base.dt_ms)
     return base.replace(n_in=n_in, n_out=1, chunk_steps=steps, **changes)
+
+
+def fig2_r0_drop(n_hidden: int) -> list[tuple[int, float]]:
+    """The Fig. 2 learning-rate schedule for a network with ``n_hidden`` hidden neurons."""
+    return list(FIG2_DEFAULTS["r0_drop_hidden" if n_hidden else "r0_drop"])
 
 
 def fig2_stimulus_seed(seed: int) -> int:
@@ -94,39 +102,60 @@ def whole_steps(duration_ms: float, dt_ms: float) -> int:
     return steps
 
 
+#: A raster without a ``# duration_s`` header lasts to its last spike, rounded up to this.
+EXTENT_ROUND_MS = 100.0
+
+
 def raster_task(input_path, target_path, base: Params | None = None, *,
                 duration_ms: float | None = None, **changes) -> tuple[Params, dict]:
     """Parameters and task of a stimulus and target given as ``.ras`` files.
 
-    The network gets as many inputs and outputs as the files (or ``base``, if larger) use; one
-    trial is ``duration_ms`` (default ``base.chunk_steps`` steps), with one weight update per
-    trial. ``changes`` (``n_hidden``, ``feedback``, ...) go to the parameters.
+    The network gets as many inputs and outputs as the files' ``# neurons`` headers say, else as
+    their highest ids use (or ``base``, if larger). One trial is ``duration_ms``, else the files'
+    ``# duration_s`` header (the longer of the two), else the last spike rounded up to
+    ``EXTENT_ROUND_MS``. The weights are updated once per trial, unless ``changes`` sets
+    ``chunk_steps``. ``changes`` (``n_hidden``, ``feedback``, ...) go to the
+    parameters.
 
     Raises
     ------
     FileNotFoundError
         If a file does not exist.
     ValueError
-        If the trial length is not a whole number of steps, or a spike lies outside it.
+        If the trial length is not a whole number of steps, or a spike lies outside it or above
+        its file's ``# neurons``.
     """
-    from spikeloop.sim.raster import read_ras, to_dense
+    from spikeloop.sim.raster import read_ras, read_ras_header, to_dense
     for opt, path in (("input", input_path), ("target", target_path)):
         if not Path(path).is_file():
             raise FileNotFoundError(f"--{opt}: no such file: {path}")
     given = base
     base = base or Params()
-    ti, ii = read_ras(input_path)
-    tt, it = read_ras(target_path)
-    n_in = max(int(ii.max()) + 1 if ii.size else 1, given.n_in if given else 0)
-    n_out = max(int(it.max()) + 1 if it.size else 1, given.n_out if given else 0)
-    if duration_ms is not None:
-        steps = round(duration_ms / base.dt_ms)
-        if steps < 1 or abs(steps * base.dt_ms - duration_ms) > 1e-9 * duration_ms:
-            raise ValueError(f"--duration-ms must be a whole number of steps of "
-                             f"dt = {base.dt_ms:g} ms, not {duration_ms:g}")
-    else:
-        steps = base.chunk_steps
-    params = base.replace(n_in=n_in, n_out=n_out, chunk_steps=steps, **changes)
+    (ti, ii), (tt, it) = read_ras(input_path), read_ras(target_path)
+    hi, ht = read_ras_header(input_path), read_ras_header(target_path)
+
+    def size(ids, header, path, least):
+        used = int(ids.max()) + 1 if ids.size else 1
+        if "neurons" in header and used > header["neurons"]:
+            raise ValueError(f"{path}: neuron id {used - 1} is not below its '# neurons "
+                             f"{header['neurons']}' header")
+        return max(header.get("neurons", used), least)
+
+    n_in = size(ii, hi, input_path, given.n_in if given else 0)
+    n_out = size(it, ht, target_path, given.n_out if given else 0)
+    if duration_ms is None:
+        stated = [h["duration_s"] * 1000.0 for h in (hi, ht) if "duration_s" in h]
+        if stated:
+            duration_ms = max(stated)
+        else:
+            last_ms = max([t.max() for t in (ti, tt) if t.size], default=0.0) * 1000.0
+            duration_ms = EXTENT_ROUND_MS * (math.floor(last_ms / EXTENT_ROUND_MS + 1e-9) + 1)
+    steps = round(duration_ms / base.dt_ms)
+    if steps < 1 or abs(steps * base.dt_ms - duration_ms) > 1e-9 * duration_ms:
+        raise ValueError(f"--duration-ms must be a whole number of steps of "
+                         f"dt = {base.dt_ms:g} ms, not {duration_ms:g}")
+    changes.setdefault("chunk_steps", steps)
+    params = base.replace(n_in=n_in, n_out=n_out, **changes)
     dt_s = params.dt_ms / 1000.0
     try:
         inputs = to_dense(ti, ii, n_in, steps, dt_s)

@@ -2,8 +2,10 @@
 
 The Supervised Spiking Benchmark Suite stores a spike train as a ``.ras`` file: one spike per
 line, ``time_in_seconds neuron_id`` separated by whitespace, in any order; lines starting with
-``#`` and blank lines are ignored. Files are the interchange format between the host, the golden
-model and recorded hardware runs; dense ``(n_steps, n_neurons)`` boolean arrays are what the
+``#`` and blank lines are ignored, except two header comments that say what the spikes alone
+cannot: ``# neurons N`` (the population size, when the highest neurons are silent) and
+``# duration_s X`` (the trial length, when it ends after the last spike). Files are the
+interchange format between the host, the golden model and recorded hardware runs; dense ``(n_steps, n_neurons)`` boolean arrays are what the
 simulators consume step by step.
 """
 
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_ras", "write_ras", "to_dense", "from_dense"]
+__all__ = ["read_ras", "read_ras_header", "write_ras", "to_dense", "from_dense"]
 
 #: Added to ``t / dt`` before flooring so a time written as ``step * dt`` (and rounded on the way
 #: through decimal text) lands in ``step`` and not ``step - 1``.
@@ -138,7 +140,40 @@ def read_ras(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return _sorted(np.asarray(times, dtype=np.float64), np.asarray(ids, dtype=np.int64))
 
 
-def write_ras(path: str | os.PathLike, times_s, ids, comment: str | None = None) -> None:
+_HEADER_KEYS = {"neurons": int, "duration_s": float}
+
+
+def read_ras_header(path: str | os.PathLike) -> dict:
+    """The header comments of a ``.ras`` file: ``{"neurons": int, "duration_s": float}``, each
+    key present only when the file states it (``# neurons 100``, ``# duration_s 3.5``).
+
+    Raises
+    ------
+    ValueError
+        If a header value is not a positive number (the message names file and line).
+    """
+    path = Path(path)
+    found: dict = {}
+    with path.open("r", encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            fields = raw.strip().lstrip("#").split()
+            if not raw.lstrip().startswith("#") or len(fields) != 2 or fields[0] not in _HEADER_KEYS:
+                continue
+            key, tok = fields
+            kind = _HEADER_KEYS[key]
+            try:
+                value = kind(tok)
+            except ValueError:
+                value = None
+            if value is None or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{path}, line {lineno}: '# {key}' must be a positive "
+                                 f"{'integer' if kind is int else 'number'}, not {tok!r}")
+            found[key] = value
+    return found
+
+
+def write_ras(path: str | os.PathLike, times_s, ids, comment: str | None = None, *,
+              n_neurons: int | None = None, duration_s: float | None = None) -> None:
     """Write spikes to a ``.ras`` file.
 
     Times are written with ``%.6f`` (1 µs resolution, which is finer than any time step we
@@ -156,12 +191,26 @@ def write_ras(path: str | os.PathLike, times_s, ids, comment: str | None = None)
         Neuron index of each spike, non-negative, same length as ``times_s``.
     comment : str, optional
         Written first as ``# ...`` lines (one per line of ``comment``) to record provenance.
+    n_neurons, duration_s : optional
+        Written as the ``# neurons`` and ``# duration_s`` headers (see :func:`read_ras_header`);
+        every id must be below ``n_neurons`` and every time before ``duration_s``.
     """
     times, idarr = _check_spikes(times_s, ids)
     if comment is not None and not isinstance(comment, str):
         raise ValueError(f"comment must be a str or None, not {comment!r}")
     times, idarr = _sorted(times, idarr)
     lines = [f"# {c}".rstrip() + "\n" for c in (comment.splitlines() if comment else [])]
+    if n_neurons is not None:
+        n_neurons = _check_pos_int("n_neurons", n_neurons)
+        if idarr.size and idarr.max() >= n_neurons:
+            raise ValueError(f"ids must be below n_neurons={n_neurons}, not {int(idarr.max())}")
+        lines.append(f"# neurons {n_neurons}\n")
+    if duration_s is not None:
+        duration_s = _check_pos_float("duration_s", duration_s)
+        if times.size and times.max() >= duration_s:
+            raise ValueError(f"spike times must be before duration_s={duration_s!r}, "
+                             f"not {float(times.max())!r}")
+        lines.append(f"# duration_s {duration_s:.6f}\n")
     lines.extend(f"{t:.6f} {i:d}\n" for t, i in zip(times.tolist(), idarr.tolist()))
     with Path(path).open("w", encoding="utf-8") as fh:
         fh.writelines(lines)

@@ -1,5 +1,6 @@
 """Tests for spikeloop.sim.raster: .ras I/O and dense conversion."""
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloop.sim.raster import from_dense, read_ras, to_dense, write_ras
+from spikeloop.sim.raster import from_dense, read_ras, read_ras_header, to_dense, write_ras
 
 
 def _write(tmp_path, text, name="x.ras"):
@@ -207,3 +208,36 @@ def test_dense_round_trip_through_file(n_steps, n_neurons, seed):
         write_ras(p, *from_dense(d, dt))
         t, i = read_ras(p)
     np.testing.assert_array_equal(to_dense(t, i, n_neurons, n_steps, dt), d)
+
+
+def test_header_round_trip(tmp_path):
+    p = tmp_path / "h.ras"
+    write_ras(p, [0.5, 0.0015], [7, 2], comment="made by test", n_neurons=100, duration_s=3.5)
+    assert p.read_text() == ("# made by test\n# neurons 100\n# duration_s 3.500000\n"
+                             "0.001500 2\n0.500000 7\n")
+    assert read_ras_header(p) == {"neurons": 100, "duration_s": 3.5}
+    assert read_ras(p)[1].tolist() == [2, 7]
+    write_ras(p, [0.1], [0], comment="neurons of the retina")     # a comment, not a header
+    assert read_ras_header(p) == {}
+
+
+@pytest.mark.parametrize("header, fragment", [
+    ("# neurons 0", "'# neurons' must be a positive integer, not '0'"),
+    ("# neurons 2.5", "'# neurons' must be a positive integer, not '2.5'"),
+    ("# duration_s -1", "'# duration_s' must be a positive number, not '-1'"),
+    ("# duration_s nan", "'# duration_s' must be a positive number, not 'nan'"),
+])
+def test_bad_header(tmp_path, header, fragment):
+    p = tmp_path / "b.ras"
+    p.write_text(f"{header}\n0.1 0\n")
+    with pytest.raises(ValueError, match="line 1: " + re.escape(fragment)):
+        read_ras_header(p)
+
+
+@pytest.mark.parametrize("kw, fragment", [
+    (dict(n_neurons=7), "ids must be below n_neurons=7, not 7"),
+    (dict(duration_s=0.5), "spike times must be before duration_s=0.5, not 0.5"),
+])
+def test_write_refuses_spikes_outside_the_header(tmp_path, kw, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        write_ras(tmp_path / "x.ras", [0.5, 0.0015], [7, 2], **kw)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from spikeloop.host.cli import main
-from spikeloop.host.tasks import FIG2_DEFAULTS, fig2_params, fig2_stimulus_seed, make_fig2
+from spikeloop.host.tasks import (FIG2_DEFAULTS, fig2_params, fig2_r0_drop, fig2_stimulus_seed,
+                                  make_fig2, raster_task)
 from spikeloop.host.train import train
 from spikeloop.params import Params
 from spikeloop.sim.golden import GoldenModel
@@ -129,11 +130,23 @@ def test_train_from_ras_files(tmp_path, capsys):
     assert "results in" in capsys.readouterr().out
 
 
+def test_train_from_files_lasts_to_the_last_spike(tmp_path, capsys):
+    write_ras(tmp_path / "in.ras", [0.001, 0.700], [0, 1])
+    write_ras(tmp_path / "tgt.ras", [0.010], [0])
+    rc = main(["train", "--input", str(tmp_path / "in.ras"), "--target", str(tmp_path / "tgt.ras"),
+               "--trials", "1", "--backend", "float", "--out", str(tmp_path / "o"),
+               "--progress", "never"])
+    assert rc == 0, capsys.readouterr().err
+    m = load_metrics(tmp_path / "o")
+    assert m["task"]["duration_ms"] == 800.0                 # the spike at 700 ms, rounded up
+    assert m["params"]["chunk_steps"] == 800                  # one update per trial
+
+
 def test_train_from_files_spike_after_the_trial(tmp_path, capsys):
     write_ras(tmp_path / "in.ras", [0.001, 0.700], [0, 1])
     write_ras(tmp_path / "tgt.ras", [0.010], [0])
     rc = main(["train", "--input", str(tmp_path / "in.ras"), "--target", str(tmp_path / "tgt.ras"),
-               "--trials", "1", "--out", str(tmp_path / "o")])
+               "--duration-ms", "500", "--trials", "1", "--out", str(tmp_path / "o")])
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("spikeloop: error: spike times must be before the end of the trial")
@@ -270,3 +283,35 @@ def test_train_rejects_bad_arguments(tmp_path, kw, msg):
     args.update(kw)
     with pytest.raises(ValueError, match=msg):
         train(p, x, y, **args)
+
+
+def test_raster_task_honours_the_headers(tmp_path):
+    """A target whose highest neurons are silent still gets all its outputs, and a trial that
+    ends after its last spike keeps its length."""
+    write_ras(tmp_path / "in.ras", [0.001, 0.002], [0, 4], n_neurons=10, duration_s=3.5)
+    write_ras(tmp_path / "tgt.ras", [0.010], [0], n_neurons=100)
+    p, task = raster_task(tmp_path / "in.ras", tmp_path / "tgt.ras")
+    assert (p.n_in, p.n_out) == (10, 100)
+    assert task["inputs"].shape == (3500, 10) and task["targets"].shape == (3500, 100)
+    assert p.chunk_steps == 3500
+    p, task = raster_task(tmp_path / "in.ras", tmp_path / "tgt.ras", duration_ms=700.0)
+    assert task["inputs"].shape[0] == 700 and p.chunk_steps == 700
+    p, _ = raster_task(tmp_path / "in.ras", tmp_path / "tgt.ras", chunk_steps=500)
+    assert p.chunk_steps == 500
+
+
+def test_raster_task_refuses_an_id_above_its_header(tmp_path):
+    (tmp_path / "in.ras").write_text("# neurons 3\n0.001 3\n")
+    write_ras(tmp_path / "tgt.ras", [0.010], [0])
+    with pytest.raises(ValueError, match=r"neuron id 3 is not below its '# neurons 3' header"):
+        raster_task(tmp_path / "in.ras", tmp_path / "tgt.ras")
+
+
+def test_fig2_schedule_depends_on_the_hidden_layer(tmp_path):
+    assert fig2_r0_drop(0) == FIG2_DEFAULTS["r0_drop"]
+    assert fig2_r0_drop(4) == FIG2_DEFAULTS["r0_drop_hidden"] != FIG2_DEFAULTS["r0_drop"]
+    rc = main(["train", "fig2", "--hidden", "2", "--trials", "1", "--seeds", "1", "--n-in", "20",
+               "--duration-ms", "50", "--backend", "float", "--out", str(tmp_path),
+               "--progress", "never"])
+    assert rc == 0
+    assert load_metrics(tmp_path)["r0_drop"] == [list(d) for d in FIG2_DEFAULTS["r0_drop_hidden"]]
