@@ -58,6 +58,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -500,8 +501,6 @@ def build_and_test(
     run_env["WAVES"] = "1" if waves else "0"
 
     build_log = None if verbose else work / "build.log"
-    test_log = None if verbose else work / "test.log"
-    results_xml = work / "results.xml"
 
     with patched_environ(run_env), _extra_sys_path(extra_paths):
         runner = get_runner(sim)
@@ -545,6 +544,12 @@ def build_and_test(
                 stamp.write_text(key)
         build_time = time.perf_counter() - t0
 
+        # Each simulation runs in its own folder (made after the build, which may clear the
+        # cache folder), so that several processes - pytest-xdist workers - can run one cached
+        # design at once; a run with waves keeps the build folder, where the docs put them.
+        run_dir = work if waves else Path(tempfile.mkdtemp(prefix="run-", dir=work))
+        test_log = None if verbose else run_dir / "test.log"
+        results_xml = run_dir / "results.xml"
         with contextlib.suppress(FileNotFoundError):
             results_xml.unlink()
         t0 = time.perf_counter()
@@ -554,7 +559,7 @@ def build_and_test(
                 hdl_toplevel=toplevel,
                 hdl_toplevel_lang="verilog",
                 build_dir=work,
-                test_dir=work,
+                test_dir=run_dir,
                 results_xml=str(results_xml),
                 testcase=testcase,
                 seed=seed,
@@ -574,6 +579,8 @@ def build_and_test(
         tests = parse_results(results_xml)
     else:
         tests = []
+    if run_dir != work and tests and all(t.status not in ("failed", "error") for t in tests):
+        shutil.rmtree(run_dir, ignore_errors=True)      # a failed run keeps its log
     result = RunResult(toplevel=toplevel, sim=sim, build_dir=work,
                        results_xml=results_xml, verilog_path=verilog_path,
                        cached_build=cached, build_time_s=build_time,
