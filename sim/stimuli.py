@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["frozen_poisson", "equidistant_targets", "fig2_task"]
+__all__ = ["frozen_poisson", "equidistant_targets", "fig2_task", "GLYPHS", "text_raster"]
 
 
 def _check_int(name: str, x, minimum: int) -> int:
@@ -152,3 +152,63 @@ def fig2_task(seed: int, n_in: int = 100, duration_s: float = 0.5, dt_s: float =
     inputs = frozen_poisson(n_in, n_steps, rate_hz, dt_s, seed)
     targets = equidistant_targets(n_steps, n_target_spikes, 1)
     return dict(inputs=inputs, targets=targets, dt_s=dt_s, seed=seed)
+
+
+#: 5x7 pixel glyphs for :func:`text_raster`, one string of 7 rows per character (``#`` = on).
+GLYPHS: dict[str, tuple[str, ...]] = {
+    "A": (".###.", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"),
+    "B": ("####.", "#...#", "#...#", "####.", "#...#", "#...#", "####."),
+    "C": (".###.", "#...#", "#....", "#....", "#....", "#...#", ".###."),
+    "D": ("####.", "#...#", "#...#", "#...#", "#...#", "#...#", "####."),
+    "E": ("#####", "#....", "#....", "####.", "#....", "#....", "#####"),
+    "F": ("#####", "#....", "#....", "####.", "#....", "#....", "#...."),
+    "G": (".###.", "#...#", "#....", "#.###", "#...#", "#...#", ".####"),
+    "H": ("#...#", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"),
+    "I": (".###.", "..#..", "..#..", "..#..", "..#..", "..#..", ".###."),
+    "J": ("..###", "...#.", "...#.", "...#.", "...#.", "#..#.", ".##.."),
+    "K": ("#...#", "#..#.", "#.#..", "##...", "#.#..", "#..#.", "#...#"),
+    "L": ("#....", "#....", "#....", "#....", "#....", "#....", "#####"),
+    "M": ("#...#", "##.##", "#.#.#", "#.#.#", "#...#", "#...#", "#...#"),
+    "N": ("#...#", "##..#", "#.#.#", "#..##", "#...#", "#...#", "#...#"),
+    "O": (".###.", "#...#", "#...#", "#...#", "#...#", "#...#", ".###."),
+    "P": ("####.", "#...#", "#...#", "####.", "#....", "#....", "#...."),
+    "Q": (".###.", "#...#", "#...#", "#...#", "#.#.#", "#..#.", ".##.#"),
+    "R": ("####.", "#...#", "#...#", "####.", "#.#..", "#..#.", "#...#"),
+    "S": (".####", "#....", "#....", ".###.", "....#", "....#", "####."),
+    "T": ("#####", "..#..", "..#..", "..#..", "..#..", "..#..", "..#.."),
+    "U": ("#...#", "#...#", "#...#", "#...#", "#...#", "#...#", ".###."),
+    "V": ("#...#", "#...#", "#...#", "#...#", "#...#", ".#.#.", "..#.."),
+    "W": ("#...#", "#...#", "#...#", "#.#.#", "#.#.#", "##.##", "#...#"),
+    "X": ("#...#", "#...#", ".#.#.", "..#..", ".#.#.", "#...#", "#...#"),
+    "Y": ("#...#", "#...#", ".#.#.", "..#..", "..#..", "..#..", "..#.."),
+    "Z": ("#####", "....#", "...#.", "..#..", ".#...", "#....", "#####"),
+    " ": (".....",) * 7,
+}
+
+
+def text_raster(text: str, n_neurons: int = 100, n_steps: int = 3500, *, period_steps: int = 25,
+                seed: int = 0) -> np.ndarray:
+    """``text`` written into spike times: neurons are the rows of a 5x7 pixel font (row 0 at the
+    top), time runs left to right, one column of blank pixels between characters. A neuron in an
+    "on" pixel fires every ``period_steps`` steps, at a phase drawn per neuron from ``seed``, so
+    the pattern has structure a hidden layer can share between outputs, unlike Poisson targets.
+
+    Returns a bool array (n_steps, n_neurons).
+    """
+    n_neurons = _check_int("n_neurons", n_neurons, 7)
+    n_steps = _check_int("n_steps", n_steps, 1)
+    period_steps = _check_int("period_steps", period_steps, 1)
+    if not isinstance(text, str) or not text or any(c not in GLYPHS for c in text.upper()):
+        raise ValueError(f"text must be a non-empty string of the letters A-Z and spaces, not {text!r}")
+    columns = []                                  # per pixel column: 7 booleans, top to bottom
+    for ch in text.upper():
+        g = GLYPHS[ch]
+        columns.extend([[g[r][c] == "#" for r in range(7)] for c in range(5)])
+        columns.append([False] * 7)
+    columns.pop()
+    row_of = np.arange(n_neurons) * 7 // n_neurons                    # pixel row of each neuron
+    col_of = np.arange(n_steps) * len(columns) // n_steps             # pixel column of each step
+    on = np.asarray(columns, dtype=bool)[col_of][:, row_of]           # (n_steps, n_neurons)
+    phase = np.random.default_rng(seed).integers(0, period_steps, n_neurons)
+    beat = (np.arange(n_steps)[:, None] + phase[None, :]) % period_steps == 0
+    return on & beat

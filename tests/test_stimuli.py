@@ -1,9 +1,11 @@
 """Tests for spikeloop.sim.stimuli: seeded input and target spike trains."""
 
+import re
+
 import numpy as np
 import pytest
 
-from spikeloop.sim.stimuli import equidistant_targets, fig2_task, frozen_poisson
+from spikeloop.sim.stimuli import GLYPHS, equidistant_targets, fig2_task, frozen_poisson, text_raster
 
 
 # ----------------------------------------------------------------------------- frozen_poisson
@@ -136,3 +138,30 @@ def test_fig2_task_validation():
         fig2_task(0, duration_s=-1.0)
     with pytest.raises(ValueError, match="seed must be"):
         fig2_task(None)
+
+
+def test_text_raster_draws_the_glyphs():
+    r = text_raster("LI", n_neurons=7, n_steps=11 * 4, period_steps=1)
+    # one neuron per pixel row, four steps per pixel column, 5 + 1 + 5 columns
+    cols = r[::4].T                                   # (rows, columns)
+    drawn = tuple("".join("#" if v else "." for v in row) for row in cols)
+    assert drawn == tuple(a + "." + b for a, b in zip(GLYPHS["L"], GLYPHS["I"]))
+
+
+def test_text_raster_rate_and_seed():
+    r = text_raster("SPIKE", seed=3)
+    assert r.shape == (3500, 100) and r.dtype == bool
+    isi = np.diff(np.flatnonzero(r[:, 0]))
+    assert isi.min() >= 25                                    # never faster than the period
+    assert (text_raster("SPIKE", seed=3) == r).all() and (text_raster("SPIKE", seed=4) != r).any()
+
+
+@pytest.mark.parametrize("kw, fragment", [
+    (dict(text=""), "text must be a non-empty string of the letters A-Z and spaces, not ''"),
+    (dict(text="A1"), "not 'A1'"),
+    (dict(text="A", n_neurons=6), "n_neurons"),
+    (dict(text="A", period_steps=0), "period_steps"),
+])
+def test_text_raster_refuses(kw, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        text_raster(**kw)
