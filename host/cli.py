@@ -235,8 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                f"       {PROG} train fig2 [options]   ({PROG} train fig2 --help)"),
         description="Train networks (one per seed, batched) on an input/target pattern that is\n"
                     "looped: one trial is one pass over it, the state is not reset, and the\n"
-                    "weights are updated at the end of each trial. Writes metrics.json,\n"
-                    "params.json, traces.npz, learning_curve.png and raster.png into --out.",
+                    "weights are updated at the end of each trial (and every 250-500 ms of a\n"
+                    "longer one). Writes metrics.json, params.json, traces.npz,\n"
+                    "learning_curve.png and raster.png into --out.",
         epilog="examples:\n"
                f"  {PROG} train --input in.ras --target tgt.ras --trials 500 --out run1\n"
                f"  {PROG} train fig2 --trials 1000 --seeds 10 --out fig2\n"
@@ -250,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target spikes of the output neurons; n_out as for --input")
     f.add_argument("--duration-ms", type=_positive_float, metavar="MS",
                    help="trial length (default: the files' '# duration_s' header, else the last "
-                        "spike rounded up to 100 ms); the weight update is set to once per trial")
+                        "spike rounded up to 100 ms); the weights are updated once per trial, or "
+                        "every 250-500 ms of a longer one")
     _add_training_options(p, fig2=False)
     p.set_defaults(func=_cmd_train, task_name=None)
     tsub = p.add_subparsers(dest="task_name", metavar="TASK")

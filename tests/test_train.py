@@ -8,7 +8,7 @@ import pytest
 
 from spikeloop.host.cli import main
 from spikeloop.host.tasks import (FIG2_DEFAULTS, fig2_params, fig2_r0_drop, fig2_stimulus_seed,
-                                  make_fig2, raster_task)
+                                  make_fig2, raster_task, update_chunk)
 from spikeloop.host.train import train
 from spikeloop.params import Params
 from spikeloop.sim.golden import GoldenModel
@@ -139,7 +139,7 @@ def test_train_from_files_lasts_to_the_last_spike(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     m = load_metrics(tmp_path / "o")
     assert m["task"]["duration_ms"] == 800.0                 # the spike at 700 ms, rounded up
-    assert m["params"]["chunk_steps"] == 800                  # one update per trial
+    assert m["params"]["chunk_steps"] == 400                  # two updates per trial
 
 
 def test_train_from_files_spike_after_the_trial(tmp_path, capsys):
@@ -293,11 +293,11 @@ def test_raster_task_honours_the_headers(tmp_path):
     p, task = raster_task(tmp_path / "in.ras", tmp_path / "tgt.ras")
     assert (p.n_in, p.n_out) == (10, 100)
     assert task["inputs"].shape == (3500, 10) and task["targets"].shape == (3500, 100)
-    assert p.chunk_steps == 3500
-    p, task = raster_task(tmp_path / "in.ras", tmp_path / "tgt.ras", duration_ms=700.0)
-    assert task["inputs"].shape[0] == 700 and p.chunk_steps == 700
-    p, _ = raster_task(tmp_path / "in.ras", tmp_path / "tgt.ras", chunk_steps=500)
     assert p.chunk_steps == 500
+    p, task = raster_task(tmp_path / "in.ras", tmp_path / "tgt.ras", duration_ms=700.0)
+    assert task["inputs"].shape[0] == 700 and p.chunk_steps == 350
+    p, _ = raster_task(tmp_path / "in.ras", tmp_path / "tgt.ras", chunk_steps=3500)
+    assert p.chunk_steps == 3500
 
 
 def test_raster_task_refuses_an_id_above_its_header(tmp_path):
@@ -305,6 +305,16 @@ def test_raster_task_refuses_an_id_above_its_header(tmp_path):
     write_ras(tmp_path / "tgt.ras", [0.010], [0])
     with pytest.raises(ValueError, match=r"neuron id 3 is not below its '# neurons 3' header"):
         raster_task(tmp_path / "in.ras", tmp_path / "tgt.ras")
+
+
+@pytest.mark.parametrize("steps, chunk", [(1, 1), (40, 40), (500, 500), (3500, 500), (700, 350),
+                                          (1000, 500), (1002, 334), (997, 500), (3499, 500)])
+def test_update_chunk(steps, chunk):
+    """The longest chunk of 250 to 500 ms that divides the trial; 500 ms when none does
+    (in steps of dt = 1 ms; at dt = 0.5 ms, trials up to 1000 steps are one chunk)."""
+    assert update_chunk(steps, 1.0) == chunk
+    if steps <= 1000:
+        assert update_chunk(steps, 0.5) == steps
 
 
 def test_fig2_schedule_depends_on_the_hidden_layer(tmp_path):
