@@ -140,9 +140,16 @@ class Board:
     Raises
     ------
     IdentityMismatch
-        See ``expect``; also for a malformed IDENTIFY reply or another protocol version.
+        See ``expect``; also for an IDENTIFY reply that :func:`~spikeloop.protocol.unpack_identify`
+        refuses (malformed JSON, lanes 0, a ``max_payload`` too small to split transfers into) or
+        another protocol version.
     LinkTimeout, RetriesExhausted
         If the device does not answer IDENTIFY.
+
+    Every method that talks to the device raises only :class:`DriverError` subclasses for what
+    the device sends: :class:`ProtocolError` for an ACK whose length is not
+    :func:`~spikeloop.protocol.ack_payload_size` of its request (so a write is done only on a
+    correct ACK) and for read words outside their format.
     """
 
     def __init__(self, transport, *, timeout: float = 1.0, retries: int = 8, name: str = "",
