@@ -309,6 +309,22 @@ def identify_payloads(draw, honest: bytes):
     return P.IDENT.pack(*head) + js
 
 
+@settings(derandomize=True, max_examples=400, deadline=None, database=None)
+@given(st.data())
+def test_unpack_identify_raises_only_value_errors(data):
+    """The protocol-level contract the driver relies on: any bytes give an Identity or a ValueError."""
+    honest = P.pack_identify(P.Identity(small(), max_payload=256))
+    raw = data.draw(identify_payloads(honest) | st.binary(max_size=80), label="payload")
+    try:
+        ident = P.unpack_identify(raw)
+    except ValueError as e:
+        assert str(e).startswith("IDENTIFY ")
+        return
+    p = ident.params
+    assert ident.lanes >= 1 and ident.clock_hz > 0 and ident.baud > 0
+    assert ident.max_payload >= P.min_max_payload(p) and P.max_steps_per_frame(p, ident.max_payload) >= 1
+
+
 class Hostile(Transport):
     """A device whose every reply Hypothesis may replace: the honest reply of a VirtualBoard (which
     executes every request it decodes), silence, garbage, a truncated, oversize, duplicated or
