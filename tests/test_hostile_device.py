@@ -22,9 +22,13 @@ from board_cases import net, stimulus, vboard
 FIXTURE = Path(__file__).with_name("fixtures") / "link_transcript.json"
 
 
-def small():
+def small(**kw):
     """8 in, 3 out: cheap to build once per Hypothesis example."""
-    return net(n_in=8, n_out=3, chunk_steps=20)
+    return net(n_in=8, n_out=3, chunk_steps=20, **kw)
+
+
+#: The devices the hostile test wraps: on-chip errors, host-streamed errors, a hidden layer with B.
+SMALL = ({}, {"error_source": "host"}, {"n_hidden": 4, "feedback": "random", "regulariser": True})
 
 
 class Rewriting(ModelTransport):
@@ -347,6 +351,8 @@ class Hostile(Transport):
         self.delivered += [(len(self.sent), g) for g in self._oracle.feed(out)]
 
     def read(self, n, timeout=0.0):
+        if len(self.rx) > 1 and self.data.draw(st.integers(0, 99), label="split") < self.hostile_pct // 4:
+            n = min(n, self.data.draw(st.integers(1, len(self.rx) - 1), label="read size"))
         out = bytes(self.rx[:n])
         del self.rx[:n]
         return out
@@ -464,8 +470,11 @@ def _apply(board: Board, dev: Hostile, op, data):
             assert [w for _, _, _, raw in got for w in P.unpack_words(raw, fmt)] == words
             assert all(sid == sp.id for sid, _, _, _ in got)
     elif kind == "run":
-        x = np.random.default_rng(op[1]).random((op[1], p.n_in)) < 0.3
-        out = board.run(x)
+        rng = np.random.default_rng(op[1])
+        x = rng.random((op[1], p.n_in)) < 0.3
+        host = p.error_source.value == "host"
+        out = board.run(x, None if host else rng.random((op[1], p.n_out)) < 0.2,
+                        rng.integers(-300, 300, (op[1], p.n_out)) if host else None)
         assert out.shape == (op[1], p.n_out) and out.dtype == bool
         reqs = _writes_done(dev, since, Command.RUN_STEPS, p)
         assert sum(P.RUN_REQ.unpack_from(f.payload)[0] for f in reqs) == op[1]
@@ -478,7 +487,8 @@ def _apply(board: Board, dev: Hostile, op, data):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.data())
 def test_only_driver_errors_escape_a_hostile_device(data):
-    dev = Hostile(vboard(small()), data, data.draw(st.sampled_from((5, 20, 50, 90)), label="hostile %"))
+    p = small(**data.draw(st.sampled_from(SMALL), label="device"))
+    dev = Hostile(vboard(p), data, data.draw(st.sampled_from((5, 20, 50, 90)), label="hostile %"))
     try:
         board = Board(dev, timeout=10.0, retries=2)     # the fake never waits: a timeout is immediate
     except DriverError as e:
