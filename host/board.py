@@ -38,6 +38,7 @@ log = logging.getLogger("spikeloop.link")
 #: each (about 60 times a 3 Mbaud board), so an IDENTIFY reply alone takes a quarter second.
 RTL_TIMEOUT = 30.0
 _U32 = P.WordFormat(32, False)
+_REG_BY_ADDR = {r.addr: r for r in P.REGISTERS}
 _BOARD_KW = ("timeout", "retries", "name", "payload_limit", "steps_per_frame", "expect", "expect_lanes")
 
 
@@ -139,9 +140,16 @@ class Board:
     Raises
     ------
     IdentityMismatch
-        See ``expect``; also for a malformed IDENTIFY reply or another protocol version.
+        See ``expect``; also for an IDENTIFY reply that :func:`~spikeloop.protocol.unpack_identify`
+        refuses (malformed JSON, lanes 0, a ``max_payload`` too small to split transfers into) or
+        another protocol version.
     LinkTimeout, RetriesExhausted
         If the device does not answer IDENTIFY.
+
+    Every method that talks to the device raises only :class:`DriverError` subclasses for what
+    the device sends: :class:`ProtocolError` for an ACK whose length is not
+    :func:`~spikeloop.protocol.ack_payload_size` of its request (so a write is done only on a
+    correct ACK) and for read words outside their format.
     """
 
     def __init__(self, transport, *, timeout: float = 1.0, retries: int = 8, name: str = "",
@@ -166,14 +174,7 @@ class Board:
                                     "stale_replies", "duplicate_replies", "resyncs", "bytes_sent",
                                     "bytes_received"), 0)
         self.max_payload = 0xFFFF
-        try:
-            raw = self._transact(Command.IDENTIFY)
-            ident = P.unpack_identify(raw)
-        except ValueError as e:
-            raise IdentityMismatch(f"{self._who}IDENTIFY reply is not a spikeloop identity: {e}") from None
-        if ident.version != P.PROTOCOL_VERSION:
-            raise IdentityMismatch(f"{self._who}device speaks protocol version {ident.version}, "
-                                   f"this driver {P.PROTOCOL_VERSION}")
+        ident = self._identity(self._transact(Command.IDENTIFY))
         if expect is not None and ident.params != expect:
             a, b = expect.to_dict(), ident.params.to_dict()
             diff = ", ".join(f"{k}: {b.get(k)!r} (expected {a.get(k)!r})" for k in sorted(set(a) | set(b))
@@ -318,7 +319,10 @@ class Board:
             kind, info = self._await(seq)
             where = f"{self._who}{_name(cmd)} seq {seq}"
             if kind == "ack":
-                self._seq, self._last_done = P.next_seq(seq), seq
+                self._seq, self._last_done = P.next_seq(seq), seq       # the device accepted it
+                want = None if cmd == Command.IDENTIFY else P.ack_payload_size(self.params, cmd, payload)
+                if want is not None and len(info) != want:
+                    raise ProtocolError(f"{where}: the ACK must carry {want} B, not {len(info)}")
                 return info
             if kind == "nak":
                 reason, _ = info
@@ -366,8 +370,12 @@ class Board:
         out, per = [], self.max_payload // 4
         for a in range(addr, addr + count, per):
             n = min(per, addr + count - a)
-            out += P.unpack_words(self._checked(self._transact(Command.READ_REG, P.pack_read_reg(a, n)), 4 * n,
-                                                "READ_REG"), _U32)
+            out += P.unpack_words(self._transact(Command.READ_REG, P.pack_read_reg(a, n)), _U32)
+        for a, v in enumerate(out, addr):
+            r = _REG_BY_ADDR.get(a)
+            if r is not None and v >> r.width:
+                raise ProtocolError(f"{self._who}READ_REG: {r.name} read {v}, which is wider than its "
+                                    f"{r.width} bits (upper bits must read 0)")
         return out[0] if count == 1 else out
 
     def write_reg(self, reg, values) -> None:
@@ -382,12 +390,6 @@ class Board:
         per = (self.max_payload - P.REG_REQ.size) // 4
         for k in range(0, len(values), per):
             self._transact(Command.WRITE_REG, P.pack_write_reg(addr + k, [int(v) for v in values[k:k + per]]))
-
-    @staticmethod
-    def _checked(payload: bytes, size: int, what: str) -> bytes:
-        if len(payload) != size:
-            raise ProtocolError(f"{what} reply must be {size} B, not {len(payload)}")
-        return payload
 
     # ------------------------------------------------------------------ memories
     @property
@@ -422,7 +424,11 @@ class Board:
         for a in range(start, start + count, per):
             n = min(per, start + count - a)
             pl = self._transact(Command.READ_MEM, P.pack_read_mem(sp.id, a, n))
-            out += P.unpack_words(self._checked(pl, n * fmt.nbytes, "READ_MEM"), fmt)
+            out += P.unpack_words(pl, fmt)
+        bad = [(i, v) for i, v in enumerate(out, start) if not fmt.min <= v <= fmt.max]
+        if bad:
+            raise ProtocolError(f"{self._who}READ_MEM: word {bad[0][0]} of {space} is {bad[0][1]}, "
+                                f"outside its format {fmt.min}..{fmt.max}")
         return np.array(out, np.int64)
 
     def write_mem(self, space: str, words, start: int = 0) -> None:
@@ -519,12 +525,9 @@ class Board:
         for k in range(0, T, self.steps_per_frame):
             K = min(self.steps_per_frame, T - k)
             reply = self._transact(Command.RUN_STEPS, P.RUN_REQ.pack(K) + rec[k:k + K].tobytes())
-            if len(reply) != P.RUN_REPLY.size + K * bo:
-                raise ProtocolError(f"RUN_STEPS reply of {K} steps must be {P.RUN_REPLY.size + K * bo} B, "
-                                    f"not {len(reply)}")
             self.step_count, k_got = P.RUN_REPLY.unpack_from(reply)
             if k_got != K:
-                raise ProtocolError(f"RUN_STEPS reply reports {k_got} steps, not {K}")
+                raise ProtocolError(f"{self._who}RUN_STEPS: the reply reports {k_got} steps, not {K}")
             bits = np.frombuffer(reply, np.uint8, offset=P.RUN_REPLY.size).reshape(K, bo)
             out[k:k + K] = np.unpackbits(bits, axis=1, bitorder="little")[:, :p.n_out].astype(bool)
         return out
@@ -563,7 +566,19 @@ class Board:
 
     def identify(self) -> P.Identity:
         """Ask again (also re-establishes the sequence on the device)."""
-        return P.unpack_identify(self._transact(Command.IDENTIFY))
+        return self._identity(self._transact(Command.IDENTIFY))
+
+    def _identity(self, raw: bytes) -> P.Identity:
+        """Decode an IDENTIFY reply; any defect is an :class:`IdentityMismatch`, never a ValueError."""
+        if len(raw) >= P.IDENT.size:
+            magic, version = P.IDENT.unpack_from(raw)[:2]
+            if magic == P.MAGIC and version != P.PROTOCOL_VERSION:    # its JSON may differ too: say why
+                raise IdentityMismatch(f"{self._who}device speaks protocol version {version}, "
+                                       f"this driver {P.PROTOCOL_VERSION}")
+        try:
+            return P.unpack_identify(raw)
+        except ValueError as e:
+            raise IdentityMismatch(f"{self._who}IDENTIFY reply is not a spikeloop identity: {e}") from None
 
 
 # ====================================================================== backends

@@ -38,7 +38,7 @@ __all__ = [
     "SeqVerdict", "SequenceTracker", "next_seq",
     "Access", "Register", "REGISTERS", "CoreRegister", "CORE_REGISTERS", "register", "register_max", "MemorySpace", "SPACES", "space",
     "spaces_for", "WordFormat",
-    "Identity", "pack_identify", "unpack_identify",
+    "Identity", "pack_identify", "unpack_identify", "min_max_payload", "ack_payload_size",
     "REG_REQ", "MEM_REQ", "RUN_REQ", "RUN_REPLY", "NAK_PAYLOAD",
     "pack_read_reg", "pack_write_reg", "unpack_reg_request", "pack_words", "unpack_words",
     "pack_read_mem", "pack_write_mem", "unpack_mem_request",
@@ -914,19 +914,164 @@ def pack_identify(ident: Identity) -> bytes:
                       ident.baud, ident.max_payload, ident.max_steps, len(js)) + js
 
 
+def _params_schema() -> dict:
+    """``Params.to_dict()`` of the defaults: the keys and JSON types an IDENTIFY must carry."""
+    global _SCHEMA
+    if _SCHEMA is None:
+        _SCHEMA = Params().to_dict()
+    return _SCHEMA
+
+
+_SCHEMA: dict | None = None
+
+
+def _json_kind(v) -> str:
+    """The JSON name of a decoded value's type, for messages."""
+    if v is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(v), type(v).__name__)
+
+
+def _same_kind(v, like) -> bool:
+    """Whether JSON value ``v`` has the type of the default ``like`` (an integer passes for a number)."""
+    if isinstance(like, bool) or isinstance(v, bool):
+        return isinstance(like, bool) and isinstance(v, bool)
+    if isinstance(like, float):
+        return isinstance(v, (int, float))
+    return isinstance(v, type(like))
+
+
+def _check_keys(where: str, d: dict, expected) -> None:
+    missing = [k for k in expected if k not in d]
+    extra = sorted(set(d) - set(expected), key=str)
+    if missing or extra:
+        what = "; ".join(t for t in (missing and f"missing {', '.join(missing)}",
+                                     extra and f"unexpected {', '.join(map(repr, extra))}") if t)
+        keys = ", ".join(expected) if len(expected) <= 5 else "of Params.to_dict()"
+        raise ValueError(f"IDENTIFY JSON {where} must have exactly the keys {keys} ({what})")
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
+def _check_params_json(d) -> None:
+    """Check the shape of the IDENTIFY JSON against ``Params.to_dict()`` before building Params
+    from it, so that a malformed one is a ValueError naming the field, never a TypeError."""
+    schema = _params_schema()
+    if not isinstance(d, dict):
+        raise ValueError(f"IDENTIFY JSON must be an object of Params fields, not {_json_kind(d)} {d!r:.40}")
+    _check_keys("object", d, schema)
+    for key, like in schema.items():
+        v = d[key]
+        if key == "formats":
+            if not isinstance(v, dict):
+                raise ValueError(f"IDENTIFY JSON formats must be an object, not {_json_kind(v)} {v!r:.40}")
+            _check_keys("formats", v, like)
+            for name, fmt_like in like.items():
+                f = v[name]
+                if not isinstance(f, dict):
+                    raise ValueError(f"IDENTIFY JSON formats[{name!r}] must be an object "
+                                     f"{{{', '.join(fmt_like)}}}, not {_json_kind(f)} {f!r:.40}")
+                _check_keys(f"formats[{name!r}]", f, fmt_like)
+                for k, kl in fmt_like.items():
+                    if not _same_kind(f[k], kl):
+                        raise ValueError(f"IDENTIFY JSON formats[{name!r}].{k} must be {_a(_json_kind(kl))}, "
+                                         f"not {_json_kind(f[k])} {f[k]!r:.40}")
+        elif key == "decay_codes":
+            if not isinstance(v, dict):
+                raise ValueError(f"IDENTIFY JSON decay_codes must be an object, not {_json_kind(v)} {v!r:.40}")
+            for name, c in v.items():
+                if not (isinstance(c, list) and len(c) == 2
+                        and all(isinstance(x, int) and not isinstance(x, bool) for x in c)):
+                    raise ValueError(f"IDENTIFY JSON decay_codes[{name!r}] must be [M, K] (two integers), "
+                                     f"not {c!r:.40}")
+        elif not _same_kind(v, like):
+            raise ValueError(f"IDENTIFY JSON {key} must be {_a(_json_kind(like))}, not {_json_kind(v)} {v!r:.40}")
+
+
+def min_max_payload(p: Params) -> int:
+    """The smallest ``max_payload`` a device of ``p`` may report: one register write, one write
+    of the widest word of its spaces, and a RUN_STEPS of one step (request and reply) must fit,
+    since the driver splits every transfer into such pieces and cannot go smaller."""
+    widest = max((s.word(p).nbytes for s in spaces_for(p)), default=0)
+    return max(REG_REQ.size + _U32.nbytes, MEM_REQ.size + widest,
+               RUN_REQ.size + _step_record_size(p, p.error_source), RUN_REPLY.size + bitmap_bytes(p.n_out))
+
+
 def unpack_identify(payload: bytes) -> Identity:
-    """Raises ValueError if the magic, the sizes or the JSON disagree."""
+    """Decode and check an IDENTIFY reply completely.
+
+    Raises
+    ------
+    ValueError
+        Whatever the bytes are, if they are not an identity a driver can work with: the message
+        names the field, its value and what was expected (magic, lengths, the JSON's keys and
+        types, Params' own checks, lanes ≥ 1, clock_hz > 0, baud > 0, max_payload at least
+        :func:`min_max_payload`). Never another exception.
+    """
+    payload = bytes(payload)
     if len(payload) < IDENT.size:
-        raise ValueError("IDENTIFY reply too short")
+        raise ValueError(f"IDENTIFY reply must be at least {IDENT.size} B, not {len(payload)}")
     magic, ver, lanes, n_in, n_hid, n_out, clk, baud, maxp, maxk, jl = IDENT.unpack_from(payload)
     if magic != MAGIC:
         raise ValueError(f"IDENTIFY magic must be {MAGIC!r}, not {magic!r}")
     if len(payload) != IDENT.size + jl:
-        raise ValueError("IDENTIFY JSON length mismatch")
-    p = Params.from_dict(json.loads(payload[IDENT.size:].decode()))
+        raise ValueError(f"IDENTIFY JSON length mismatch: json_len is {jl}, "
+                         f"but {len(payload) - IDENT.size} B follow the head")
+    try:
+        d = json.loads(payload[IDENT.size:].decode("utf-8"))
+    except (ValueError, RecursionError) as e:      # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(f"IDENTIFY JSON is not valid UTF-8 JSON: {e}") from None
+    _check_params_json(d)
+    try:
+        p = Params.from_dict(d)
+    except (ValueError, TypeError, ArithmeticError) as e:
+        raise ValueError(f"IDENTIFY JSON is not a valid Params: {e}") from None
     if (p.n_in, p.n_hidden, p.n_out) != (n_in, n_hid, n_out):
-        raise ValueError("IDENTIFY sizes disagree with its JSON")
+        raise ValueError(f"IDENTIFY sizes disagree with its JSON: n_in, n_hidden, n_out are "
+                         f"{n_in}, {n_hid}, {n_out} in the head, {p.n_in}, {p.n_hidden}, {p.n_out} in the JSON")
+    if lanes < 1:
+        raise ValueError(f"IDENTIFY lanes must be at least 1, not {lanes}")
+    if clk <= 0:
+        raise ValueError(f"IDENTIFY clock_hz must be positive, not {clk}")
+    if baud <= 0:
+        raise ValueError(f"IDENTIFY baud must be positive, not {baud}")
+    need = min_max_payload(p)
+    if maxp < need:
+        raise ValueError(f"IDENTIFY max_payload must be at least {need} B for these parameters "
+                         f"(a register write, a write of the widest word, one RUN_STEPS step), not {maxp}")
     return Identity(p, lanes, clk, baud, maxp, maxk, ver)
+
+
+def ack_payload_size(p: Params, cmd: int, request: bytes) -> int | None:
+    """Bytes the ACK to ``request`` (a well-formed ``cmd`` payload) must carry, from the payload
+    layouts above; None for IDENTIFY, whose reply gives its own length (:func:`unpack_identify`).
+
+    Raises
+    ------
+    ValueError
+        If ``cmd`` is not a request or ``request`` is too short for its head.
+    """
+    c = Command(cmd)
+    if c is Command.IDENTIFY:
+        return None
+    if c in (Command.WRITE_REG, Command.WRITE_MEM, Command.RESET_STATE):
+        return 0
+    head = {Command.READ_REG: REG_REQ, Command.READ_MEM: MEM_REQ, Command.RUN_STEPS: RUN_REQ}.get(c)
+    if head is None:
+        raise ValueError(f"cmd must be a request, not {c.name}")
+    if len(request) < head.size:
+        raise ValueError(f"a {c.name} request must be at least {head.size} B, not {len(request)}")
+    if c is Command.READ_REG:
+        _, count = REG_REQ.unpack_from(request)
+        return count * _U32.nbytes
+    if c is Command.READ_MEM:
+        sid, _, count = MEM_REQ.unpack_from(request)
+        return count * space(sid).word(p).nbytes
+    (k,) = RUN_REQ.unpack_from(request)
+    return RUN_REPLY.size + k * bitmap_bytes(p.n_out)
 
 
 # ====================================================================== wire cost
