@@ -123,7 +123,8 @@ def format_found(found: list[Found]) -> str:
                          f"{i.lanes} lane(s), {p.error_source.value} errors; clock {i.clock_hz} Hz, "
                          f"{i.baud} baud, frames up to {i.max_payload} B, protocol v{i.version}")
         elif f.probed:
-            lines.append(f"{head}\n    {f.board}? {f.error}")
+            guess = f"{f.board}? " if f.candidates else ""
+            lines.append(f"{head}\n    {guess}{f.error}")
         else:
             lines.append(f"{head}\n    not a supported board's serial chip (not probed; --all probes it)")
     n = sum(f.answered for f in found)

@@ -219,9 +219,11 @@ def serve(backend: str, params, *, lanes: int = 1, baud: int | None = None, anno
     device = open_device(backend, config, **kw)
     server = PtyServer(device)
 
-    def on_term(signum, frame):
+    def on_signal(signum, frame):
         server.stop()
-    old = signal.signal(signal.SIGTERM, on_term)
+    # SIGINT too: a shell starts a background job with SIGINT ignored, and Python then raises no
+    # KeyboardInterrupt; stopping through the handler also never interrupts a half-pumped reply.
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         p = config.params
         announce(f"serving {backend} on {server.path} at {config.baud} baud "
@@ -235,7 +237,8 @@ def serve(backend: str, params, *, lanes: int = 1, baud: int | None = None, anno
                  f"{server.stats['bytes_in']} B in, {server.stats['bytes_out']} B out")
         return 0
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
         server.close()
 
 
