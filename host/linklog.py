@@ -195,7 +195,10 @@ class RecordingTransport(Transport):
         return data
 
     def __getattr__(self, name):
-        # in_waiting, stats, config ... of the wrapped transport
+        # in_waiting, stats, pid ... of the wrapped transport (never "inner" itself: no recursion
+        # before __init__ has set it)
+        if name == "inner":
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def transcript(self) -> Transcript:
