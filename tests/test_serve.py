@@ -47,10 +47,49 @@ def start_serve(args, wait_s=120.0):
     raise AssertionError("serve did not start:\n" + "".join(seen))
 
 
-def stop_serve(proc):
-    """SIGINT (Ctrl-C) as a user would; then make sure the whole session is gone."""
+def descendants(pid):
+    """Every live process below ``pid`` (the rtl server runs in a session of its own)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def gone(pids, wait_s=15.0):
+    """The processes of ``pids`` that are still alive after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = [p for p in pids if os.path.exists(f"/proc/{p}") and not _zombie(p)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def stop_serve(proc, sig=signal.SIGINT):
+    """SIGINT (Ctrl-C) as a user would; then make sure the whole session is gone, and every
+    process serve started (an rtl simulation) with it."""
+    below = descendants(proc.pid)
     if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
@@ -66,6 +105,8 @@ def stop_serve(proc):
     if alive:                                    # nothing it started may outlive it
         os.killpg(proc.pid, signal.SIGKILL)
     assert not alive, "serve left processes behind"
+    left = gone(below)
+    assert not left, f"serve left processes behind: {left}"
     return proc.returncode, tail
 
 
@@ -264,3 +305,14 @@ def test_rtl_behind_the_pty_matches_board_model(tmp_path):
     finally:
         rc, tail = stop_serve(proc)
     assert rc == 0, tail
+
+
+@pytest.mark.slow
+def test_a_killed_rtl_serve_leaves_no_simulation(tmp_path):
+    """SIGKILL gives serve no chance to clean up: the rtl server notices its parent is gone."""
+    cfg = tmp_path / "params.json"
+    Params(n_in=8, n_out=3).save(cfg)
+    proc, path = start_serve(["--backend", "rtl", "--config", str(cfg), "--network", "config"], wait_s=900)
+    assert descendants(proc.pid), "the rtl simulation runs below serve"
+    rc, _ = stop_serve(proc, signal.SIGKILL)
+    assert rc == -signal.SIGKILL
