@@ -233,6 +233,10 @@ def serve(backend: str, params, *, lanes: int = 1, baud: int | None = None, anno
             server.serve_forever()
         except KeyboardInterrupt:
             pass
+        except OSError as e:           # not TransportClosed (a ConnectionError): the pty itself
+            if isinstance(e, ConnectionError):
+                raise
+            raise ServeError(f"the pseudo-terminal {server.path} failed: {e}; start serve again") from e
         announce(f"stopped: {server.stats['requests']} requests, {server.stats['replies']} replies, "
                  f"{server.stats['bytes_in']} B in, {server.stats['bytes_out']} B out")
         return 0
