@@ -207,7 +207,11 @@ class Board:
         The ``rtl`` / ``board-model`` device is built from ``config`` (a
         :class:`~spikeloop.hdl.config.SoCConfig`), or from ``params`` (default ``Params()``),
         ``lanes`` and the keywords ``in_width``, ``single_port``, ``clock_hz``, ``baud`` and
-        ``max_payload``. For ``serial`` the board's identity is checked against either.
+        ``max_payload``. For ``serial`` the board's identity is checked against either;
+        ``serial:auto`` opens the one board :func:`~spikeloop.host.discovery.auto_port` finds
+        (``probe_timeout`` seconds per port). ``record_link=PATH`` records the session byte for
+        byte into a link transcript (:class:`~spikeloop.host.linklog.RecordingTransport`), written
+        when the board is closed.
         Keywords of :class:`Board` (``timeout`` — default :data:`RTL_TIMEOUT` for ``rtl`` —,
         ``retries``, ``name``, ``payload_limit``, ``steps_per_frame``) go to the driver, the rest to
         the backend: ``max_steps`` (board-model), ``open_rtl``'s (``divisor``, ``calibrate_s``,
@@ -230,12 +234,23 @@ class Board:
             board_kw.setdefault("expect_lanes", soc.lanes)
             if backend.name == "rtl":
                 board_kw.setdefault("timeout", RTL_TIMEOUT)
+        record_link = kw.pop("record_link", None)
+        if port == "auto":
+            from spikeloop.host.discovery import auto_port
+            port = auto_port(timeout=kw.pop("probe_timeout", 0.5), baud=kw.get("baud"))
         transport = backend.open_transport(soc, port, **kw)
+        if record_link is not None:
+            from spikeloop.host.linklog import RecordingTransport
+            transport = RecordingTransport(transport, record_link, source=board_kw["name"],
+                                           config=_built_config(transport, soc))
         try:
-            return cls(transport, **board_kw)
+            board = cls(transport, **board_kw)
         except BaseException:
             transport.close()
             raise
+        if record_link is not None and not transport.config:
+            transport.config = _identity_config(board.identity)
+        return board
 
     def close(self) -> None:
         self.transport.close()
@@ -602,3 +617,20 @@ def _soc_config(params, config, lanes: int, kw: dict):
         raise TypeError(f"params must be a Params, not {type(params).__name__}")
     soc = {k: kw.pop(k) for k in _SOC_KW if k in kw}
     return SoCConfig.build(params or Params(), lanes, soc.pop("in_width", None), **soc)
+
+
+def _built_config(transport, soc) -> dict:
+    """The configuration a simulated device was built from (rtl's, with its baud), for transcripts."""
+    built = getattr(transport, "config", None) or soc
+    return built.to_dict() if built is not None else {}
+
+
+def _identity_config(ident) -> dict:
+    """A board's configuration as far as IDENTIFY tells it (stream width and memory layout are
+    the build defaults: IDENTIFY does not report them)."""
+    from spikeloop.hdl.config import SoCConfig
+    try:
+        return SoCConfig.build(ident.params, ident.lanes, clock_hz=ident.clock_hz, baud=ident.baud,
+                               max_payload=ident.max_payload).to_dict()
+    except ValueError:
+        return {}

@@ -1,4 +1,4 @@
-"""The ``spikeloop`` command line: info, demo, train, compare, bench, verify, synth, verilog, transcript, replay, plot.
+"""The ``spikeloop`` command line: info, demo, train, compare, bench, verify, synth, verilog, transcript, replay, serve, boards, plot.
 
 Usage::
 
@@ -10,6 +10,8 @@ Usage::
     spikeloop train --resume DIR
     spikeloop compare --backends rtl,board-model [task options] [--neuron I]
     spikeloop bench model|rtl|link [--json PATH]
+    spikeloop serve --backend board-model|rtl [--config FILE] [--lanes P] [--baud B]
+    spikeloop boards [--all]
 
 Backends: ``model`` (golden model) and ``float`` (float64 reference) train batches of seeds
 in-process; ``rtl`` (the gateware in Verilator), ``board-model`` (the golden model answering the
@@ -112,6 +114,11 @@ def _size(text: str) -> tuple[int, int, int]:
 
 # --------------------------------------------------------------------------- parser
 
+_RECORD_HELP = ("record every request and reply of the board link, with timestamps, to FILE (a "
+                "link transcript, replayable with 'spikeloop replay'; compare/demo write "
+                "FILE-a-BACKEND.json and FILE-b-BACKEND.json)")
+
+
 def _add_training_options(p: argparse.ArgumentParser, fig2: bool) -> None:
     """Options shared by ``train`` and ``train fig2``.
 
@@ -161,6 +168,7 @@ def _add_training_options(p: argparse.ArgumentParser, fig2: bool) -> None:
     h.add_argument("--trace-every", type=_non_negative_int, metavar="N",
                    help="besides the first and last trial, record the membrane every step of "
                         "every N-th trial (one round trip per step; default 0)")
+    h.add_argument("--record-link", type=Path, metavar="FILE", help=_RECORD_HELP)
     h.add_argument("--resume", type=Path, metavar="DIR",
                    help="continue the interrupted run recorded in DIR from its last snapshot "
                         "(everything else comes from DIR's manifest; --trials may extend it, "
@@ -227,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"network and stimulus seed (default {DEMO_SEED})")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress line on stderr (default auto: when stderr is a terminal)")
+    p.add_argument("--record-link", type=Path, metavar="FILE", help=_RECORD_HELP)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
@@ -307,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning-rate schedule (default: none)")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress line on stderr (default auto)")
+    p.add_argument("--record-link", type=Path, metavar="FILE", help=_RECORD_HELP)
     t = p.add_argument_group("task (Fig. 2)")
     t.add_argument("--rate-hz", type=_positive_float, metavar="R",
                    help=f"input rate (default {_fig2('rate_hz'):g})")
@@ -400,6 +410,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="rtl", metavar="NAME",
                    help="rtl (default), board-model or serial:PORT")
     p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("serve", help="a simulated board (board-model or rtl) on a pseudo-terminal, "
+                                     "for --backend serial:/dev/pts/N",
+                       description="Put the golden model behind the protocol (board-model) or the "
+                                   "simulated SoC (rtl) behind a pseudo-terminal and serve until "
+                                   "Ctrl-C, so that train, compare and demo reach it through the "
+                                   "unchanged serial path (--backend serial:/dev/pts/N).")
+    from spikeloop.host.serve import add_arguments
+    add_arguments(p)
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("boards", help="list serial ports and ask the boards on them who they are",
+                       description="List the serial ports, mark those whose USB VID:PID is a "
+                                   "supported board's serial chip, send each an IDENTIFY and print "
+                                   "board, network, clock and baud. serial:auto opens the one that "
+                                   "answers.")
+    p.add_argument("--all", action="store_true", help="probe every port, not only the boards' chips")
+    p.add_argument("--timeout", type=_positive_float, default=0.5, metavar="S",
+                   help="seconds to wait for each IDENTIFY reply (default 0.5)")
+    p.add_argument("--baud", type=_positive_int, default=None, metavar="B", help="default 3000000")
+    p.set_defaults(func=_cmd_boards)
 
     p = sub.add_parser("plot", help="learning curves of several runs on one axis",
                        description="Draw the mean ± sd relative cost of training runs (their "
@@ -510,7 +541,7 @@ def _cmd_demo(args) -> int:
     res = compare_backends([backend, other], params, task["inputs"][0], task["targets"],
                            seed=args.seed, trials=args.trials, out_dir=args.out,
                            snapshot_every=10, trace_every=0, task=task["task"],
-                           progress=_progress(args.progress))
+                           progress=_progress(args.progress), opener=_link_opener(args))
     run = args.out / run_dir_name("a", backend)
     m = json.loads((run / "metrics.json").read_text())
     print(summary_paragraph(m))
@@ -521,7 +552,7 @@ def _cmd_demo(args) -> int:
 
 
 #: Options only the board backends (host in the loop) take.
-HIL_OPTIONS = ("error_mode", "feedback_latency", "snapshot_every", "trace_every", "resume")
+HIL_OPTIONS = ("error_mode", "feedback_latency", "snapshot_every", "trace_every", "resume", "record_link")
 #: Options a resumed run takes from its record instead.
 _RESUME_FIXED = ("input", "target", "duration_ms", "seed", "seeds", "out", "r0_drop", "tol_ms",
                  "checkpoint_every", "config", "hidden", "feedback", "rate_hz", "n_in",
@@ -545,6 +576,7 @@ def _resolve(args) -> dict:
             raise UsageError(f"--resume needs a board backend (rtl, board-model, serial:PORT), "
                              f"not {backend!r}")
         return dict(resume=args.resume, trials=getattr(args, "trials", None),
+                    record_link=getattr(args, "record_link", None),
                     backend=getattr(args, "backend", None), progress=_progress(getattr(args, "progress", None)))
     if not board and hil_only:
         raise UsageError(f"{', '.join(hil_only)} appl{'ies' if len(hil_only) == 1 else 'y'} to the board "
@@ -582,6 +614,7 @@ def _resolve(args) -> dict:
         tol_ms=get("tol_ms", _fig2("tol_ms")),
         checkpoint_every=get("checkpoint_every", 10 if board else 50),
         progress=_progress(getattr(args, "progress", None)),
+        record_link=get("record_link", None),
     )
     return d
 
@@ -662,7 +695,7 @@ def _train_board(o: dict, params, inputs, targets, info) -> int:
           f"-> {o['out']}", file=sys.stderr)
 
     def go():
-        with open_board(o["backend"], params) as board:
+        with open_board(o["backend"], params, **_link(o)) as board:
             return hil_train(board, params, inputs, targets, seed=o["seed"], trials=o["trials"],
                              out_dir=o["out"], backend=o["backend"], error_mode=o["error_mode"],
                              r0_drop=o["r0_drop"], tol_ms=o["tol_ms"],
@@ -677,7 +710,7 @@ def _train_resume(o: dict) -> int:
     boards = []
 
     def opener(backend, params):
-        boards.append(open_board(backend, params))
+        boards.append(open_board(backend, params, **_link(o)))
         return boards[-1]
 
     def go():
@@ -689,6 +722,10 @@ def _train_resume(o: dict) -> int:
                 b.close()
     print(f"resuming the run in {out}", file=sys.stderr)
     return _run_board(out, go)
+
+
+def _link(o: dict) -> dict:
+    return {} if o.get("record_link") is None else {"record_link": o["record_link"]}
 
 
 def _run_board(out: Path, go) -> int:
@@ -744,13 +781,39 @@ def _cmd_compare(args) -> int:
                                trials=args.trials, out_dir=args.out, error_mode=args.error_mode,
                                r0_drop=args.r0_drop or (), snapshot_every=args.snapshot_every,
                                trace_every=args.trace_every, task=task["task"], neuron=args.neuron,
-                               progress=_progress(args.progress))
+                               progress=_progress(args.progress), opener=_link_opener(args))
     except DriverError as e:
         print(f"{PROG}: error: a backend failed: {e}", file=sys.stderr)
         return 2
     print(format_divergence(res["first"], res["backends"]))
     print(f"wrote {args.out / 'compare.png'} and {args.out / 'compare.json'}")
     return 0 if res["identical"] else 1
+
+
+def _link_opener(args):
+    """compare/demo: the default opener, or one recording each side's link (--record-link)."""
+    if getattr(args, "record_link", None) is None:
+        return None
+    from spikeloop.host.linklog import recording_opener
+    return recording_opener(args.record_link)
+
+
+def _cmd_serve(args) -> int:
+    from spikeloop.host.board import DriverError
+    from spikeloop.host.serve import run_command
+    from spikeloop.host.transport import TransportClosed
+    try:
+        return run_command(args)
+    except (DriverError, TransportClosed) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _cmd_boards(args) -> int:
+    from spikeloop.host.discovery import discover, format_found
+    found = discover(probe_all=args.all, timeout=args.timeout, baud=args.baud)
+    print(format_found(found))
+    return 0 if any(f.answered for f in found) else 1
 
 
 def _cmd_bench(args) -> int:

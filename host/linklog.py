@@ -10,17 +10,25 @@ protocol changes on purpose (review the diff: every changed reply is a protocol 
 File format (JSON): ``format`` (``"spikeloop link transcript"``), ``version`` (1), ``config``
 (``SoCConfig.to_dict()`` of the device), ``source`` (who answered), ``meta`` (free-form), and
 ``exchanges``: a list of ``[request_hex, reply_hex]``.
+
+A live session is recorded in the same format by :class:`RecordingTransport` (``Board.open(...,
+record_link=PATH)``, ``--record-link FILE``): each write of the driver is a request, every byte
+read until the next write its reply; ``meta`` adds ``recorded`` (UTC start time) and
+``timestamps``, one ``[sent_s, last_reply_byte_s]`` per exchange in seconds from the start (the
+reply time is null when nothing came back). Replaying such a file on a device fresh from
+power-up must give the recorded replies, unless the session had timeouts or retransmissions.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Transcript", "TranscriptError", "conformance_transcript", "replay", "replay_on",
-           "describe_mismatch", "FORMAT", "CONFORMANCE_PARAMS"]
+           "describe_mismatch", "RecordingTransport", "recording_opener", "FORMAT", "CONFORMANCE_PARAMS"]
 
 FORMAT = "spikeloop link transcript"
 VERSION = 1
@@ -145,3 +153,85 @@ def describe_mismatch(transcript: Transcript, index: int, got: bytes) -> str:
     req, want = transcript.exchanges[index]
     return (f"exchange {index} of {len(transcript.exchanges)}: request {frames(req)}\n"
             f"  recorded reply: {frames(want)}\n  got:            {frames(got)}")
+
+
+# ---------------------------------------------------------------------------------- recording
+from spikeloop.host.transport import Transport  # noqa: E402  (transport imports nothing of ours)
+
+
+class RecordingTransport(Transport):
+    """Wraps a transport and writes the session, byte for byte, as a :class:`Transcript` at
+    :meth:`close` (so a recorded session can be replayed with :func:`replay_on`, or kept as the
+    fixture of a board run).
+
+    ``config`` (a ``SoCConfig`` dict) may be set later, e.g. once IDENTIFY told what the device is;
+    :meth:`save` may be called at any time and rewrites the file with what was recorded so far.
+    """
+
+    def __init__(self, inner: Transport, path, *, config: dict | None = None, source: str = "",
+                 meta: dict | None = None):
+        self.inner, self.path = inner, Path(path)
+        self.config, self.source, self.meta = dict(config or {}), source, dict(meta or {})
+        self.exchanges: list[list] = []          # [request, reply (bytearray), t_sent, t_reply]
+        self._t0 = time.monotonic()
+        self._started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self._closed = False
+
+    def _now(self) -> float:
+        return round(time.monotonic() - self._t0, 6)
+
+    def write(self, data: bytes) -> None:
+        self.exchanges.append([bytes(data), bytearray(), self._now(), None])
+        self.inner.write(data)
+
+    def read(self, n: int, timeout: float | None = 0.0) -> bytes:
+        data = self.inner.read(n, timeout)
+        if data:
+            if not self.exchanges:           # bytes before any request (a device talking first)
+                self.exchanges.append([b"", bytearray(), 0.0, None])
+            ex = self.exchanges[-1]
+            ex[1] += data
+            ex[3] = self._now()
+        return data
+
+    def __getattr__(self, name):
+        # in_waiting, stats, pid ... of the wrapped transport (never "inner" itself: no recursion
+        # before __init__ has set it)
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def transcript(self) -> Transcript:
+        meta = dict(self.meta, recorded=self._started, timestamps=[[e[2], e[3]] for e in self.exchanges])
+        return Transcript(self.config, [(q, bytes(r)) for q, r, _, _ in self.exchanges], self.source, meta)
+
+    def save(self) -> None:
+        self.transcript().save(self.path)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.save()
+        finally:
+            self.inner.close()
+
+
+def recording_opener(path, opener=None):
+    """An ``opener(backend, params)`` for :func:`~spikeloop.host.compare.compare_backends` that
+    records each board it opens: the first to ``STEM-a-BACKEND.json``, the second to
+    ``STEM-b-BACKEND.json`` next to ``path`` (one file per side, as the run records are)."""
+    from spikeloop.host.compare import run_dir_name
+    from spikeloop.host.hil import open_board
+    path = Path(path)
+    count = [0]
+
+    def open_recording(backend, params, **kw):
+        tag = "ab"[count[0]] if count[0] < 2 else str(count[0])
+        count[0] += 1
+        target = path.with_name(f"{path.stem}-{run_dir_name(tag, backend)}{path.suffix or '.json'}")
+        if opener is not None:
+            return opener(backend, params, record_link=target, **kw)
+        return open_board(backend, params, record_link=target, **kw)
+    return open_recording

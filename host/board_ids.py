@@ -1,0 +1,54 @@
+"""USB serial chips of the supported boards: which ports ``spikeloop boards`` and ``serial:auto`` probe.
+
+One table, imported by discovery (:mod:`spikeloop.host.discovery`) and meant to be imported by the
+``boards/`` package too, so that a board's USB identity is written down once. A VID:PID only says
+which serial chip is on the other end of the cable (two boards here share one), so discovery
+always asks the device itself (IDENTIFY) and uses the clock it reports to tell them apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["BoardUSB", "SUPPORTED_BOARDS", "BOARD_SERIAL_IDS", "boards_for"]
+
+
+@dataclass(frozen=True)
+class BoardUSB:
+    """How a board shows up on USB, and the clock its build runs at (what IDENTIFY reports)."""
+    name: str
+    title: str
+    chip: str
+    vid: int
+    pid: int
+    clock_hz: int
+
+
+#: Sources: iCEBreaker — FTDI FT2232H, FTDI's default 0403:6010 (the FPGA UART is its second
+#: interface, usually the higher-numbered ttyUSB); ULX3S — FTDI FT231X, FTDI's default 0403:6015;
+#: Tang Nano 9K — its on-board BL702 runs a firmware that presents itself as an FT2232 (JTAG on the
+#: first interface, UART on the second), 0403:6010: openFPGALoader's board table
+#: (src/board.hpp) drives "tangnano9k" through its "ft2232" cable, defined as 0403:6010 in
+#: src/cable.hpp. Clocks: 12 MHz oscillator (iCEBreaker), 25 MHz (ULX3S), 27 MHz (Tang Nano 9K).
+SUPPORTED_BOARDS: dict[str, BoardUSB] = {b.name: b for b in (
+    BoardUSB("icebreaker", "iCEBreaker", "FTDI FT2232H", 0x0403, 0x6010, 12_000_000),
+    BoardUSB("ulx3s", "ULX3S", "FTDI FT231X", 0x0403, 0x6015, 25_000_000),
+    BoardUSB("tangnano9k", "Tang Nano 9K", "BL702 (as FT2232)", 0x0403, 0x6010, 27_000_000),
+)}
+
+#: (VID, PID) -> the names of the boards whose serial chip reports it.
+BOARD_SERIAL_IDS: dict[tuple[int, int], tuple[str, ...]] = {}
+for _b in SUPPORTED_BOARDS.values():
+    BOARD_SERIAL_IDS[(_b.vid, _b.pid)] = BOARD_SERIAL_IDS.get((_b.vid, _b.pid), ()) + (_b.name,)
+del _b
+
+
+def boards_for(vid: int | None, pid: int | None, clock_hz: int | None = None) -> tuple[BoardUSB, ...]:
+    """The supported boards a port with this VID:PID can be; narrowed by the clock IDENTIFY
+    reported, when given (falls back to all candidates when no clock matches)."""
+    if vid is None or pid is None:
+        return ()
+    found = tuple(SUPPORTED_BOARDS[n] for n in BOARD_SERIAL_IDS.get((vid, pid), ()))
+    if clock_hz is not None:
+        return tuple(b for b in found if b.clock_hz == clock_hz) or found
+    return found
