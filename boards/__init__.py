@@ -44,6 +44,12 @@ class MemoryShape:
     width: int
     depth: int
     writable: bool
+    groups: int = 1
+
+    @property
+    def granularity(self) -> int:
+        """Bits per write enable (``width`` when one enable writes the whole word)."""
+        return self.width // self.groups
 
     @property
     def bits(self) -> int:
@@ -78,8 +84,9 @@ def memory_shapes(config) -> list[MemoryShape]:
             here = (*path, str(name))
             if isinstance(sub, MemoryInstance):
                 data = sub._data
+                groups = max((len(w._en) for w in sub._write_ports), default=1)
                 found.append(MemoryShape(here, Shape.cast(data.shape).width, data.depth,
-                                         bool(sub._write_ports)))
+                                         bool(sub._write_ports), groups))
             else:
                 walk(sub, here)
     walk(Fragment.get(top, None), ())
@@ -100,7 +107,7 @@ def check_resources(config, board: Board) -> dict:
     ``single_port`` synapse memories go to SPRAM (the UP5K rule of
     :func:`spikeloop.sim.synth.check_spram_fit`); every other memory deeper than the family's
     LUT RAM goes to block RAM (ROMs too: the engine's identity ROM does), each packed in its best
-    block shape. Logic and multipliers are not predicted: nextpnr reports them.
+    block shape with its write enables on the blocks' byte enables (:meth:`Resources.blocks`). Logic and multipliers are not predicted: nextpnr reports them.
 
     Returns
     -------
@@ -136,8 +143,8 @@ def check_resources(config, board: Board) -> dict:
                              f"{format_bits(R.bram_total_bits)} of block RAM; {fixes}")
         in_bram = shapes
     in_bram = [m for m in in_bram if m.depth > R.lutram_depth]
-    blocks = sum(R.blocks(m.width, m.depth) for m in in_bram)
-    syn_blocks = 0 if core.single_port else sum(R.blocks(m.width, m.depth) for m in syn
+    blocks = sum(R.blocks(m.width, m.depth, m.groups) for m in in_bram)
+    syn_blocks = 0 if core.single_port else sum(R.blocks(m.width, m.depth, m.groups) for m in syn
                                                 if m.depth > R.lutram_depth)
     if blocks > R.bram:
         raise ValueError(f"the memories need {blocks} block RAMs of {R.bram_bits // 1024} kbit "

@@ -33,8 +33,9 @@ class Resources:
         Block RAMs.
     bram_bits : int
         Bits of one block RAM.
-    bram_modes : tuple of (width, depth)
-        The simple-dual-port shapes one block RAM takes (the packing the check assumes).
+    bram_modes : tuple of (width, depth, byte-enable bits)
+        The shapes one block RAM takes and the bits each of its write enables covers (the
+        packing the check assumes).
     spram, spram_bits : int
         Single-port RAMs and their bits (the UP5K's four 16k x 16).
     mult : int
@@ -46,7 +47,7 @@ class Resources:
     logic: int
     bram: int
     bram_bits: int
-    bram_modes: tuple[tuple[int, int], ...]
+    bram_modes: tuple[tuple[int, int, int], ...]
     spram: int = 0
     spram_bits: int = 0
     mult: int = 0
@@ -56,9 +57,27 @@ class Resources:
     def bram_total_bits(self) -> int:
         return self.bram * self.bram_bits
 
-    def blocks(self, width: int, depth: int) -> int:
-        """Block RAMs one ``width`` x ``depth`` memory takes, packed in its best shape."""
-        return min(-(-width // w) * -(-depth // d) for w, d in self.bram_modes)
+    def blocks(self, width: int, depth: int, groups: int = 1) -> int:
+        """Block RAMs one ``width`` x ``depth`` memory takes in its best shape, when its word has
+        ``groups`` write enables of ``width // groups`` bits each.
+
+        Yosys puts each write-enable group on whole byte-enable lanes of a block (a shape
+        without byte enables has one lane, the whole width): the synapse word's 2-bit groups
+        make the ECP5 use its 8192 x 2 shape (checked against the ULX3S-85F build, where this
+        gives nextpnr's 161 DP16KD exactly).
+        """
+        g = width // groups
+        best = None
+        for mw, md, lane in self.bram_modes:
+            rows = -(-depth // md)
+            if groups == 1:
+                cols = -(-width // mw)
+            else:
+                lanes, per_group = mw // lane, -(-g // lane)
+                cols = (-(-groups // (lanes // per_group)) if per_group <= lanes
+                        else groups * -(-g // mw))
+            best = rows * cols if best is None else min(best, rows * cols)
+        return best
 
 
 @dataclass(frozen=True)

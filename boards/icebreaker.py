@@ -35,9 +35,10 @@ BOARD = Board(
     usb_id="0403:6010",
     usb_chip="FTDI FT2232H",
     # iCE40 UltraPlus data sheet (Lattice FPGA-DS-02008): UP5K 5280 LUT4s, 30 sysMEM blocks of
-    # 4 kbit, 4 SPRAM blocks of 256 kbit, 8 DSP (16 x 16 multiply-accumulate) blocks.
+    # 4 kbit (a bit-wise write mask only as 256 x 16), 4 SPRAM blocks of 256 kbit, 8 DSP
+    # (16 x 16 multiply-accumulate) blocks.
     resources=Resources(logic=5280, bram=30, bram_bits=4096,
-                        bram_modes=((16, 256), (8, 512), (4, 1024), (2, 2048)),
+                        bram_modes=((16, 256, 1), (8, 512, 8), (4, 1024, 4), (2, 2048, 2)),
                         spram=4, spram_bits=16384 * 16, mult=8),
     preset=preset,
     top="spikeloop.boards.icebreaker:Top",

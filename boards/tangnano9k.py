@@ -14,7 +14,7 @@ __all__ = ["BOARD", "Top", "preset"]
 
 
 def preset():
-    """A 64-32-32 network: 3072 synapses, 18 of the 26 BSRAMs at the default formats."""
+    """A 64-32-32 network: 3072 synapses, 25 of the 26 BSRAMs (estimated) at the default formats."""
     from spikeloop.hdl.config import CoreConfig
     from spikeloop.params import Params
     return CoreConfig.for_lanes(Params(n_in=64, n_hidden=32, n_out=32), 1)
@@ -36,10 +36,11 @@ BOARD = Board(
     usb_id="0403:6010",
     usb_chip="Bouffalo BL702 (FT2232-compatible firmware)",
     # Gowin GW1NR series data sheet (DS117): GW1NR-9 8640 LUT4s, 26 B-SRAM blocks of 18 kbit
-    # (468 kbit), 20 18 x 18 multipliers.
+    # (468 kbit), 20 18 x 18 multipliers. Byte enables assumed as on the ECP5 (not yet checked
+    # against a Gowin build).
     resources=Resources(logic=8640, bram=26, bram_bits=18432,
-                        bram_modes=((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024),
-                                    (36, 512)),
+                        bram_modes=((1, 16384, 1), (2, 8192, 2), (4, 4096, 4), (9, 2048, 9),
+                                    (18, 1024, 9), (36, 512, 9)),
                         mult=20, lutram_depth=64),
     preset=preset,
     top="spikeloop.boards.tangnano9k:Top",

@@ -14,8 +14,9 @@ from .board import Board, BoardTop, Resources
 __all__ = ["BOARDS", "Top", "preset"]
 
 # ECP5 family data sheet (Lattice FPGA-DS-02012): sysMEM EBR of 18 kbit, as 16k x 1 ... 512 x 36
-# in pseudo-dual-port mode; 18 x 18 multipliers per device below.
-_ECP5_MODES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
+# (36 in pseudo-dual-port mode), byte enables of 9 bits in the 18- and 36-bit shapes.
+_ECP5_MODES = ((1, 16384, 1), (2, 8192, 2), (4, 4096, 4), (9, 2048, 9), (18, 1024, 9),
+               (36, 512, 9))
 
 # (LUTs, EBR blocks, 18 x 18 multipliers) from the same data sheet's device table.
 _DEVICES = {
@@ -25,11 +26,12 @@ _DEVICES = {
     "85f": (84_000, 208, 156),
 }
 
-# Network per variant that fills most of its EBR at the default formats (72-bit synapse word and
-# a 20-bit q: three EBR per 512 synapses per lane); (n_in, n_hidden, n_out).
+# Network per variant that fills most of its EBR at the default formats: the 72-bit synapse word
+# (36 write-enable groups of 2 bits) and the 24-bit q take 48 EBR per 8192 synapses per lane;
+# (n_in, n_hidden, n_out).
 _PRESETS = {
     "12f": (64, 16, 64),
-    "25f": (100, 32, 100),
+    "25f": (128, 32, 64),
     "45f": (200, 32, 200),
     "85f": (256, 64, 128),
 }

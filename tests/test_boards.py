@@ -73,7 +73,7 @@ def test_check_synapse_bits_message():
 def test_check_block_count_message():
     with pytest.raises(ValueError) as e:
         check_resources(_core(64, 48, 32), BOARDS["tangnano9k"])
-    assert str(e.value) == ("the memories need 34 block RAMs of 18 kbit (the synapse memory 27), "
+    assert str(e.value) == ("the memories need 50 block RAMs of 18 kbit (the synapse memory 34), "
                             "the GW1NR-LV9QN88PC6/I5 has 26; use a smaller network, a "
                             "single-exponential kernel, a fixed learning rate or narrower formats")
 
@@ -156,3 +156,43 @@ def test_build_small_ulx3s(tmp_path, capsys):
     assert rep["bitstream"] == "build/top.bit"
     assert (tmp_path / "b" / "build" / "top.bit").exists()
     assert "meets the 25 MHz clock" in out
+
+
+@pytest.mark.parametrize("name", ["icebreaker", "tangnano9k"])
+def test_top_elaborates_on_its_platform(name):
+    """The pins the top asks for exist on the platform (the boards not built in the tests)."""
+    b = BOARDS[name]
+    core = _core(8, 0, 2)
+    plan = b.platform_class()().prepare(b.top_class()(b.soc_config(core)), name="top")
+    text = "\n".join(plan.files)
+    constraints = next(plan.files[f] for f in plan.files if f.endswith((".pcf", ".cst")))
+    for pin in {"icebreaker": ("35", "6", "9", "37", "11"),
+                "tangnano9k": ("52", "18", "17", "10", "11", "13", "14")}[name]:
+        assert f" {pin}" in constraints or f"={pin}" in constraints, (pin, constraints)
+    assert text
+
+
+def test_cli_build_timing_miss_exits_1(monkeypatch, tmp_path, capsys):
+    import spikeloop.boards.build as bb
+    rep = {"board": "ulx3s-85f", "device": "LFE5U-85F", "network": "8x0x2", "lanes": 1,
+           "single_port": False, "fmax_mhz": 20.5, "clock_mhz": 25.0, "timing_met": False,
+           "utilisation": {"LUT": {"used": 1, "available": 2}}, "synapses": 16,
+           "synapse_bits": 1536, "cycles_plain": 34, "cycles_chunk": 63,
+           "synapse_updates_per_s": 1e7, "realtime_factor": 700.0, "build_time_s": 1.0}
+    monkeypatch.setattr(bb, "build_board", lambda *a, **k: rep)
+    assert main(["build", "--board", "ulx3s-85f", "--out", str(tmp_path)]) == 1
+    cap = capsys.readouterr()
+    assert "MISSES the 25 MHz clock" in cap.out
+    assert cap.err.endswith("spikeloop: timing missed: Fmax 20.5 MHz < the 25 MHz clock; the "
+                            "bitstream may not work (try --seed, fewer lanes or a smaller "
+                            "network)\n")
+
+
+def test_block_estimate_matches_the_ulx3s_85f_build():
+    """nextpnr placed the 85F preset (256-64-128) in 161 DP16KD (docs/boards.md): the 72-bit
+    synapse word's 2-bit write enables put it in 108 blocks of 8192 x 2."""
+    b = BOARDS["ulx3s-85f"]
+    r = check_resources(b.preset(), b)
+    assert (r["bram_blocks"], r["synapse_blocks"]) == (161, 144)
+    assert b.resources.blocks(72, 24576, 36) == 108
+    assert b.resources.blocks(24, 24576) == 36
