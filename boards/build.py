@@ -99,6 +99,7 @@ def build_board(board: Board, core=None, *, out: str | Path, seed: int | None = 
         raise BuildError(f"{board.name}: {missing}; the resource check passed")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").unlink(missing_ok=True)      # never leave an old build's numbers
     opts = "--report report.json --timing-allow-fail" + (f" --seed {int(seed)}" if seed is not None else "")
     overrides = {"nextpnr_opts": opts}
     if board.family == "ice40":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -288,6 +289,19 @@ def _log_errors(path: Path) -> list[str]:
             if ln.startswith("ERROR")]
 
 
+def _overused(path: Path) -> str:
+    """nextpnr's "Device utilisation" lines whose cells exceed the device, e.g. ``ICESTORM_LC
+    8945 of 5280``: the reason a placement failed, in words a user can act on."""
+    if not path.exists():
+        return ""
+    found = []
+    for ln in path.read_text(errors="replace").splitlines():
+        mt = re.match(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", ln)
+        if mt and int(mt[2]) > int(mt[3]):
+            found.append(f"{mt[1]} {mt[2]} of {mt[3]}")
+    return "needs " + ", ".join(found) if found else ""
+
+
 def synth_platform(platform, top: Elaboratable, name: str, build_dir: str | os.PathLike[str], *,
                    family: str, seed: int | None = None,
                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -323,8 +337,10 @@ def synth_platform(platform, top: Elaboratable, name: str, build_dir: str | os.P
                            **overrides)
         except subprocess.CalledProcessError as e:
             errors = _log_errors(build_dir / f"{name}.tim") or _log_errors(build_dir / f"{name}.rpt")
+            over = _overused(build_dir / f"{name}.tim")
             raise SynthError(f"{name} does not build for {platform.device}: "
-                             f"{'; '.join(errors) or e}") from None
+                             + (f"{over}; " if over else "")
+                             + f"{'; '.join(errors) or e}") from None
     elapsed = time.perf_counter() - t0
     if not report.exists():
         raise SynthError(f"nextpnr wrote no report at {report}; see {build_dir / (name + '.tim')}")

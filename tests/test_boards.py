@@ -196,3 +196,15 @@ def test_block_estimate_matches_the_ulx3s_85f_build():
     assert (r["bram_blocks"], r["synapse_blocks"]) == (161, 144)
     assert b.resources.blocks(72, 24576, 36) == 108
     assert b.resources.blocks(24, 24576) == 36
+
+
+def test_overused_cells_from_the_nextpnr_log(tmp_path):
+    """A placement that runs out of cells is reported as the cells it needed (what the
+    iCEBreaker build of the whole SoC prints)."""
+    from spikeloop.sim.synth import _overused
+    log = tmp_path / "top.tim"
+    log.write_text("Info: Device utilisation:\n"
+                   "Info: \t         ICESTORM_LC:    8945/   5280   169%\n"
+                   "Info: \t        ICESTORM_RAM:      22/     30    73%\n")
+    assert _overused(log) == "needs ICESTORM_LC 8945 of 5280"
+    assert _overused(tmp_path / "none.tim") == ""
