@@ -164,7 +164,7 @@ class BoardTop(Elaboratable):
             raise ValueError(f"the SoC is built for {self.config.clock_hz} Hz but the board's "
                              f"clock is {platform.default_clk_frequency:.0f} Hz")
         m.submodules.soc = soc = self.soc
-        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        uart = platform.request("uart", 0, dir="-")   # rts/dtr (ULX3S) stay unused
         m.submodules.rx_buf = rx = io.Buffer("i", uart.rx)
         m.submodules.tx_buf = tx = io.Buffer("o", uart.tx)
         m.d.comb += [soc.rx.eq(rx.i), tx.o.eq(soc.tx)]   # the UART synchronises rx itself

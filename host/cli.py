@@ -859,7 +859,7 @@ def _cmd_build(args) -> int:
         print(f"building for the {b.title}, {core.params.n_in}x{core.params.n_hidden}x"
               f"{core.params.n_out} (several minutes) ...", file=sys.stderr)
         rep = build_board(b, core, out=args.out, seed=args.seed, clock_mhz=args.clock_mhz)
-    except (BuildError, ValueError) as e:
+    except (BuildError, ValueError, OSError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     print(format_report(rep))

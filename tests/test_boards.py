@@ -158,15 +158,18 @@ def test_build_small_ulx3s(tmp_path, capsys):
     assert "meets the 25 MHz clock" in out
 
 
-@pytest.mark.parametrize("name", ["icebreaker", "tangnano9k"])
+@pytest.mark.filterwarnings("error::DeprecationWarning")
+@pytest.mark.parametrize("name", ["icebreaker", "ulx3s-12f", "tangnano9k"])
 def test_top_elaborates_on_its_platform(name):
-    """The pins the top asks for exist on the platform (the boards not built in the tests)."""
+    """The top asks for the clock, UART and LED pins the platform has (without deprecated
+    requests), also for the boards the tests do not build."""
     b = BOARDS[name]
     core = _core(8, 0, 2)
     plan = b.platform_class()().prepare(b.top_class()(b.soc_config(core)), name="top")
     text = "\n".join(plan.files)
-    constraints = next(plan.files[f] for f in plan.files if f.endswith((".pcf", ".cst")))
+    constraints = next(plan.files[f] for f in plan.files if f.endswith((".pcf", ".cst", ".lpf")))
     for pin in {"icebreaker": ("35", "6", "9", "37", "11"),
+                "ulx3s-12f": ('"G2"', '"M1"', '"L4"', '"B2"', '"C2"', '"C1"', '"D2"'),
                 "tangnano9k": ("52", "18", "17", "10", "11", "13", "14")}[name]:
         assert f" {pin}" in constraints or f"={pin}" in constraints, (pin, constraints)
     assert text
@@ -208,3 +211,10 @@ def test_overused_cells_from_the_nextpnr_log(tmp_path):
                    "Info: \t        ICESTORM_RAM:      22/     30    73%\n")
     assert _overused(log) == "needs ICESTORM_LC 8945 of 5280"
     assert _overused(tmp_path / "none.tim") == ""
+
+
+def test_cli_build_help_names_every_board(capsys):
+    assert main(["build", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for name in BOARDS:
+        assert name in out, name
