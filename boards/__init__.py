@@ -45,6 +45,7 @@ class MemoryShape:
     depth: int
     writable: bool
     groups: int = 1
+    transparent: bool = False
 
     @property
     def granularity(self) -> int:
@@ -85,8 +86,9 @@ def memory_shapes(config) -> list[MemoryShape]:
             if isinstance(sub, MemoryInstance):
                 data = sub._data
                 groups = max((len(w._en) for w in sub._write_ports), default=1)
+                transparent = any(r._transparent_for for r in sub._read_ports)
                 found.append(MemoryShape(here, Shape.cast(data.shape).width, data.depth,
-                                         bool(sub._write_ports), groups))
+                                         bool(sub._write_ports), groups, transparent))
             else:
                 walk(sub, here)
     walk(Fragment.get(top, None), ())
@@ -105,9 +107,11 @@ def check_resources(config, board: Board) -> dict:
     cannot fit ``board``, before synthesis.
 
     ``single_port`` synapse memories go to SPRAM (the UP5K rule of
-    :func:`spikeloop.sim.synth.check_spram_fit`); every other memory deeper than the family's
-    LUT RAM goes to block RAM (ROMs too: the engine's identity ROM does), each packed in its best
-    block shape with its write enables on the blocks' byte enables (:meth:`Resources.blocks`). Logic and multipliers are not predicted: nextpnr reports them.
+    :func:`spikeloop.sim.synth.check_spram_fit`); every other memory (ROMs too: the engine's
+    identity ROM) goes to block RAM unless Yosys would find LUT RAM cheaper
+    (:meth:`Resources.in_lutram`), each packed in its best block shape with its write enables on
+    the blocks' byte enables (:meth:`Resources.blocks`).
+    Logic and multipliers are not predicted: nextpnr reports them.
 
     Returns
     -------
@@ -142,10 +146,10 @@ def check_resources(config, board: Board) -> dict:
             raise ValueError(f"synapse memory needs {format_bits(syn_bits)}, the {dev} has "
                              f"{format_bits(R.bram_total_bits)} of block RAM; {fixes}")
         in_bram = shapes
-    in_bram = [m for m in in_bram if m.depth > R.lutram_depth]
+    in_bram = [m for m in in_bram
+               if not R.in_lutram(m.width, m.depth, m.groups, m.transparent)]
     blocks = sum(R.blocks(m.width, m.depth, m.groups) for m in in_bram)
-    syn_blocks = 0 if core.single_port else sum(R.blocks(m.width, m.depth, m.groups) for m in syn
-                                                if m.depth > R.lutram_depth)
+    syn_blocks = sum(R.blocks(m.width, m.depth, m.groups) for m in in_bram if m.synapse)
     if blocks > R.bram:
         raise ValueError(f"the memories need {blocks} block RAMs of {R.bram_bits // 1024} kbit "
                          f"(the synapse memory {syn_blocks}), the {dev} has {R.bram}; {fixes}")

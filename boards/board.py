@@ -40,9 +40,9 @@ class Resources:
         Single-port RAMs and their bits (the UP5K's four 16k x 16).
     mult : int
         Hard multipliers (iCE40 SB_MAC16, ECP5 / Gowin 18 x 18).
-    lutram_depth : int
-        Memories at most this deep are assumed to go to distributed (LUT) RAM, not block RAM
-        (0: the family has none, as the iCE40).
+    lutram : (width, depth) or None
+        The LUT RAM primitive (the ECP5's DPR16X4 is 4 x 16); None when the family has none
+        (the iCE40).
     """
     logic: int
     bram: int
@@ -51,7 +51,23 @@ class Resources:
     spram: int = 0
     spram_bits: int = 0
     mult: int = 0
-    lutram_depth: int = 0
+    lutram: tuple[int, int] | None = None
+
+    # Yosys' memory_libmap costs (ECP5 library: a block RAM 128, a 16 x 4 LUT RAM 4) and the read
+    # multiplexer of a LUT RAM deeper than one primitive, 2 per bit and extra primitive row: the
+    # value that reproduces every choice in the ULX3S builds of docs/boards.md.
+    BRAM_COST, LUTRAM_COST, MUX_COST = 128, 4, 2
+
+    def in_lutram(self, width: int, depth: int, groups: int = 1, transparent: bool = False) -> bool:
+        """Whether Yosys puts this memory in LUT RAM (or LUT ROM) rather than block RAM."""
+        if self.lutram is None:
+            return False
+        if transparent:            # a write-through read costs block RAM extra logic
+            return True
+        lw, ld = self.lutram
+        rows = -(-depth // ld)
+        cost = self.LUTRAM_COST * -(-width // lw) * rows + self.MUX_COST * (rows - 1) * width
+        return cost < self.BRAM_COST * self.blocks(width, depth, groups)
 
     @property
     def bram_total_bits(self) -> int:

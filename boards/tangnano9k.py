@@ -14,7 +14,7 @@ __all__ = ["BOARD", "Top", "preset"]
 
 
 def preset():
-    """A 64-32-32 network: 3072 synapses, 25 of the 26 BSRAMs (estimated) at the default formats."""
+    """A 64-32-32 network: 3072 synapses, 26 of the 26 BSRAMs (estimated) at the default formats."""
     from spikeloop.hdl.config import CoreConfig
     from spikeloop.params import Params
     return CoreConfig.for_lanes(Params(n_in=64, n_hidden=32, n_out=32), 1)
@@ -41,7 +41,7 @@ BOARD = Board(
     resources=Resources(logic=8640, bram=26, bram_bits=18432,
                         bram_modes=((1, 16384, 1), (2, 8192, 2), (4, 4096, 4), (9, 2048, 9),
                                     (18, 1024, 9), (36, 512, 9)),
-                        mult=20, lutram_depth=64),
+                        mult=20, lutram=(4, 16)),
     preset=preset,
     top="spikeloop.boards.tangnano9k:Top",
     notes="USB ID: Sipeed's BL702 firmware enumerates as an FT2232 (0403:6010) so that "

@@ -30,8 +30,8 @@ _DEVICES = {
 # (36 write-enable groups of 2 bits) and the 24-bit q take 48 EBR per 8192 synapses per lane;
 # (n_in, n_hidden, n_out).
 _PRESETS = {
-    "12f": (64, 16, 64),
-    "25f": (128, 32, 64),
+    "12f": (64, 32, 64),
+    "25f": (128, 32, 128),
     "45f": (200, 32, 200),
     "85f": (256, 64, 128),
 }
@@ -63,7 +63,7 @@ def _board(variant: str) -> Board:
         usb_id="0403:6015",
         usb_chip="FTDI FT231X",
         resources=Resources(logic=luts, bram=ebr, bram_bits=18432, bram_modes=_ECP5_MODES,
-                            mult=mult, lutram_depth=64),
+                            mult=mult, lutram=(4, 16)),
         preset=partial(preset, variant),
         top="spikeloop.boards.ulx3s:Top",
         notes="USB ID: FTDI's default for the FT231X, which the ULX3S keeps. nextpnr builds "

@@ -73,7 +73,7 @@ def test_check_synapse_bits_message():
 def test_check_block_count_message():
     with pytest.raises(ValueError) as e:
         check_resources(_core(64, 48, 32), BOARDS["tangnano9k"])
-    assert str(e.value) == ("the memories need 50 block RAMs of 18 kbit (the synapse memory 34), "
+    assert str(e.value) == ("the memories need 39 block RAMs of 18 kbit (the synapse memory 34), "
                             "the GW1NR-LV9QN88PC6/I5 has 26; use a smaller network, a "
                             "single-exponential kernel, a fixed learning rate or narrower formats")
 
@@ -191,14 +191,22 @@ def test_cli_build_timing_miss_exits_1(monkeypatch, tmp_path, capsys):
                             "network)\n")
 
 
-def test_block_estimate_matches_the_ulx3s_85f_build():
-    """nextpnr placed the 85F preset (256-64-128) in 161 DP16KD (docs/boards.md): the 72-bit
-    synapse word's 2-bit write enables put it in 108 blocks of 8192 x 2."""
-    b = BOARDS["ulx3s-85f"]
-    r = check_resources(b.preset(), b)
-    assert (r["bram_blocks"], r["synapse_blocks"]) == (161, 144)
-    assert b.resources.blocks(72, 24576, 36) == 108
-    assert b.resources.blocks(24, 24576) == 36
+@pytest.mark.parametrize("name, size, dp16kd", [
+    ("ulx3s-85f", (256, 64, 128), 161), ("ulx3s-12f", (64, 16, 64), 17),
+    ("ulx3s-12f", (8, 0, 2), 3)])
+def test_block_estimate_matches_the_ulx3s_builds(name, size, dp16kd):
+    """The DP16KD counts nextpnr reported for the builds of docs/boards.md."""
+    assert check_resources(_core(*size), BOARDS[name])["bram_blocks"] == dp16kd
+
+
+def test_block_packing_follows_the_write_enables():
+    """The 72-bit synapse word's 2-bit write enables put it in blocks of 8192 x 2 (the 85F
+    build: 108 for 24576 words); the neuron word's 1-bit enables in LUT RAM when shallow."""
+    r = BOARDS["ulx3s-85f"].resources
+    assert r.blocks(72, 24576, 36) == 108
+    assert r.blocks(24, 24576) == 36
+    assert r.in_lutram(43, 80, 43) and not r.in_lutram(43, 192, 43)
+    assert not BOARDS["icebreaker"].resources.in_lutram(8, 16)
 
 
 def test_overused_cells_from_the_nextpnr_log(tmp_path):
