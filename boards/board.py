@@ -67,7 +67,7 @@ class Resources:
         lw, ld = self.lutram
         rows = -(-depth // ld)
         cost = self.LUTRAM_COST * -(-width // lw) * rows + self.MUX_COST * (rows - 1) * width
-        return cost < self.BRAM_COST * self.blocks(width, depth, groups)
+        return cost <= self.BRAM_COST * self.blocks(width, depth, groups)   # a tie: LUT RAM
 
     @property
     def bram_total_bits(self) -> int:

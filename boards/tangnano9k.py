@@ -14,7 +14,7 @@ __all__ = ["BOARD", "Top", "preset"]
 
 
 def preset():
-    """A 64-32-32 network: 3072 synapses, 26 of the 26 BSRAMs (estimated) at the default formats."""
+    """A 64-32-32 network: 3072 synapses, 25 of the 26 BSRAMs (estimated) at the default formats."""
     from spikeloop.hdl.config import CoreConfig
     from spikeloop.params import Params
     return CoreConfig.for_lanes(Params(n_in=64, n_hidden=32, n_out=32), 1)

@@ -73,7 +73,7 @@ def test_check_synapse_bits_message():
 def test_check_block_count_message():
     with pytest.raises(ValueError) as e:
         check_resources(_core(64, 48, 32), BOARDS["tangnano9k"])
-    assert str(e.value) == ("the memories need 39 block RAMs of 18 kbit (the synapse memory 34), "
+    assert str(e.value) == ("the memories need 38 block RAMs of 18 kbit (the synapse memory 34), "
                             "the GW1NR-LV9QN88PC6/I5 has 26; use a smaller network, a "
                             "single-exponential kernel, a fixed learning rate or narrower formats")
 
@@ -192,7 +192,8 @@ def test_cli_build_timing_miss_exits_1(monkeypatch, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, size, dp16kd", [
-    ("ulx3s-85f", (256, 64, 128), 161), ("ulx3s-12f", (64, 16, 64), 17),
+    ("ulx3s-85f", (256, 64, 128), 161), ("ulx3s-12f", (64, 32, 64), 29),
+    ("ulx3s-12f", (64, 16, 64), 17),
     ("ulx3s-12f", (8, 0, 2), 3)])
 def test_block_estimate_matches_the_ulx3s_builds(name, size, dp16kd):
     """The DP16KD counts nextpnr reported for the builds of docs/boards.md."""
