@@ -15,13 +15,20 @@ __all__ = ["BoardUSB", "SUPPORTED_BOARDS", "BOARD_SERIAL_IDS", "boards_for"]
 
 @dataclass(frozen=True)
 class BoardUSB:
-    """How a board shows up on USB, and the clock its build runs at (what IDENTIFY reports)."""
+    """How a board shows up on USB, and the clock and link rate its build runs at (what IDENTIFY
+    reports). :mod:`spikeloop.boards` takes these from here, so they are written down once."""
     name: str
     title: str
     chip: str
     vid: int
     pid: int
     clock_hz: int
+    baud: int
+
+    @property
+    def usb_id(self) -> str:
+        """``"VID:PID"`` in hex, as ``lsusb`` prints it."""
+        return f"{self.vid:04x}:{self.pid:04x}"
 
 
 #: Sources: iCEBreaker — FTDI FT2232H, FTDI's default 0403:6010 (the FPGA UART is its second
@@ -30,10 +37,13 @@ class BoardUSB:
 #: first interface, UART on the second), 0403:6010: openFPGALoader's board table
 #: (src/board.hpp) drives "tangnano9k" through its "ft2232" cable, defined as 0403:6010 in
 #: src/cable.hpp. Clocks: 12 MHz oscillator (iCEBreaker), 25 MHz (ULX3S), 27 MHz (Tang Nano 9K).
+#: Baud: the iCEBreaker's FT2232H runs 3 Mbaud (12 MHz / 4); 3 Mbaud does not divide 25 or 27 MHz
+#: closely enough for the UART, so the ULX3S and the Tang Nano 9K use 1 Mbaud.
 SUPPORTED_BOARDS: dict[str, BoardUSB] = {b.name: b for b in (
-    BoardUSB("icebreaker", "iCEBreaker", "FTDI FT2232H", 0x0403, 0x6010, 12_000_000),
-    BoardUSB("ulx3s", "ULX3S", "FTDI FT231X", 0x0403, 0x6015, 25_000_000),
-    BoardUSB("tangnano9k", "Tang Nano 9K", "BL702 (as FT2232)", 0x0403, 0x6010, 27_000_000),
+    BoardUSB("icebreaker", "iCEBreaker", "FTDI FT2232H", 0x0403, 0x6010, 12_000_000, 3_000_000),
+    BoardUSB("ulx3s", "ULX3S", "FTDI FT231X", 0x0403, 0x6015, 25_000_000, 1_000_000),
+    BoardUSB("tangnano9k", "Tang Nano 9K", "Bouffalo BL702 (FT2232-compatible firmware)",
+             0x0403, 0x6010, 27_000_000, 1_000_000),
 )}
 
 #: (VID, PID) -> the names of the boards whose serial chip reports it.

@@ -1,4 +1,5 @@
-"""The ``spikeloop`` command line: info, demo, train, compare, bench, verify, synth, verilog, transcript, replay, serve, boards, plot.
+"""The ``spikeloop`` command line: info, demo, train, compare, bench, verify, synth, build, verilog,
+transcript, replay, serve, boards, plot.
 
 Usage::
 
@@ -379,6 +380,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the logs and the bitstream go (default build/synth)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("build", help="build the SoC's bitstream for a board and report Fmax, "
+                                     "utilisation and throughput",
+                       description="Check that the configuration's memories fit the board, build the "
+                                   "bitstream with the YoWASP Yosys/nextpnr tools, and write "
+                                   "DIR/report.json and a table (Fmax, resources used/available, "
+                                   "synapses, cycles per step, real-time factor). Exit status 0 "
+                                   "when it fits and meets the board's clock, 1 when it misses "
+                                   "timing, 2 when it does not fit or cannot be built.")
+    p.add_argument("--board", required=True, metavar="NAME",
+                   help="one of: icebreaker, ulx3s-12f, ulx3s-25f, ulx3s-45f, ulx3s-85f, tangnano9k")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="parameters (.json or .toml); default: the board's preset network")
+    p.add_argument("--lanes", type=_positive_int, metavar="P", help="parallel lanes (default: the preset's)")
+    p.add_argument("--clock-mhz", type=_positive_float, metavar="F",
+                   help="the SoC's clock; only the board's oscillator for now (no PLL)")
+    p.add_argument("--seed", type=_non_negative_int, metavar="N", help="nextpnr placement seed")
+    p.add_argument("--out", type=Path, default=Path("build/board"), metavar="DIR",
+                   help="where report.json and the build go (default build/board)")
+    p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("verilog", help="generate the Verilog of the Core or the SoC and print its digest",
                        description="Convert the Core (or the SoC) to Verilog and print the SHA-256 of "
@@ -893,6 +914,27 @@ def _cmd_synth(args) -> int:
         out.update(top=args.top, size=size, lanes=args.lanes, in_width=args.in_width)
         args.json.write_text(json.dumps(out, indent=1))
     return 0 if met else 1
+
+
+def _cmd_build(args) -> int:
+    from spikeloop.boards import board
+    from spikeloop.boards.build import BuildError, build_board, core_for, format_report
+    try:
+        b = board(args.board)
+        core = core_for(b, args.config, args.lanes)
+        print(f"building for the {b.title}, {core.params.n_in}x{core.params.n_hidden}x"
+              f"{core.params.n_out} (several minutes) ...", file=sys.stderr)
+        rep = build_board(b, core, out=args.out, seed=args.seed, clock_mhz=args.clock_mhz)
+    except (BuildError, ValueError, OSError) as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    print(format_report(rep))
+    if not rep["timing_met"]:
+        print(f"{PROG}: timing missed: Fmax {rep['fmax_mhz']:.1f} MHz < the {rep['clock_mhz']:g} MHz "
+              f"clock; the bitstream may not work (try --seed, fewer lanes or a smaller network)",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_verilog(args) -> int:

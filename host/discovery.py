@@ -78,14 +78,20 @@ def _probe(device: str, timeout: float, baud: int | None) -> tuple[object, str]:
 
 
 def discover(*, probe_all: bool = False, timeout: float = PROBE_TIMEOUT, baud: int | None = None) -> list[Found]:
-    """Every serial port, the candidates (or, with ``probe_all``, every port) probed with IDENTIFY."""
+    """Every serial port, the candidates (or, with ``probe_all``, every port) probed with IDENTIFY,
+    at ``baud`` or else at the link rate of each board the port's VID:PID can be."""
     out = []
     for info in sorted(comports(), key=lambda i: i.device):
         vid, pid = getattr(info, "vid", None), getattr(info, "pid", None)
         f = Found(info.device, getattr(info, "description", "") or "", vid, pid, boards_for(vid, pid))
         if f.candidates or probe_all:
             f.probed = True
-            f.identity, f.error = _probe(f.device, timeout, baud)
+            # Boards sharing one serial chip may run different link rates: ask at each of them.
+            for rate in ([baud] if baud else sorted({b.baud for b in f.candidates}, reverse=True)
+                         or [None]):
+                f.identity, f.error = _probe(f.device, timeout, rate)
+                if f.answered:
+                    break
         out.append(f)
     return out
 

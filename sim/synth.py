@@ -1,8 +1,9 @@
-"""Synthesise an Amaranth component for the iCE40 UP5K (iCEBreaker) and report Fmax/utilisation.
+"""Synthesise an Amaranth design through a board platform and report Fmax/utilisation.
 
-Uses Amaranth's platform build (``amaranth_boards.icebreaker.ICEBreakerPlatform``)
-with the YoWASP (WebAssembly) builds of Yosys / nextpnr-ice40 / icepack from the
-venv, so no system FPGA toolchain is needed.  The first call on a machine
+Uses Amaranth's platform build (``amaranth_boards``) with the YoWASP (WebAssembly) builds of
+Yosys / nextpnr / icepack / ecppack from the venv, so no system FPGA toolchain is needed:
+:func:`synth_ice40` builds a component for the iCE40 UP5K (iCEBreaker) inside a harness,
+:func:`synth_platform` builds any top level for any supported platform (``spikeloop build``).  The first call on a machine
 compiles each YoWASP tool (~40 s each, cached in ``~/.cache/YoWASP``).
 
 The component is wrapped in a top level (:class:`SynthHarness`) that keeps all
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,11 +38,13 @@ from amaranth.lib.wiring import Flow
 
 from spikeloop.sim.rtl_runner import patched_environ
 
-__all__ = ["SynthHarness", "parse_nextpnr_report", "synth_ice40", "yowasp_env", "SPRAM_BITS",
-           "check_spram_fit"]
+__all__ = ["SynthHarness", "parse_nextpnr_report", "synth_ice40", "synth_platform", "yowasp_env",
+           "SPRAM_BITS", "SPRAM_DEPTH", "check_spram_fit", "SynthError", "ice40_overrides"]
 
 #: Width of the UP5K's four SPRAMs side by side (16 bits each), what ``single_port`` fills.
 SPRAM_BITS = 64
+#: Words of one UP5K SPRAM (16k x 16): the deepest a single-port synapse memory can be.
+SPRAM_DEPTH = 16384
 
 
 def check_spram_fit(config) -> None:
@@ -62,6 +66,12 @@ def check_spram_fit(config) -> None:
                          f"SPRAMs: {SPRAM_BITS} bits in all, but {config.lanes} lane(s) x "
                          f"{bits}-bit words ({words}) need {bits * config.lanes}; narrow the formats "
                          f"(see configs/up5k-100x32x100.toml) or use fewer lanes")
+    from spikeloop.params import Optimiser
+    rows = config.map.n_syn * (2 if config.params.optimiser is Optimiser.RMAXPROP else 1)
+    if rows > SPRAM_DEPTH:
+        raise ValueError(f"--single-port puts each lane's synapse (and q) words in {SPRAM_DEPTH}-word "
+                         f"SPRAMs, but {config.lanes} lane(s) need {rows} words each; use a smaller "
+                         f"network or more lanes")
 
 # Amaranth looks a tool up as the env var named after it (``tool_env_var``).
 _YOWASP_TOOLS = {
@@ -72,7 +82,7 @@ _YOWASP_TOOLS = {
     "ECPPACK": "yowasp-ecppack",
 }
 
-# nextpnr-ice40 --report cell-type names -> short names used in our results.
+# nextpnr --report cell-type names -> short names used in our results, per family.
 _ICE40_RESOURCES = {
     "ICESTORM_LC": "LC",
     "ICESTORM_RAM": "EBR",
@@ -81,6 +91,20 @@ _ICE40_RESOURCES = {
     "SB_IO": "IO",
     "SB_GB": "GB",
 }
+_ECP5_RESOURCES = {
+    "TRELLIS_COMB": "LUT",
+    "TRELLIS_FF": "FF",
+    "DP16KD": "BRAM",
+    "MULT18X18D": "MULT",
+    "TRELLIS_RAMW": "LUTRAM",
+    "TRELLIS_IO": "IO",
+    "EHXPLLL": "PLL",
+}
+RESOURCE_NAMES = {"ice40": _ICE40_RESOURCES, "ecp5": _ECP5_RESOURCES}
+
+
+class SynthError(RuntimeError):
+    """The design did not build: nextpnr's (or Yosys') own reason, without a traceback."""
 
 _DEVICES = {"up5k": "iCE40UP5K", "up3k": "iCE40UP3K"}
 
@@ -168,8 +192,8 @@ def _platform_class(device: str, package: str, clock_mhz: float):
                 {"device": dev, "package": pkg, "resources": resources})
 
 
-def parse_nextpnr_report(report_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Fmax and utilisation from a nextpnr ``--report`` JSON file."""
+def parse_nextpnr_report(report_path: str | os.PathLike[str], family: str = "ice40") -> dict[str, Any]:
+    """Fmax and utilisation from a nextpnr ``--report`` JSON file (cell names of *family*)."""
     rep = json.loads(Path(report_path).read_text())
     fmax = {name: float(v["achieved"]) for name, v in rep.get("fmax", {}).items()}
     constraints = {name: float(v.get("constraint", 0.0))
@@ -177,7 +201,7 @@ def parse_nextpnr_report(report_path: str | os.PathLike[str]) -> dict[str, Any]:
     util_raw = {k: {"used": int(v["used"]), "available": int(v["available"])}
                 for k, v in rep.get("utilization", {}).items()}
     util = {short: util_raw.get(cell, {"used": 0, "available": 0})
-            for cell, short in _ICE40_RESOURCES.items()}
+            for cell, short in RESOURCE_NAMES[family].items()}
     return {
         "fmax_mhz": min(fmax.values()) if fmax else 0.0,
         "fmax_by_clock": fmax,
@@ -185,6 +209,18 @@ def parse_nextpnr_report(report_path: str | os.PathLike[str]) -> dict[str, Any]:
         "utilisation": util,
         "utilisation_raw": util_raw,
     }
+
+
+def ice40_overrides(dsp: bool = True, uninitialised: tuple[str, ...] = ()) -> dict[str, str]:
+    """Yosys options for the iCE40: DSP and SPRAM inference, and no initial contents for the
+    memories meant for SPRAM (it has none, so Yosys would not use it otherwise)."""
+    overrides = {}
+    if dsp:
+        overrides["synth_opts"] = "-dsp -spram"
+    if uninitialised:
+        overrides["script_after_read"] = "\n".join(
+            f"delete t:$meminit_v2 r:MEMID=*{name} %i" for name in uninitialised)
+    return overrides
 
 
 def synth_ice40(
@@ -225,42 +261,89 @@ def synth_ice40(
     """
     if not isinstance(component, Elaboratable) and callable(component):
         component = component()
-    build_dir = Path(build_dir).resolve()
-    build_dir.mkdir(parents=True, exist_ok=True)
-    report = build_dir / "report.json"
-    report.unlink(missing_ok=True)
-
     # A missed clock target is a result to report, not a failed build.
-    nextpnr_opts = f"--report {report.name} --timing-allow-fail"
+    nextpnr_opts = "--report report.json --timing-allow-fail"
     if seed is not None:
         nextpnr_opts += f" --seed {int(seed)}"
-    overrides: dict[str, Any] = {"nextpnr_opts": nextpnr_opts}
-    if dsp:
-        overrides["synth_opts"] = "-dsp -spram"
-    if uninitialised:
-        overrides["script_after_read"] = "\n".join(
-            f"delete t:$meminit_v2 r:MEMID=*{name} %i" for name in uninitialised)
+    overrides: dict[str, Any] = {"nextpnr_opts": nextpnr_opts,
+                                 **ice40_overrides(dsp, uninitialised)}
     if extra_overrides:
         overrides.update(extra_overrides)
 
     platform = _platform_class(device, package, clock_mhz)()
     top = SynthHarness(component)
+    try:
+        result = synth_platform(platform, top, name, build_dir, family="ice40",
+                                overrides=overrides)
+    except SynthError as e:
+        raise RuntimeError(str(e).replace(f"for {platform.device}", f"for {device}")) from None
+    result.update(timing_met=result["fmax_mhz"] >= clock_mhz,
+                  harness={"input_bits": top.input_bits, "output_bits": top.output_bits})
+    return result
+
+
+def _log_errors(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [ln.strip() for ln in path.read_text(errors="replace").splitlines()
+            if ln.startswith("ERROR")]
+
+
+def _overused(path: Path) -> str:
+    """nextpnr's "Device utilisation" lines whose cells exceed the device, e.g. ``ICESTORM_LC
+    8945 of 5280``: the reason a placement failed, in words a user can act on."""
+    if not path.exists():
+        return ""
+    found = []
+    for ln in path.read_text(errors="replace").splitlines():
+        mt = re.match(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", ln)
+        if mt and int(mt[2]) > int(mt[3]):
+            found.append(f"{mt[1]} {mt[2]} of {mt[3]}")
+    return "needs " + ", ".join(found) if found else ""
+
+
+def synth_platform(platform, top: Elaboratable, name: str, build_dir: str | os.PathLike[str], *,
+                   family: str, seed: int | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Build *top* for *platform* with the YoWASP tools and parse nextpnr's ``--report``.
+
+    The one build path for the iCE40 harness and the board tops, so the report is parsed the
+    same way for both. A missed clock target is a result (``--timing-allow-fail``), not a failure.
+
+    Returns
+    -------
+    dict
+        :func:`parse_nextpnr_report`'s keys plus ``report_path``, ``build_dir``, ``time_s``.
+
+    Raises
+    ------
+    SynthError
+        If Yosys or nextpnr fails (did not fit, did not route): the ``ERROR`` lines of their logs.
+    """
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    report = build_dir / "report.json"
+    report.unlink(missing_ok=True)
+    overrides = dict(overrides or {})
+    if "nextpnr_opts" not in overrides:
+        opts = f"--report {report.name} --timing-allow-fail"
+        if seed is not None:
+            opts += f" --seed {int(seed)}"
+        overrides["nextpnr_opts"] = opts
     t0 = time.perf_counter()
     with yowasp_env():
         try:
             platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
                            **overrides)
         except subprocess.CalledProcessError as e:
-            log = build_dir / f"{name}.tim"
-            errors = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
-                      if ln.startswith("ERROR")] if log.exists() else []
-            raise RuntimeError(f"{name} does not build for {device}: "
-                               f"{'; '.join(errors) or e}") from None
+            errors = _log_errors(build_dir / f"{name}.tim") or _log_errors(build_dir / f"{name}.rpt")
+            over = _overused(build_dir / f"{name}.tim")
+            raise SynthError(f"{name} does not build for {platform.device}: "
+                             + (f"{over}; " if over else "")
+                             + f"{'; '.join(errors) or e}") from None
     elapsed = time.perf_counter() - t0
     if not report.exists():
-        raise RuntimeError(f"nextpnr wrote no report at {report}; see {build_dir / (name + '.tim')}")
-    result = parse_nextpnr_report(report)
-    result.update(report_path=str(report), build_dir=str(build_dir), time_s=elapsed,
-                  timing_met=result["fmax_mhz"] >= clock_mhz,
-                  harness={"input_bits": top.input_bits, "output_bits": top.output_bits})
+        raise SynthError(f"nextpnr wrote no report at {report}; see {build_dir / (name + '.tim')}")
+    result = parse_nextpnr_report(report, family)
+    result.update(report_path=str(report), build_dir=str(build_dir), time_s=elapsed)
     return result

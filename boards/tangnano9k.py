@@ -1,0 +1,48 @@
+"""Sipeed Tang Nano 9K: Gowin GW1NR-9 (LV9QN88PC6/I5), 27 MHz oscillator, BL702 USB bridge.
+
+amaranth-boards has the platform (``TangNano9kPlatform``: clock on pin 52, UART rx 18 / tx 17,
+six LEDs). Building needs the Apicula flow (Yosys, nextpnr-himbaechel for Gowin, gowin_pack);
+the project does not install it yet, so ``spikeloop build`` stops after the resource check with
+what is missing. The SoC's logic (about 8900 iCE40 LCs) is also close to the GW1NR-9's 8640 LUTs.
+"""
+
+from __future__ import annotations
+
+from spikeloop.host.board_ids import SUPPORTED_BOARDS
+
+from .board import Board, BoardTop, Resources
+
+__all__ = ["BOARD", "Top", "preset"]
+
+
+def preset():
+    """A 64-32-32 network: 3072 synapses, 25 of the 26 BSRAMs (estimated) at the default formats."""
+    from spikeloop.hdl.config import CoreConfig
+    from spikeloop.params import Params
+    return CoreConfig.for_lanes(Params(n_in=64, n_hidden=32, n_out=32), 1)
+
+
+class Top(BoardTop):
+    """The SoC on the Tang Nano 9K: LED 0 heartbeat, 1 executing, 2 sending, 3 link error."""
+    LEDS = {"heartbeat": ("led", 0), "busy": ("led", 1), "tx": ("led", 2), "error": ("led", 3)}
+
+
+BOARD = Board(
+    name="tangnano9k",
+    title="Sipeed Tang Nano 9K",
+    platform="amaranth_boards.tang_nano_9k:TangNano9kPlatform",
+    family="gowin",
+    device="GW1NR-LV9QN88PC6/I5",
+    usb=SUPPORTED_BOARDS["tangnano9k"],
+    # Gowin GW1NR series data sheet (DS117): GW1NR-9 8640 LUT4s, 26 B-SRAM blocks of 18 kbit
+    # (468 kbit), 20 18 x 18 multipliers. Byte enables assumed as on the ECP5 (not yet checked
+    # against a Gowin build).
+    resources=Resources(logic=8640, bram=26, bram_bits=18432,
+                        bram_modes=((1, 16384, 1), (2, 8192, 2), (4, 4096, 4), (9, 2048, 9),
+                                    (18, 1024, 9), (36, 512, 9)),
+                        mult=20, lutram=(4, 16)),
+    preset=preset,
+    top="spikeloop.boards.tangnano9k:Top",
+    notes="USB ID: Sipeed's BL702 firmware enumerates as an FT2232 (0403:6010) so that "
+          "openFPGALoader's FTDI cable drives it; not checked on a board here.",
+)

@@ -1,0 +1,229 @@
+"""spikeloop.boards: the registry, the resource check before synthesis, and ``spikeloop build``."""
+
+import json
+
+import pytest
+
+from spikeloop.boards import BOARDS, board, check_resources, memory_shapes
+from spikeloop.boards.board import CONFIGS
+from spikeloop.boards.build import BuildError, build_board, core_for, throughput
+from spikeloop.hdl.config import CoreConfig
+from spikeloop.hdl.uart import uart_divisor
+from spikeloop.host.cli import main
+from spikeloop.params import Kernel, Params
+
+
+def _core(n_in, n_hidden, n_out, lanes=1, **kw):
+    return CoreConfig.for_lanes(Params(n_in=n_in, n_hidden=n_hidden, n_out=n_out), lanes, **kw)
+
+
+def test_registry_names_and_facts():
+    assert list(BOARDS) == ["icebreaker", "ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ulx3s-85f",
+                            "tangnano9k"]
+    ice, ulx, tang = BOARDS["icebreaker"], BOARDS["ulx3s-85f"], BOARDS["tangnano9k"]
+    assert (ice.family, ice.device, ice.clock_hz, ice.usb_id) == ("ice40", "iCE40UP5K-SG48",
+                                                                  12_000_000, "0403:6010")
+    assert (ulx.family, ulx.device, ulx.clock_hz, ulx.usb_id) == ("ecp5", "LFE5U-85F",
+                                                                  25_000_000, "0403:6015")
+    assert (tang.family, tang.clock_hz) == ("gowin", 27_000_000)
+    assert (ice.resources.logic, ice.resources.bram, ice.resources.spram, ice.resources.mult) \
+        == (5280, 30, 4, 8)
+    assert (ulx.resources.logic, ulx.resources.bram, ulx.resources.mult) == (84_000, 208, 156)
+    assert ulx.resources.bram_total_bits == 3744 * 1024
+    assert (tang.resources.logic, tang.resources.bram_total_bits) == (8640, 468 * 1024)
+
+
+@pytest.mark.parametrize("name", list(BOARDS))
+def test_board_clock_baud_and_platform_agree(name):
+    b = BOARDS[name]
+    assert uart_divisor(b.clock_hz, b.baud) == b.clock_hz // b.baud   # divides exactly
+    platform = b.platform_class()()
+    assert platform.default_clk_frequency == b.clock_hz
+    assert b.top_class().LEDS
+
+
+@pytest.mark.parametrize("name", list(BOARDS))
+def test_presets_pass_the_resource_check(name):
+    b = BOARDS[name]
+    check_resources(b.soc_config(b.preset()), b)
+
+
+def test_unknown_board():
+    with pytest.raises(ValueError, match="^unknown board 'nope'; known boards: icebreaker, "
+                                         "ulx3s-12f, ulx3s-25f, ulx3s-45f, ulx3s-85f, tangnano9k$"):
+        board("nope")
+
+
+def test_memory_shapes_follow_the_config():
+    shapes = {m.path[-1]: m for m in memory_shapes(_core(8, 0, 2, lanes=2))}
+    assert {n for n, m in shapes.items() if m.synapse} == {"syn0", "syn1", "q0", "q1"}
+    assert (shapes["syn0"].width, shapes["syn0"].depth) == (72, 8)    # 16 synapses over 2 lanes
+    narrow = CoreConfig(Params(n_in=8, n_out=2, kernel=Kernel.SINGLE_EXP), 1, 8)
+    assert {m.path[-1]: m.width for m in memory_shapes(narrow)}["syn0"] < 72   # no el_flt
+
+
+def test_check_synapse_bits_message():
+    with pytest.raises(ValueError) as e:
+        check_resources(_core(400, 64, 200), BOARDS["ulx3s-12f"])
+    assert str(e.value) == ("synapse memory needs 3.5 Mbit, the LFE5U-12F has 576.0 kbit of "
+                            "block RAM; use a smaller network, a single-exponential kernel, a "
+                            "fixed learning rate or narrower formats")
+
+
+def test_check_block_count_message():
+    with pytest.raises(ValueError) as e:
+        check_resources(_core(64, 48, 32), BOARDS["tangnano9k"])
+    assert str(e.value) == ("the memories need 38 block RAMs of 18 kbit (the synapse memory 34), "
+                            "the GW1NR-LV9QN88PC6/I5 has 26; use a smaller network, a "
+                            "single-exponential kernel, a fixed learning rate or narrower formats")
+
+
+def test_check_single_port_needs_spram():
+    with pytest.raises(ValueError, match="^single_port puts the synapse words in SPRAM, but the "
+                                         "LFE5U-85F has none; build without single_port$"):
+        check_resources(_core(8, 0, 2, single_port=True), BOARDS["ulx3s-85f"])
+
+
+def test_check_single_port_reuses_the_up5k_rules():
+    with pytest.raises(ValueError, match="^--single-port puts each lane's synapse word in the "
+                                         "UP5K's four 16-bit SPRAMs: 64 bits in all, but 1 "
+                                         r"lane\(s\) x 72-bit words"):
+        check_resources(_core(8, 0, 2, single_port=True), BOARDS["icebreaker"])
+    params = Params.load(CONFIGS / "up5k-100x32x100.toml").replace(n_in=200, n_out=100)
+    with pytest.raises(ValueError) as e:
+        check_resources(CoreConfig(params, 1, 8, True), BOARDS["icebreaker"])
+    assert str(e.value) == ("--single-port puts each lane's synapse (and q) words in 16384-word "
+                            "SPRAMs, but 1 lane(s) need 19200 words each; use a smaller network "
+                            "or more lanes")
+
+
+def test_build_refuses_other_clocks_and_missing_gowin_flow(tmp_path):
+    with pytest.raises(BuildError, match=r"^--clock-mhz 50: the ulx3s-85f runs the SoC from its "
+                                         r"25 MHz oscillator; spikeloop generates no PLL yet$"):
+        build_board(BOARDS["ulx3s-85f"], out=tmp_path, clock_mhz=50)
+    with pytest.raises(BuildError, match=r"^tangnano9k: the Sipeed Tang Nano 9K builds with the "
+                                         r"Apicula flow .* is not installed \(.*missing\); the "
+                                         r"resource check passed$"):
+        build_board(BOARDS["tangnano9k"], out=tmp_path)
+
+
+def test_core_for_keeps_the_preset_unless_told():
+    ice = BOARDS["icebreaker"]
+    assert core_for(ice) == ice.preset()
+    assert core_for(ice, lanes=1).single_port
+    assert core_for(BOARDS["ulx3s-85f"], lanes=2).lanes == 2
+
+
+def test_throughput_is_the_cycle_model():
+    core = _core(8, 0, 2)
+    t = throughput(core, 25e6)
+    n = core.params.chunk_steps
+    mean = ((n - 1) * core.cycles_per_step() + core.cycles_per_step(True)) / n
+    assert t["cycles_mean"] == pytest.approx(mean)
+    assert t["synapse_updates_per_s"] == pytest.approx(16 * 25e6 / mean)
+    assert t["realtime_factor"] == pytest.approx(25e6 / mean / 1000)
+
+
+def test_cli_build_refusals_exit_2(tmp_path, capsys):
+    assert main(["build", "--board", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown board 'nope'" in capsys.readouterr().err
+    cfg = tmp_path / "big.json"
+    Params(n_in=400, n_hidden=64, n_out=200).save(cfg)
+    assert main(["build", "--board", "ulx3s-12f", "--config", str(cfg), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.endswith(
+        "spikeloop: ulx3s-12f: synapse memory needs 3.5 Mbit, the LFE5U-12F has 576.0 kbit of "
+        "block RAM; use a smaller network, a single-exponential kernel, a fixed learning rate or "
+        "narrower formats\n")
+
+
+@pytest.mark.slow
+def test_build_small_ulx3s(tmp_path, capsys):
+    """8-0-2 on the ULX3S-12F: report.json carries nextpnr's own numbers."""
+    cfg = tmp_path / "p.json"
+    Params(n_in=8, n_out=2).save(cfg)
+    rc = main(["build", "--board", "ulx3s-12f", "--config", str(cfg), "--seed", "1",
+               "--out", str(tmp_path / "b")])
+    out = capsys.readouterr().out
+    rep = json.loads((tmp_path / "b" / "report.json").read_text())
+    raw = json.loads((tmp_path / "b" / "build" / "report.json").read_text())
+    assert rc == 0, out
+    assert rep["fmax_mhz"] == min(float(v["achieved"]) for v in raw["fmax"].values()) > 25
+    for short, cell in (("LUT", "TRELLIS_COMB"), ("BRAM", "DP16KD"), ("MULT", "MULT18X18D")):
+        assert rep["utilisation"][short]["used"] == raw["utilization"][cell]["used"]
+        assert rep["utilisation"][short]["available"] == raw["utilization"][cell]["available"]
+    assert rep["utilisation"]["LUT"]["used"] > 1000
+    assert (rep["network"], rep["synapses"], rep["timing_met"]) == ("8x0x2", 16, True)
+    assert rep["bitstream"] == "build/top.bit"
+    assert (tmp_path / "b" / "build" / "top.bit").exists()
+    assert "meets the 25 MHz clock" in out
+
+
+@pytest.mark.filterwarnings("error::DeprecationWarning")
+@pytest.mark.parametrize("name", ["icebreaker", "ulx3s-12f", "tangnano9k"])
+def test_top_elaborates_on_its_platform(name):
+    """The top asks for the clock, UART and LED pins the platform has (without deprecated
+    requests), also for the boards the tests do not build."""
+    b = BOARDS[name]
+    core = _core(8, 0, 2)
+    plan = b.platform_class()().prepare(b.top_class()(b.soc_config(core)), name="top")
+    text = "\n".join(plan.files)
+    constraints = next(plan.files[f] for f in plan.files if f.endswith((".pcf", ".cst", ".lpf")))
+    for pin in {"icebreaker": ("35", "6", "9", "37", "11"),
+                "ulx3s-12f": ('"G2"', '"M1"', '"L4"', '"B2"', '"C2"', '"C1"', '"D2"'),
+                "tangnano9k": ("52", "18", "17", "10", "11", "13", "14")}[name]:
+        assert f" {pin}" in constraints or f"={pin}" in constraints, (pin, constraints)
+    assert text
+
+
+def test_cli_build_timing_miss_exits_1(monkeypatch, tmp_path, capsys):
+    import spikeloop.boards.build as bb
+    rep = {"board": "ulx3s-85f", "device": "LFE5U-85F", "network": "8x0x2", "lanes": 1,
+           "single_port": False, "fmax_mhz": 20.5, "clock_mhz": 25.0, "timing_met": False,
+           "utilisation": {"LUT": {"used": 1, "available": 2}}, "synapses": 16,
+           "synapse_bits": 1536, "cycles_plain": 34, "cycles_chunk": 63,
+           "synapse_updates_per_s": 1e7, "realtime_factor": 700.0, "build_time_s": 1.0}
+    monkeypatch.setattr(bb, "build_board", lambda *a, **k: rep)
+    assert main(["build", "--board", "ulx3s-85f", "--out", str(tmp_path)]) == 1
+    cap = capsys.readouterr()
+    assert "MISSES the 25 MHz clock" in cap.out
+    assert cap.err.endswith("spikeloop: timing missed: Fmax 20.5 MHz < the 25 MHz clock; the "
+                            "bitstream may not work (try --seed, fewer lanes or a smaller "
+                            "network)\n")
+
+
+@pytest.mark.parametrize("name, size, dp16kd", [
+    ("ulx3s-85f", (256, 64, 128), 161), ("ulx3s-12f", (64, 32, 64), 29),
+    ("ulx3s-12f", (64, 16, 64), 17),
+    ("ulx3s-12f", (8, 0, 2), 3)])
+def test_block_estimate_matches_the_ulx3s_builds(name, size, dp16kd):
+    """The DP16KD counts nextpnr reported for the builds of docs/boards.md."""
+    assert check_resources(_core(*size), BOARDS[name])["bram_blocks"] == dp16kd
+
+
+def test_block_packing_follows_the_write_enables():
+    """The 72-bit synapse word's 2-bit write enables put it in blocks of 8192 x 2 (the 85F
+    build: 108 for 24576 words); the neuron word's 1-bit enables in LUT RAM when shallow."""
+    r = BOARDS["ulx3s-85f"].resources
+    assert r.blocks(72, 24576, 36) == 108
+    assert r.blocks(24, 24576) == 36
+    assert r.in_lutram(43, 80, 43) and not r.in_lutram(43, 192, 43)
+    assert not BOARDS["icebreaker"].resources.in_lutram(8, 16)
+
+
+def test_overused_cells_from_the_nextpnr_log(tmp_path):
+    """A placement that runs out of cells is reported as the cells it needed (what the
+    iCEBreaker build of the whole SoC prints)."""
+    from spikeloop.sim.synth import _overused
+    log = tmp_path / "top.tim"
+    log.write_text("Info: Device utilisation:\n"
+                   "Info: \t         ICESTORM_LC:    8945/   5280   169%\n"
+                   "Info: \t        ICESTORM_RAM:      22/     30    73%\n")
+    assert _overused(log) == "needs ICESTORM_LC 8945 of 5280"
+    assert _overused(tmp_path / "none.tim") == ""
+
+
+def test_cli_build_help_names_every_board(capsys):
+    assert main(["build", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for name in BOARDS:
+        assert name in out, name
