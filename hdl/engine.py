@@ -484,7 +484,9 @@ class _Build:
         end = reg(mstart + mcount, 33, "mem_end")
         run_len = reg(run_k * self.REC + 2, 32, "run_len")
         self.run_bad_k = reg((run_k == 0) | (run_k > eng.max_steps), 1, "run_bad_k")
-        self.run_sc = reg(self.core.step_count + run_k, 32, "run_sc")
+        sc_sum = Signal(33)             # the ACK's STEP_COUNT after the batch, saturated as the Core counts
+        m.d.comb += sc_sum.eq(self.core.step_count + run_k)
+        self.run_sc = reg(Mux(sc_sum[32], 0xFFFFFFFF, sc_sum[:32]), 32, "run_sc")
         self.run_rlen = reg(run_k * self.n_out_b + 6, 32, "run_rlen")
         requests = [c.value for c in pr.Command if c.is_request]
         self.cmd_ok = reg((cmd >= min(requests)) & (cmd <= max(requests)), 1, "cmd_ok")
