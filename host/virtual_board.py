@@ -700,7 +700,7 @@ def boundary_transcript(config: SoCConfig, max_steps: int = 0) -> list[tuple[byt
     run(2, 0.3, 4)
     req(Command.READ_REG, P.pack_read_reg(0x00, 5))
     w = vb.spaces["out.w"]
-    req(Command.READ_MEM, P.pack_read_mem(w.id, 0, w.depth(p)))
+    req(Command.READ_MEM, P.pack_read_mem(w.id, 0, min(w.depth(p), vb.max_payload // w.word(p).nbytes)))
     # 4. link counters: one below the top, then what counts them, twice (the second must stick)
     write("FRAMES_OK", top["FRAMES_OK"] - 1)
     read("FRAMES_OK")                                             # this frame reaches the top
