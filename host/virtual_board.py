@@ -681,11 +681,13 @@ def boundary_transcript(config: SoCConfig, max_steps: int = 0) -> list[tuple[byt
     write("STEP_COUNT", top["STEP_COUNT"] - 1)
     run(1)
     run(1)
-    write("STEP_COUNT", top["STEP_COUNT"] - 0xF)
-    run(20, 0.3, 1)
+    kmax = min(vb.max_steps or 0xFFFF, P.max_steps_per_frame(p, vb.max_payload))
+    k = min(20, kmax)                                             # a batch ending 4 steps past the top
+    write("STEP_COUNT", top["STEP_COUNT"] - max(k - 5, 0))
+    run(k, 0.3, 1)
     req(Command.READ_REG, P.pack_read_reg(0x00, 5))
     write("STEP_COUNT", top["STEP_COUNT"] - 2)
-    run(min(vb.max_steps or 0xFFFF, P.max_steps_per_frame(p, vb.max_payload)), 0.3, 2)   # largest K
+    run(kmax, 0.3, 2)                                             # the largest K
     req(Command.READ_REG, P.pack_read_reg(0x00, 5))
     # 3. CHUNK_PHASE at its last value: K = 1 ends a chunk, a batch crosses one (CHUNK_COUNT += 1)
     last = P.register_max(P.register("CHUNK_PHASE"), p)
