@@ -1063,7 +1063,8 @@ class Core(wiring.Component):
             'rslot')
         with m.If(out_done):
             m.d.sync += [
-                step_count.eq(step_count + 1), cycles.eq(cyc),
+                # saturates like every counter (docs/protocol.md): 0xFFFFFFFF stays, never wraps
+                step_count.eq(Mux(step_count.all(), step_count, step_count + 1)), cycles.eq(cyc),
                 phase.eq(Mux(phase == p.chunk_steps - 1, 0, phase + 1)),
                 out_done.eq(0), lay.eq(0),
             ]

@@ -75,8 +75,9 @@ class ProtocolEngine(wiring.Component):
         complete frame is checked and executed (the UART then counts overruns).
     tx : Out(stream.Signature(8))
         Bytes to the UART transmitter: ``0x00 · COBS(reply) · 0x00``.
-    uart_overrun : In(16)
-        The UART's overrun counter; each change counts in ``UART_OVERRUNS``.
+    uart_lost : In(1)
+        The UART dropped a received byte in this cycle; counted in ``UART_OVERRUNS`` (a strobe,
+        not the UART's own counter, whose changes stop once it saturates).
     core : In(Core signature)
         Drives the Core's streams, ``start`` and access port (connect to the Core).
     status : Out(3)
@@ -99,7 +100,7 @@ class ProtocolEngine(wiring.Component):
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
-            "uart_overrun": In(16),
+            "uart_lost": In(1),
             "core": In(config.core.signature),
             "status": Out(3),
         })
@@ -263,9 +264,7 @@ class _Build:
         self.link_err = link_err = Signal()
         m.d.comb += link_err.eq((cnt["CRC_ERRORS"] != 0) | (cnt["FRAMING_ERRORS"] != 0)
                                 | (cnt["LENGTH_ERRORS"] != 0) | (cnt["UART_OVERRUNS"] != 0))
-        ovr_prev = Signal(16)
-        m.d.sync += ovr_prev.eq(eng.uart_overrun)
-        with m.If(eng.uart_overrun != ovr_prev):
+        with m.If(eng.uart_lost):
             sat_inc(m, cnt["UART_OVERRUNS"])
         self.cycles_valid = Signal()
 
@@ -484,7 +483,9 @@ class _Build:
         end = reg(mstart + mcount, 33, "mem_end")
         run_len = reg(run_k * self.REC + 2, 32, "run_len")
         self.run_bad_k = reg((run_k == 0) | (run_k > eng.max_steps), 1, "run_bad_k")
-        self.run_sc = reg(self.core.step_count + run_k, 32, "run_sc")
+        sc_sum = Signal(33)             # the ACK's STEP_COUNT after the batch, saturated as the Core counts
+        m.d.comb += sc_sum.eq(self.core.step_count + run_k)
+        self.run_sc = reg(Mux(sc_sum[32], 0xFFFFFFFF, sc_sum[:32]), 32, "run_sc")
         self.run_rlen = reg(run_k * self.n_out_b + 6, 32, "run_rlen")
         requests = [c.value for c in pr.Command if c.is_request]
         self.cmd_ok = reg((cmd >= min(requests)) & (cmd <= max(requests)), 1, "cmd_ok")

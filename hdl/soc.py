@@ -33,8 +33,8 @@ class EngineCore(wiring.Component):
         Received bytes (the engine's input).
     tx : Out(stream.Signature(8))
         Bytes to send.
-    uart_overrun : In(16)
-        The UART's overrun counter (0 when there is none).
+    uart_lost : In(1)
+        The UART dropped a received byte in this cycle (0 when there is no UART).
     status : Out(3)
         The engine's status bits.
     """
@@ -46,7 +46,7 @@ class EngineCore(wiring.Component):
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
-            "uart_overrun": In(16),
+            "uart_lost": In(1),
             "status": Out(3),
         })
 
@@ -57,7 +57,7 @@ class EngineCore(wiring.Component):
         wiring.connect(m, eng.core, self.core)
         wiring.connect(m, wiring.flipped(self.rx), eng.rx)
         wiring.connect(m, eng.tx, wiring.flipped(self.tx))
-        m.d.comb += [eng.uart_overrun.eq(self.uart_overrun), self.status.eq(eng.status)]
+        m.d.comb += [eng.uart_lost.eq(self.uart_lost), self.status.eq(eng.status)]
         return m
 
 
@@ -115,6 +115,6 @@ class SoC(wiring.Component):
         wiring.connect(m, link.tx, uart.tx_data)
         m.d.comb += [
             uart.rx.eq(self.rx), self.tx.eq(uart.tx),
-            link.uart_overrun.eq(uart.overrun), self.status.eq(link.status),
+            link.uart_lost.eq(uart.lost), self.status.eq(link.status),
         ]
         return m

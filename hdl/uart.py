@@ -82,6 +82,9 @@ class UARTRx(wiring.Component):
         in that cycle) is dropped and counted in ``overrun``; the line is never stalled.
     overrun : Out(16)
         Saturating count of bytes dropped because the consumer was not ready.
+    lost : Out(1)
+        High for the cycle in which a byte is dropped, also once ``overrun`` has saturated: what
+        a counter that may be cleared (the engine's ``UART_OVERRUNS``) must count.
     frame_error : Out(16)
         Saturating count of frames whose stop bit was 0; such a frame emits no byte, and the
         receiver then waits for the line to go high before hunting for the next start bit.
@@ -100,6 +103,7 @@ class UARTRx(wiring.Component):
             "rx": In(1, init=1),
             "data": Out(stream.Signature(8)),
             "overrun": Out(COUNTER_BITS),
+            "lost": Out(1),
             "frame_error": Out(COUNTER_BITS),
         })
 
@@ -149,6 +153,7 @@ class UARTRx(wiring.Component):
                             m.d.sync += [self.data.payload.eq(shift), self.data.valid.eq(1)]
                         with m.Else():
                             _sat_inc(m, self.overrun)
+                            m.d.comb += self.lost.eq(1)
                         m.next = "IDLE"
                     with m.Else():
                         _sat_inc(m, self.frame_error)
@@ -229,6 +234,7 @@ class UART(wiring.Component):
     tx_data : In(stream.Signature(8))  bytes to send
     tx_busy : Out(1)                   the transmitter is sending a frame
     overrun : Out(16)                  received bytes dropped (consumer not ready)
+    lost : Out(1)                      a received byte is dropped in this cycle
     frame_error : Out(16)              frames with a 0 stop bit (dropped)
     """
 
@@ -247,6 +253,7 @@ class UART(wiring.Component):
             "tx_data": In(stream.Signature(8)),
             "tx_busy": Out(1),
             "overrun": Out(COUNTER_BITS),
+            "lost": Out(1),
             "frame_error": Out(COUNTER_BITS),
         })
 
@@ -261,6 +268,7 @@ class UART(wiring.Component):
             self.tx.eq(tx.tx),
             self.tx_busy.eq(tx.busy),
             self.overrun.eq(rx.overrun),
+            self.lost.eq(rx.lost),
             self.frame_error.eq(rx.frame_error),
         ]
         return m

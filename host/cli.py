@@ -421,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "each request with its reply, byte for byte. The committed "
                                    "fixture tests/fixtures/link_transcript.json is made this way.")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="transcript to write (JSON)")
+    p.add_argument("--session", choices=("conformance", "boundary"), default="conformance",
+                   help="'conformance': every command, NAK and link fault (default); 'boundary': "
+                        "every register and counter at its limits "
+                        "(tests/fixtures/boundary_transcript.json)")
     p.set_defaults(func=_cmd_transcript)
 
     p = sub.add_parser("replay", help="replay a link transcript on a backend and check every reply",
@@ -973,8 +977,8 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_transcript(args) -> int:
-    from spikeloop.host.linklog import conformance_transcript
-    t = conformance_transcript()
+    from spikeloop.host.linklog import boundary_session, conformance_transcript
+    t = boundary_session() if args.session == "boundary" else conformance_transcript()
     t.save(args.out)
     print(f"wrote {args.out}: {len(t.exchanges)} exchanges answered by {t.source}")
     return 0

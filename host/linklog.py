@@ -5,7 +5,9 @@ the reference, :class:`~spikeloop.host.virtual_board.VirtualBoard`, or from a re
 becomes a fixture: replaying the requests against another device from power-up must give exactly
 the recorded replies. The committed conformance fixture ``tests/fixtures/link_transcript.json``
 is regenerated with ``spikeloop transcript --out tests/fixtures/link_transcript.json`` when the
-protocol changes on purpose (review the diff: every changed reply is a protocol change).
+protocol changes on purpose (review the diff: every changed reply is a protocol change); the
+registers-and-counters-at-their-limits fixture ``tests/fixtures/boundary_transcript.json`` with
+``spikeloop transcript --session boundary --out tests/fixtures/boundary_transcript.json``.
 
 File format (JSON): ``format`` (``"spikeloop link transcript"``), ``version`` (1), ``config``
 (``SoCConfig.to_dict()`` of the device), ``source`` (who answered), ``meta`` (free-form), and
@@ -27,8 +29,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Transcript", "TranscriptError", "conformance_transcript", "replay", "replay_on",
-           "describe_mismatch", "RecordingTransport", "recording_opener", "FORMAT", "CONFORMANCE_PARAMS"]
+__all__ = ["Transcript", "TranscriptError", "conformance_transcript", "boundary_session", "replay",
+           "replay_on", "describe_mismatch", "RecordingTransport", "recording_opener", "FORMAT",
+           "CONFORMANCE_PARAMS"]
 
 FORMAT = "spikeloop link transcript"
 VERSION = 1
@@ -101,6 +104,20 @@ def conformance_transcript(params=None, *, seed: int = CONFORMANCE_SEED,
     ex = transcript(config, seed=seed, steps=steps, max_steps=config.max_steps)
     return Transcript(config.to_dict(), ex, source="VirtualBoard",
                       meta={"seed": seed, "steps": steps, "what": "conformance session"})
+
+
+def boundary_session(params=None) -> Transcript:
+    """The boundary session of :func:`spikeloop.host.virtual_board.boundary_transcript` (every
+    register and counter at its limits), answered by the reference for the configuration the rtl
+    backend builds, the same build as :func:`conformance_transcript`'s so the two share it."""
+    from spikeloop.hdl.config import SoCConfig
+    from spikeloop.host.virtual_board import boundary_transcript
+    from spikeloop.params import Params
+    p = params if params is not None else Params(**CONFORMANCE_PARAMS)
+    config = SoCConfig.build(p, 1)
+    ex = boundary_transcript(config, max_steps=config.max_steps)
+    return Transcript(config.to_dict(), ex, source="VirtualBoard",
+                      meta={"what": "registers and counters at their limits"})
 
 
 def replay(transport, exchanges, *, reply_timeout: float = 60.0, quiet_s: float = 1.0):

@@ -22,7 +22,8 @@ from spikeloop.params import ErrorSource, Params
 from spikeloop.protocol import Command, Nak, ResetMask, SeqVerdict
 from spikeloop.sim.golden import GoldenModel
 
-__all__ = ["VirtualBoard", "ModelTransport", "LINK_COUNTERS", "transcript"]
+__all__ = ["VirtualBoard", "ModelTransport", "LINK_COUNTERS", "transcript", "boundary_transcript",
+           "boundary_values"]
 
 #: Registers cleared by ``RESET_STATE`` with ``ResetMask.LINK`` (and counted by the receiver).
 LINK_COUNTERS = ("FRAMES_OK", "CRC_ERRORS", "FRAMING_ERRORS", "LENGTH_ERRORS", "RESYNCS",
@@ -584,4 +585,158 @@ def transcript(config: SoCConfig, seed: int = 0, steps: int = 0, max_steps: int 
     for mask in (ResetMask.LEARNING, P.RESET_ALL, P.RESET_ALL | ResetMask.LINK):
         req(Command.RESET_STATE, bytes([mask]))
     req(Command.READ_REG, P.pack_read_reg(0x00, 5), s=200)   # after LINK: any seq is new
+    return out
+
+
+def boundary_values(reg: P.Register, p: Params) -> list[int]:
+    """The values a boundary session writes to ``reg``: 0, 1, max − 1 and max of its width, the
+    same around ``register_max`` when that is lower (R0, CHUNK_PHASE: the last legal value and the
+    first refused one), and 2^width and all ones for a register narrower than the u32 it travels
+    in (the bits above ``width`` are dropped before the check)."""
+    top = (1 << reg.width) - 1
+    vals = [0, 1, top - 1, top]
+    lim = P.register_max(reg, p)
+    if lim < top:
+        vals += [lim - 1, lim, lim + 1]
+    if reg.width < 32:
+        vals += [top + 1, 0xFFFFFFFF]
+    return list(dict.fromkeys(v for v in vals if 0 <= v <= 0xFFFFFFFF))
+
+
+def boundary_transcript(config: SoCConfig, max_steps: int = 0) -> list[tuple[bytes, bytes]]:
+    """A replayable session of every register and counter at its limits, from power-up:
+    ``(request bytes, expected reply bytes)`` pairs, answered by a fresh :class:`VirtualBoard`.
+
+    Every ``rw`` register is written with :func:`boundary_values` and read back; then each
+    counter is pushed to its top by what counts it: RUN_STEPS with K = 1 and a K that crosses the
+    limit (``STEP_COUNT``, ``CHUNK_PHASE``/``CHUNK_COUNT`` across chunk ends), good frames
+    (``FRAMES_OK``), CRC, framing and length rejects, an oversize body and the hunt after it
+    (``GARBAGE_BYTES``, ``RESYNCS``), NAKs and duplicates; every RESET_STATE class runs with the
+    counters at their top. Counters saturate at their width (docs/protocol.md), so a device that
+    wraps or stops early answers some read differently. Every request gets a reply except the
+    oversize body, so a replay hardly waits for silence.
+    """
+    vb = VirtualBoard(config, max_steps=max_steps)
+    p = config.params
+    out: list[tuple[bytes, bytes]] = []
+    seq = 0
+    rw = [r for r in P.REGISTERS if r.access is P.Access.RW]
+    top = {r.name: (1 << r.width) - 1 for r in P.REGISTERS}
+    addr = {r.name: r.addr for r in P.REGISTERS}
+    x1 = np.zeros((1, p.n_in), bool)
+    target = p.error_source is ErrorSource.TARGET
+
+    def send(data: bytes) -> None:
+        out.append((data, vb.feed(data)))
+
+    def req(cmd, payload=b"", advance=True):
+        nonlocal seq
+        send(P.encode_frame(cmd, seq, payload))
+        if advance:
+            seq = P.next_seq(seq)
+
+    def write(name, *values):
+        req(Command.WRITE_REG, P.pack_write_reg(addr[name], list(values)))
+
+    def read(name, count=1):
+        req(Command.READ_REG, P.pack_read_reg(addr[name], count))
+
+    def read_all():
+        for a, n in ((0x00, 5), (0x08, 1), (0x0C, 4), (0x10, 9)):
+            req(Command.READ_REG, P.pack_read_reg(a, n))
+
+    def run(k, density=0.0, seed=0):
+        rng = np.random.default_rng(seed)
+        x = rng.random((k, p.n_in)) < density
+        y = (rng.random((k, p.n_out)) < density) if target else None
+        e = None if target else rng.integers(-50, 50, (k, p.n_out))
+        req(Command.RUN_STEPS, P.pack_run_steps(p, x, y, e))
+
+    def bad_crc():
+        body = P.HEADER.pack(Command.READ_REG, seq, 4) + P.pack_read_reg(0x01, 1)
+        crc = P.crc16(body) ^ 0x0101                         # valid COBS, wrong CRC
+        send(b"\x00" + P.cobs_encode(body + crc.to_bytes(2, "big")) + b"\x00")
+
+    def short_body():
+        send(b"\x00" + P.cobs_encode(bytes([Command.READ_REG, seq, 1])) + b"\x00")
+
+    def bad_length():
+        body = P.HEADER.pack(Command.READ_REG, seq, 3) + P.pack_read_reg(0x01, 1)
+        send(b"\x00" + P.cobs_encode(body + P.crc16(body).to_bytes(2, "big")) + b"\x00")
+
+    req(Command.IDENTIFY)
+    read_all()
+    # 1. every rw register at 0, 1, max - 1, max (and around register_max), read back
+    for r in rw:
+        for v in boundary_values(r, p):
+            write(r.name, v)
+            read(r.name)
+    write("R0", P.register_max(P.register("R0"), p), top["STEP_COUNT"])   # two at once, at their tops
+    read_all()
+    # 2. STEP_COUNT saturates: K = 1 at the top, reaching it, and a batch crossing it
+    write("R0", p.r0_q)
+    write("STEP_COUNT", top["STEP_COUNT"])
+    run(1)
+    read("STEP_COUNT")
+    write("STEP_COUNT", top["STEP_COUNT"] - 1)
+    run(1)
+    run(1)
+    kmax = min(vb.max_steps or 0xFFFF, P.max_steps_per_frame(p, vb.max_payload))
+    k = min(20, kmax)                                             # a batch ending 4 steps past the top
+    write("STEP_COUNT", top["STEP_COUNT"] - max(k - 5, 0))
+    run(k, 0.3, 1)
+    req(Command.READ_REG, P.pack_read_reg(0x00, 5))
+    write("STEP_COUNT", top["STEP_COUNT"] - 2)
+    run(kmax, 0.3, 2)                                             # the largest K
+    req(Command.READ_REG, P.pack_read_reg(0x00, 5))
+    # 3. CHUNK_PHASE at its last value: K = 1 ends a chunk, a batch crosses one (CHUNK_COUNT += 1)
+    last = P.register_max(P.register("CHUNK_PHASE"), p)
+    write("CHUNK_PHASE", last)
+    run(1)
+    req(Command.READ_REG, P.pack_read_reg(0x00, 5))
+    write("CHUNK_PHASE", last - 1)
+    run(3, 0.3, 3)
+    req(Command.READ_REG, P.pack_read_reg(0x00, 5))
+    write("R0", P.register_max(P.register("R0"), p))             # the largest learning rate
+    write("CHUNK_PHASE", last)
+    run(2, 0.3, 4)
+    req(Command.READ_REG, P.pack_read_reg(0x00, 5))
+    w = vb.spaces["out.w"]
+    req(Command.READ_MEM, P.pack_read_mem(w.id, 0, min(w.depth(p), vb.max_payload // w.word(p).nbytes)))
+    # 4. link counters: one below the top, then what counts them, twice (the second must stick)
+    write("FRAMES_OK", top["FRAMES_OK"] - 1)
+    read("FRAMES_OK")                                             # this frame reaches the top
+    read("FRAMES_OK")
+    for name, fault in (("CRC_ERRORS", bad_crc), ("FRAMING_ERRORS", short_body),
+                        ("LENGTH_ERRORS", bad_length)):
+        write("NAKS_SENT", top["NAKS_SENT"] - 1)
+        write(name, top[name] - 1)
+        fault()
+        read(name)
+        fault()
+        read(name)
+        read("STATUS")
+        read("NAKS_SENT")
+    write("DUPLICATES", top["DUPLICATES"] - 1)
+    for _ in range(3):                                            # new, then two duplicates
+        req(Command.READ_REG, P.pack_read_reg(addr["DUPLICATES"], 1), advance=False)
+    seq = P.next_seq(seq)
+    # an oversize body: its bytes are garbage, the hunt after it counts more and ends in a resync
+    write("GARBAGE_BYTES", top["GARBAGE_BYTES"] - 5)
+    write("LENGTH_ERRORS", top["LENGTH_ERRORS"] - 1)
+    write("RESYNCS", top["RESYNCS"] - 1)
+    for _ in range(2):
+        send(b"\x00" + b"\x5a" * (vb.decoder.max_encoded + 8))   # no delimiter: oversize, then hunting
+        send(b"\x11\x22\x00" + P.encode_frame(Command.READ_REG, seq, P.pack_read_reg(0x10, 9)))
+        seq = P.next_seq(seq)
+    read_all()
+    # 5. every RESET_STATE class with everything at its top
+    for mask in (ResetMask.DYNAMICS, ResetMask.LEARNING, ResetMask.COUNTERS, ResetMask.LINK, 0):
+        write("R0", P.register_max(P.register("R0"), p), top["STEP_COUNT"])
+        write("CHUNK_PHASE", last)
+        write("FRAMES_OK", *[top[r.name] for r in rw if r.addr >= 0x10])
+        req(Command.RESET_STATE, bytes([int(mask)]))
+        if mask & ResetMask.LINK:
+            seq = 77                                              # the sequence is forgotten
+        read_all()
     return out

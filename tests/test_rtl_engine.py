@@ -54,7 +54,7 @@ def run(build_dir, name, testcases, top="engine", **extra) -> dict | None:
 
 def test_engine_20x3(build_dir, tmp_path):
     info = run(build_dir, "20x3-P1", ["commands", "refusals", "link_faults", "golden_run",
-                                      "random_stream"], steps=80, requests=250,
+                                      "random_stream", "boundaries"], steps=80, requests=250,
                stats=str(tmp_path / "stats.json"))
     print(f"engine 20x3: {info}")
     # per step the engine adds a CHUNK_PHASE read, the input and target beats, start and the
@@ -64,7 +64,8 @@ def test_engine_20x3(build_dir, tmp_path):
 
 @pytest.mark.slow
 def test_engine_hidden_layer_host_errors(build_dir):
-    run(build_dir, "37x6x3-host-P2-W16", ["commands", "refusals", "golden_run", "random_stream"],
+    run(build_dir, "37x6x3-host-P2-W16", ["commands", "refusals", "golden_run", "random_stream",
+                                          "boundaries"],
         steps=60, requests=150)
 
 
