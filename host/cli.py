@@ -235,6 +235,7 @@ def _fig2(key):
 
 
 def _fig4(name):
+    """FIG4_HIDDEN or FIG4_FEEDBACK, for the help texts (spikeloop.host.tasks is imported late)."""
     from spikeloop.host import tasks
     return getattr(tasks, name)
 
@@ -663,7 +664,8 @@ HIL_OPTIONS = ("error_mode", "feedback_latency", "snapshot_every", "trace_every"
 #: Options a resumed run takes from its record instead.
 _RESUME_FIXED = ("input", "target", "duration_ms", "seed", "seeds", "out", "r0_drop", "tol_ms",
                  "checkpoint_every", "config", "hidden", "feedback", "rate_hz", "n_in",
-                 "n_target_spikes", "word", "input_seed", "input_rate_hz", "error_mode", "feedback_latency", "snapshot_every", "trace_every")
+                 "n_target_spikes", "word", "input_seed", "input_rate_hz", "error_mode",
+                 "feedback_latency", "snapshot_every", "trace_every")
 
 
 def _resolve(args) -> dict:
