@@ -838,13 +838,13 @@ def _cmd_fig4(args) -> int:
                          final_rel_cost_sd=s["final_rel_cost_sd"]))
     _write_fig4_summary(out / "summary.csv", rows)
     fmt = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
-    print(f"{'feedback':<10} {'succeeded':>9} {'first success':>13} {'final cost':>17} "
-          f"{'final / first':>17}")
+    print(f"{'feedback':<10} {'succeeded':>9} {'first success':>13}  {'final cost':<20} "
+          f"{'final / first'}")
     for r in rows:
+        cost = f"{fmt(r['final_cost_mean'], '.3g')} ± {fmt(r['final_cost_sd'], '.3g')}"
+        rel = f"{fmt(r['final_rel_cost_mean'], '.3f')} ± {fmt(r['final_rel_cost_sd'], '.3f')}"
         print(f"{r['feedback']:<10} {r['n_succeeded']:>4} / {r['n_seeds']:<2} "
-              f"{fmt(r['first_success_mean'], '.1f'):>13} "
-              f"{fmt(r['final_cost_mean'], '.3g'):>8} ± {fmt(r['final_cost_sd'], '<6.3g')} "
-              f"{fmt(r['final_rel_cost_mean'], '.3f'):>8} ± {fmt(r['final_rel_cost_sd'], '<6.3f')}")
+              f"{fmt(r['first_success_mean'], '.1f'):>13}  {cost:<20} {rel}")
     print(f"summary in {out / 'summary.csv'}; each mode's run in {out}/MODE/")
     return 0
 
@@ -855,7 +855,8 @@ def _write_fig4_summary(path: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=FIG4_COLUMNS)
         w.writeheader()
         for r in rows:
-            w.writerow({k: "" if r[k] is None else r[k] for k in FIG4_COLUMNS})
+            w.writerow({k: "" if r[k] is None else format(r[k], ".6g") if isinstance(r[k], float)
+                        else r[k] for k in FIG4_COLUMNS})
 
 
 def _train_board(o: dict, params, inputs, targets, info) -> int:
