@@ -131,8 +131,14 @@ def _add_training_options(p: argparse.ArgumentParser, task: str | None,
     name is not overwritten by a default; :func:`_resolve` fills in the defaults afterwards.
     ``network=False`` leaves out --hidden and --feedback, for a task that sets them itself.
     """
-    fig2 = task == "fig2"
     _d = (lambda key: _default(task, key)) if task else None
+    if task and not network:           # the task has a hidden layer: its schedule for one
+        drop_help = _schedule_help(_d("r0_drop_hidden"))
+    elif task and "r0_drop_hidden" in _defaults(task):
+        drop_help = (f" (default {' '.join(f'{k}:{f}' for k, f in _d('r0_drop'))}; "
+                     f"{' '.join(f'{k}:{f}' for k, f in _d('r0_drop_hidden'))} with --hidden)")
+    else:
+        drop_help = _schedule_help(_d("r0_drop") if task else [])
     g = p.add_argument_group("training")
     g.add_argument("--trials", type=_positive_int, metavar="N",
                    help="passes over the stimulus" + (f" (default {_d('trials')})" if task else
@@ -151,11 +157,7 @@ def _add_training_options(p: argparse.ArgumentParser, task: str | None,
                    help="output directory" + (f" (default ./spikeloop-{task})" if task else " (required)"))
     g.add_argument("--r0-drop", type=_r0_drop, nargs="*", metavar="TRIAL:FACTOR",
                    help="divide the learning rate r0 by FACTOR at the start of TRIAL (0-based); "
-                        "give the option without values for no drop" +
-                        (f" (default {' '.join(f'{k}:{f}' for k, f in _fig2('r0_drop'))}; "
-                         f"{' '.join(f'{k}:{f}' for k, f in _fig2('r0_drop_hidden'))} with --hidden)"
-                         if fig2 else _schedule_help(_d("r0_drop")) if task
-                         else " (default: none)"))
+                        "give the option without values for no drop" + drop_help)
     g.add_argument("--tol-ms", type=_non_negative_float, metavar="MS",
                    help=f"spike-matching tolerance (default {_default(task or 'fig2', 'tol_ms'):g})")
     g.add_argument("--checkpoint-every", type=_non_negative_int, metavar="N",
@@ -184,8 +186,8 @@ def _add_training_options(p: argparse.ArgumentParser, task: str | None,
     n = p.add_argument_group("network")
     n.add_argument("--config", type=Path, metavar="PARAMS",
                    help="parameters from a .json or .toml file (Params.save writes one)" +
-                        ("; default: the Fig. 2 rule settings" if fig2 else
-                         f"; default: the {task} rule settings" if task else "; default: Params()"))
+                        (f"; default: the {GENERATED_TASKS[task][1]} rule settings" if task
+                         else "; default: Params()"))
     if not network:
         return
     own = task is not None and "n_hidden" in _defaults(task)
@@ -215,15 +217,16 @@ def _add_core_options(p: argparse.ArgumentParser) -> None:
 
 FEEDBACK_MODES = ("symmetric", "random", "uniform")
 
-#: The generated tasks of ``train``, each with the defaults dict of spikeloop.host.tasks that
-#: holds its settings (fig4 is the Fig. 2 task with each feedback mode).
-GENERATED_TASKS = {"fig2": "FIG2_DEFAULTS", "pattern": "PATTERN_DEFAULTS", "fig4": "FIG2_DEFAULTS"}
+#: The generated tasks of ``train``: the defaults dict of spikeloop.host.tasks that holds each
+#: one's settings, and its name in help texts (fig4 is the Fig. 2 task with each feedback mode).
+GENERATED_TASKS = {"fig2": ("FIG2_DEFAULTS", "Fig. 2"), "pattern": ("PATTERN_DEFAULTS", "pattern"),
+                   "fig4": ("FIG2_DEFAULTS", "Fig. 2")}
 
 
 def _defaults(task: str) -> dict:
     """A generated task's defaults dict, which stays in spikeloop.host.tasks (imported late)."""
     from spikeloop.host import tasks
-    return getattr(tasks, GENERATED_TASKS[task])
+    return getattr(tasks, GENERATED_TASKS[task][0])
 
 
 def _default(task: str, key):

@@ -2,8 +2,9 @@
 
 A task is a dict: ``inputs`` (B, T, n_in) or (T, n_in) bool, ``targets`` (T, n_out) bool and
 ``task``, the description stored in metrics.json and the run record. The parameters that go
-with it come from the same module (``fig2_params``, ``raster_task``), so the command line only
-parses and dispatches.
+with it come from the same module (``fig2_params``, ``pattern_params``, ``raster_task``), and
+the generated tasks' defaults are dicts here (``FIG2_DEFAULTS``, ``PATTERN_DEFAULTS``), so the
+command line only parses and dispatches.
 """
 
 from __future__ import annotations
