@@ -8,6 +8,8 @@ Usage::
     spikeloop train --input IN.ras --target TGT.ras --trials N --out DIR [--seed S] [--seeds K] ...
     spikeloop train fig2 [--trials 1000] [--seeds 10] [--seed 0] [--out DIR] [--rate-hz R] ...
     spikeloop train fig2 --backend rtl|board-model|serial:PORT [--error-mode target|host] ...
+    spikeloop train pattern [--word TEXT] [--hidden NH] [--feedback MODE] [--input-seed S] ...
+    spikeloop train fig4 [--feedback MODE ...] [--seeds K] [--trials N] [--out DIR] ...
     spikeloop train --resume DIR
     spikeloop compare --backends rtl,board-model [task options] [--neuron I]
     spikeloop bench model|rtl|link [--json PATH]
@@ -120,37 +122,44 @@ _RECORD_HELP = ("record every request and reply of the board link, with timestam
                 "FILE-a-BACKEND.json and FILE-b-BACKEND.json)")
 
 
-def _add_training_options(p: argparse.ArgumentParser, fig2: bool) -> None:
-    """Options shared by ``train`` and ``train fig2``.
+def _add_training_options(p: argparse.ArgumentParser, task: str | None,
+                          network: bool = True) -> None:
+    """Options shared by ``train`` and the generated tasks (``train fig2``, ...); ``task`` names
+    the generated task whose defaults the help texts quote, None for ``train`` on files.
 
-    On the ``fig2`` sub-parser their defaults are suppressed, so an option given before the word
-    ``fig2`` is not overwritten by a default; :func:`_resolve` fills in the defaults afterwards.
+    On a task's sub-parser their defaults are suppressed, so an option given before the task's
+    name is not overwritten by a default; :func:`_resolve` fills in the defaults afterwards.
+    ``network=False`` leaves out --hidden and --feedback, for a task that sets them itself.
     """
+    _d = (lambda key: _default(task, key)) if task else None
+    if task and not network:           # the task has a hidden layer: its schedule for one
+        drop_help = _schedule_help(_d("r0_drop_hidden"))
+    elif task and "r0_drop_hidden" in _defaults(task):
+        drop_help = (f" (default {' '.join(f'{k}:{f}' for k, f in _d('r0_drop'))}; "
+                     f"{' '.join(f'{k}:{f}' for k, f in _d('r0_drop_hidden'))} with --hidden)")
+    else:
+        drop_help = _schedule_help(_d("r0_drop") if task else [])
     g = p.add_argument_group("training")
     g.add_argument("--trials", type=_positive_int, metavar="N",
-                   help="passes over the stimulus" + (f" (default {_fig2('trials')})" if fig2 else
+                   help="passes over the stimulus" + (f" (default {_d('trials')})" if task else
                                                      " (required)"))
     g.add_argument("--seed", type=_non_negative_int, metavar="S",
                    help="first seed (default 0)")
     g.add_argument("--seeds", type=_positive_int, metavar="K",
                    help="train seeds S..S+K-1 as one batch" +
-                        (f" (default {_fig2('seeds')})" if fig2 else " (default 1)"))
+                        (f" (default {_d('seeds')})" if task else " (default 1)"))
     g.add_argument("--backend", type=_backend, metavar="BACKEND",
                    help="in-process, one batch of seeds: 'model' (the bit-exact integer golden "
                         "model, the default) or 'float' (the float64 reference); one network with "
                         "the host in the loop: 'rtl' (the gateware in Verilator), 'board-model' "
                         "(the golden model behind the link protocol) or 'serial:PORT' (a board)")
     g.add_argument("--out", type=Path, metavar="DIR",
-                   help="output directory" + (" (default ./spikeloop-fig2)" if fig2 else " (required)"))
+                   help="output directory" + (f" (default ./spikeloop-{task})" if task else " (required)"))
     g.add_argument("--r0-drop", type=_r0_drop, nargs="*", metavar="TRIAL:FACTOR",
                    help="divide the learning rate r0 by FACTOR at the start of TRIAL (0-based); "
-                        "give the option without values for no drop" +
-                        (f" (default {' '.join(f'{k}:{f}' for k, f in _fig2('r0_drop'))}; "
-                         f"{' '.join(f'{k}:{f}' for k, f in _fig2('r0_drop_hidden'))} with --hidden)"
-                         if fig2
-                         else " (default: none)"))
+                        "give the option without values for no drop" + drop_help)
     g.add_argument("--tol-ms", type=_non_negative_float, metavar="MS",
-                   help=f"spike-matching tolerance (default {_fig2('tol_ms'):g})")
+                   help=f"spike-matching tolerance (default {_default(task or 'fig2', 'tol_ms'):g})")
     g.add_argument("--checkpoint-every", type=_non_negative_int, metavar="N",
                    help="rewrite metrics.json every N trials; 0: only at the end (default 50)")
     g.add_argument("--progress", choices=("auto", "always", "never"),
@@ -177,12 +186,21 @@ def _add_training_options(p: argparse.ArgumentParser, fig2: bool) -> None:
     n = p.add_argument_group("network")
     n.add_argument("--config", type=Path, metavar="PARAMS",
                    help="parameters from a .json or .toml file (Params.save writes one)" +
-                        ("; default: the Fig. 2 rule settings" if fig2 else "; default: Params()"))
+                        (f"; default: the {GENERATED_TASKS[task][1]} rule settings" if task
+                         else "; default: Params()"))
+    if not network:
+        return
+    own = task is not None and "n_hidden" in _defaults(task)
     n.add_argument("--hidden", type=_non_negative_int, metavar="N",
-                   help="hidden neurons (default: from the config, else 0)")
-    n.add_argument("--feedback", choices=("symmetric", "random", "uniform"),
+                   help=f"hidden neurons (default {_d('n_hidden')})" if own else
+                        "hidden neurons (default: from the config, else 0)")
+    n.add_argument("--feedback", choices=FEEDBACK_MODES,
                    help="how output errors reach the hidden layer (default: from the config, "
                         "else symmetric)")
+
+
+def _schedule_help(drop) -> str:
+    return (f" (default {' '.join(f'{k}:{f}' for k, f in drop)})" if drop else " (default: none)")
 
 
 def _add_core_options(p: argparse.ArgumentParser) -> None:
@@ -197,9 +215,39 @@ def _add_core_options(p: argparse.ArgumentParser) -> None:
                         "iCE40's SPRAM (2 cycles per synapse word; see docs/hardware.md)")
 
 
+FEEDBACK_MODES = ("symmetric", "random", "uniform")
+
+#: The generated tasks of ``train``: the defaults dict of spikeloop.host.tasks that holds each
+#: one's settings, and its name in help texts (fig4 is the Fig. 2 task with each feedback mode).
+GENERATED_TASKS = {"fig2": ("FIG2_DEFAULTS", "Fig. 2"), "pattern": ("PATTERN_DEFAULTS", "pattern"),
+                   "fig4": ("FIG2_DEFAULTS", "Fig. 2")}
+
+
+def _defaults(task: str) -> dict:
+    """A generated task's defaults dict, which stays in spikeloop.host.tasks (imported late)."""
+    from spikeloop.host import tasks
+    return getattr(tasks, GENERATED_TASKS[task][0])
+
+
+def _default(task: str, key):
+    return _defaults(task)[key]
+
+
 def _fig2(key):
-    from spikeloop.host.tasks import FIG2_DEFAULTS
-    return FIG2_DEFAULTS[key]
+    return _default("fig2", key)
+
+
+def _fig4(name):
+    """FIG4_HIDDEN or FIG4_FEEDBACK, for the help texts (spikeloop.host.tasks is imported late)."""
+    from spikeloop.host import tasks
+    return getattr(tasks, name)
+
+
+def _word(text: str) -> str:
+    from spikeloop.sim.stimuli import GLYPHS
+    if not text or any(c not in GLYPHS for c in text.upper()):
+        raise argparse.ArgumentTypeError(f"must be letters A-Z and spaces, not {text!r}")
+    return text.upper()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,9 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
-        "train", help="train on .ras spike files, or on the generated Fig. 2 task ('train fig2')",
+        "train", help="train on .ras spike files, or on a generated task ('train fig2', "
+                      "'train pattern', 'train fig4')",
         usage=(f"{PROG} train --input IN.ras --target TGT.ras --trials N --out DIR [options]\n"
-               f"       {PROG} train fig2 [options]   ({PROG} train fig2 --help)"),
+               f"       {PROG} train fig2 [options]   ({PROG} train fig2 --help)\n"
+               f"       {PROG} train pattern [options]   ({PROG} train pattern --help)\n"
+               f"       {PROG} train fig4 [options]   ({PROG} train fig4 --help)"),
         description="Train networks (one per seed, batched) on an input/target pattern that is\n"
                     "looped: one trial is one pass over it, the state is not reset, and the\n"
                     "weights are updated at the end of each trial (and every 250-500 ms of a\n"
@@ -251,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                f"  {PROG} train --input in.ras --target tgt.ras --trials 500 --out run1\n"
                f"  {PROG} train fig2 --trials 1000 --seeds 10 --out fig2\n"
+               f"  {PROG} train pattern --word LOOP --trials 150 --seeds 3 --out loop\n"
+               f"  {PROG} train fig4 --trials 600 --seeds 5 --out fig4\n"
                f"  {PROG} train fig2 --help",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     f = p.add_argument_group("stimulus")
@@ -263,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trial length (default: the files' '# duration_s' header, else the last "
                         "spike rounded up to 100 ms); the weights are updated once per trial, or "
                         "every 250-500 ms of a longer one")
-    _add_training_options(p, fig2=False)
+    _add_training_options(p, None)
     p.set_defaults(func=_cmd_train, task_name=None)
     tsub = p.add_subparsers(dest="task_name", metavar="TASK")
     q = tsub.add_parser(
@@ -281,8 +334,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"trial length (default {_fig2('duration_ms'):g})")
     t.add_argument("--n-target-spikes", type=_non_negative_int, metavar="N",
                    help=f"target spikes per trial (default {_fig2('n_target_spikes')})")
-    _add_training_options(q, fig2=True)
+    _add_training_options(q, "fig2")
     q.set_defaults(func=_cmd_train, task_name="fig2")
+
+    q = tsub.add_parser(
+        "pattern", prog=f"{PROG} train pattern",
+        help="generate and learn a word written into spike times, through a hidden layer",
+        description="Generate a spatio-temporal pattern task (frozen Poisson noise in, the same for "
+                    "every seed; the outputs write --word in a 5x7 pixel font, one row per output "
+                    "group, time running left to right), write it as input.ras/target.ras into "
+                    "--out and train on it, updating the weights every 500 ms of the trial. "
+                    "Defaults: spikeloop.host.tasks.PATTERN_DEFAULTS (docs/learning.md, "
+                    "'Long trials').",
+        argument_default=argparse.SUPPRESS)
+    t = q.add_argument_group("task")
+    t.add_argument("--word", type=_word, metavar="TEXT",
+                   help=f"what the outputs write: letters A-Z and spaces "
+                        f"(default {_default('pattern', 'word')})")
+    t.add_argument("--input-seed", type=_non_negative_int, metavar="S",
+                   help=f"seed of the frozen input noise (default {_default('pattern', 'input_seed')})")
+    t.add_argument("--input-rate-hz", type=_positive_float, metavar="R",
+                   help=f"input rate (default {_default('pattern', 'rate_hz'):g})")
+    t.add_argument("--duration-ms", type=_positive_float, metavar="MS",
+                   help=f"trial length (default {_default('pattern', 'duration_ms'):g})")
+    _add_training_options(q, "pattern")
+    q.set_defaults(func=_cmd_train, task_name="pattern")
+
+    q = tsub.add_parser(
+        "fig4", prog=f"{PROG} train fig4",
+        help=f"the Fig. 2 task through {_fig4('FIG4_HIDDEN')} hidden neurons, once per feedback mode",
+        description=f"Train the Fig. 2 task ('train fig2') through {_fig4('FIG4_HIDDEN')} hidden "
+                    f"neurons with each feedback mode into DIR/MODE/, then print one table (mode, "
+                    f"seeds succeeded, mean first success, final cost mean ± sd) and write it as "
+                    f"DIR/summary.csv.",
+        argument_default=argparse.SUPPRESS)
+    q.add_argument("--feedback", choices=FEEDBACK_MODES, nargs="+", metavar="MODE",
+                   help=f"feedback modes to run, of {', '.join(FEEDBACK_MODES)} "
+                        f"(default: {' '.join(_fig4('FIG4_FEEDBACK'))})")
+    _add_training_options(q, "fig4", network=False)
+    q.set_defaults(func=_cmd_fig4, task_name="fig4")
 
     p = sub.add_parser(
         "compare", help="the same HIL run on two backends: where do they first diverge?",
@@ -581,12 +671,13 @@ HIL_OPTIONS = ("error_mode", "feedback_latency", "snapshot_every", "trace_every"
 #: Options a resumed run takes from its record instead.
 _RESUME_FIXED = ("input", "target", "duration_ms", "seed", "seeds", "out", "r0_drop", "tol_ms",
                  "checkpoint_every", "config", "hidden", "feedback", "rate_hz", "n_in",
-                 "n_target_spikes", "error_mode", "feedback_latency", "snapshot_every", "trace_every")
+                 "n_target_spikes", "word", "input_seed", "input_rate_hz", "error_mode",
+                 "feedback_latency", "snapshot_every", "trace_every")
 
 
 def _resolve(args) -> dict:
-    """Defaults that depend on the mode (files or fig2), and cross-argument checks."""
-    fig2 = args.task_name == "fig2"
+    """Defaults that depend on the mode (files or a generated task), and cross-argument checks."""
+    task = args.task_name              # None: files; else a key of GENERATED_TASKS
     get = lambda name, default: default if getattr(args, name, None) is None else getattr(args, name)  # noqa: E731
     from spikeloop.host.backends import is_board_backend
     backend = get("backend", "model")
@@ -611,23 +702,23 @@ def _resolve(args) -> dict:
                          f"{args.seeds} (choose the network with --seed)")
     if getattr(args, "feedback_latency", None) is not None and getattr(args, "error_mode", None) != "host":
         raise UsageError("--feedback-latency applies to --error-mode host only")
-    out = get("out", Path("spikeloop-fig2") if fig2 else None)
+    out = get("out", Path(f"spikeloop-{task}") if task else None)
     if board and out is not None and (out / "manifest.json").exists():
         raise UsageError(f"{out} already holds a run record; continue it with --resume {out} "
                          f"or choose another --out")
-    if fig2:
+    if task:
         for opt in ("input", "target"):
             if getattr(args, opt, None) is not None:
-                raise UsageError(f"--{opt} does not apply to 'train fig2' (the task is generated)")
+                raise UsageError(f"--{opt} does not apply to 'train {task}' (the task is generated)")
     else:
         missing = [f"--{o}" for o in ("input", "target", "trials", "out") if getattr(args, o, None) is None]
         if missing:
             raise UsageError(f"the following arguments are required: {', '.join(missing)} "
                              f"(or use 'train fig2')")
     d = dict(
-        trials=get("trials", _fig2("trials") if fig2 else None),
+        trials=get("trials", _default(task, "trials") if task else None),
         seed=get("seed", 0),
-        seeds=1 if board else get("seeds", _fig2("seeds") if fig2 else 1),
+        seeds=1 if board else get("seeds", _default(task, "seeds") if task else 1),
         backend=backend,
         board=board,
         error_mode=get("error_mode", "target"),
@@ -635,8 +726,8 @@ def _resolve(args) -> dict:
         snapshot_every=get("snapshot_every", 10),
         trace_every=get("trace_every", 0),
         out=out,
-        r0_drop=get("r0_drop", None if fig2 else []),     # fig2: by n_hidden, in _cmd_train
-        tol_ms=get("tol_ms", _fig2("tol_ms")),
+        r0_drop=get("r0_drop", None if task else []),     # a task's: by n_hidden, in _cmd_train
+        tol_ms=get("tol_ms", _default(task or "fig2", "tol_ms")),
         checkpoint_every=get("checkpoint_every", 10 if board else 50),
         progress=_progress(getattr(args, "progress", None)),
         record_link=get("record_link", None),
@@ -664,7 +755,8 @@ def _network_changes(args) -> dict:
 
 def _cmd_train(args) -> int:
     import numpy as np
-    from spikeloop.host.tasks import (fig2_params, fig2_r0_drop, make_fig2, raster_task,
+    from spikeloop.host.tasks import (fig2_params, fig2_r0_drop, make_fig2, make_pattern,
+                                      pattern_params, pattern_r0_drop, raster_task,
                                       write_task_rasters)
     from spikeloop.host.train import summary_paragraph, train
     o = _resolve(args)
@@ -681,6 +773,16 @@ def _cmd_train(args) -> int:
         task = make_fig2(seeds, n_in=params.n_in, duration_ms=duration,
                          rate_hz=getattr(args, "rate_hz", None),
                          n_target_spikes=getattr(args, "n_target_spikes", None), dt_ms=params.dt_ms)
+    elif args.task_name == "pattern":
+        duration = getattr(args, "duration_ms", None)
+        params = pattern_params(config, duration_ms=duration, **_network_changes(args))
+        if o["r0_drop"] is None:
+            o["r0_drop"] = pattern_r0_drop(params.n_hidden)
+        task = make_pattern(seeds, word=getattr(args, "word", None), n_in=params.n_in,
+                            n_out=params.n_out, duration_ms=duration,
+                            rate_hz=getattr(args, "input_rate_hz", None),
+                            input_seed=getattr(args, "input_seed", None), dt_ms=params.dt_ms)
+    if args.task_name is not None:
         inputs, targets, info = task["inputs"], task["targets"], task["task"]
         o["out"].mkdir(parents=True, exist_ok=True)
         write_task_rasters(o["out"], task, params)
@@ -705,6 +807,63 @@ def _cmd_train(args) -> int:
     print(summary_paragraph(m))
     print(f"results in {o['out']}/ (metrics.json, learning_curve.png, raster.png)")
     return 0
+
+
+#: Columns of ``train fig4``'s summary.csv.
+FIG4_COLUMNS = ("feedback", "n_seeds", "n_succeeded", "first_success_mean", "final_cost_mean",
+                "final_cost_sd", "final_rel_cost_mean", "final_rel_cost_sd")
+
+
+def _cmd_fig4(args) -> int:
+    """``train fig4``: ``train fig2 --hidden 4 --feedback MODE`` per mode (the same code path, so
+    the modes differ in nothing else), then one table over the modes' metrics.json."""
+    import numpy as np
+    from spikeloop.host.tasks import FIG4_FEEDBACK, FIG4_HIDDEN
+    for opt in ("hidden", "resume"):
+        if getattr(args, opt, None) is not None:
+            raise UsageError(f"--{opt} does not apply to 'train fig4' "
+                             f"(it trains {FIG4_HIDDEN} hidden neurons afresh per feedback mode)")
+    _resolve(args)                     # the checks, once, before the first mode runs
+    modes = getattr(args, "feedback", None) or list(FIG4_FEEDBACK)
+    modes = [modes] if isinstance(modes, str) else list(dict.fromkeys(modes))
+    out = getattr(args, "out", None) or Path("spikeloop-fig4")
+    rows = []
+    for mode in modes:
+        sub = argparse.Namespace(**vars(args))
+        sub.task_name, sub.hidden, sub.feedback, sub.out = "fig2", FIG4_HIDDEN, mode, out / mode
+        print(f"feedback {mode}:", file=sys.stderr)
+        rc = _cmd_train(sub)
+        if rc != 0:
+            return rc
+        m = json.loads((out / mode / "metrics.json").read_text())
+        s = m["summary"]
+        last = np.array([np.nan if c is None else c for c in m["per_trial"]["cost"][-1]], float)
+        rows.append(dict(feedback=mode, n_seeds=s["n_seeds"], n_succeeded=s["n_succeeded"],
+                         first_success_mean=s["first_success_mean"],
+                         final_cost_mean=float(np.nanmean(last)), final_cost_sd=float(np.nanstd(last)),
+                         final_rel_cost_mean=s["final_rel_cost_mean"],
+                         final_rel_cost_sd=s["final_rel_cost_sd"]))
+    _write_fig4_summary(out / "summary.csv", rows)
+    fmt = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
+    print(f"{'feedback':<10} {'succeeded':>9} {'first success':>13}  {'final cost':<20} "
+          f"{'final / first'}")
+    for r in rows:
+        cost = f"{fmt(r['final_cost_mean'], '.3g')} ± {fmt(r['final_cost_sd'], '.3g')}"
+        rel = f"{fmt(r['final_rel_cost_mean'], '.3f')} ± {fmt(r['final_rel_cost_sd'], '.3f')}"
+        print(f"{r['feedback']:<10} {r['n_succeeded']:>4} / {r['n_seeds']:<2} "
+              f"{fmt(r['first_success_mean'], '.1f'):>13}  {cost:<20} {rel}")
+    print(f"summary in {out / 'summary.csv'}; each mode's run in {out}/MODE/")
+    return 0
+
+
+def _write_fig4_summary(path: Path, rows: list[dict]) -> None:
+    import csv
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIG4_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if r[k] is None else format(r[k], ".6g") if isinstance(r[k], float)
+                        else r[k] for k in FIG4_COLUMNS})
 
 
 def _train_board(o: dict, params, inputs, targets, info) -> int:

@@ -2,8 +2,9 @@
 
 A task is a dict: ``inputs`` (B, T, n_in) or (T, n_in) bool, ``targets`` (T, n_out) bool and
 ``task``, the description stored in metrics.json and the run record. The parameters that go
-with it come from the same module (``fig2_params``, ``raster_task``), so the command line only
-parses and dispatches.
+with it come from the same module (``fig2_params``, ``pattern_params``, ``raster_task``), and
+the generated tasks' defaults are dicts here (``FIG2_DEFAULTS``, ``PATTERN_DEFAULTS``), so the
+command line only parses and dispatches.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import numpy as np
 
 from spikeloop.params import Params
 
-__all__ = ["FIG2_DEFAULTS", "EXTENT_ROUND_MS", "CHUNK_MS_MAX", "fig2_params", "fig2_r0_drop",
-           "fig2_stimulus_seed", "make_fig2", "whole_steps", "update_chunk", "raster_task",
-           "write_task_rasters"]
+__all__ = ["FIG2_DEFAULTS", "PATTERN_DEFAULTS", "FIG4_HIDDEN", "FIG4_FEEDBACK", "EXTENT_ROUND_MS",
+           "CHUNK_MS_MAX", "fig2_params", "fig2_r0_drop", "fig2_stimulus_seed", "make_fig2",
+           "pattern_params", "pattern_r0_drop", "make_pattern", "whole_steps", "update_chunk",
+           "raster_task", "write_task_rasters"]
 
 
 #: The SuperSpike Fig. 2 experiment: task, rule hyper-parameters and schedule, in ONE place.
@@ -39,6 +41,31 @@ FIG2_DEFAULTS: dict = {
     # experiment size and scoring
     "trials": 1000,
     "seeds": 10,
+    "tol_ms": 3.0,
+}
+
+
+#: Fig. 4 of the SuperSpike paper: the Fig. 2 task through this many hidden neurons, once per
+#: feedback mode (docs/learning.md, "Fig. 2 through four hidden neurons").
+FIG4_HIDDEN = 4
+FIG4_FEEDBACK = ("symmetric", "random", "uniform")
+
+#: A spatio-temporal pattern: frozen Poisson noise in, a word written into spike times out
+#: (spikeloop.sim.stimuli.text_raster). The settings are those measured in docs/learning.md,
+#: "Long trials": 100 -> 32 -> 100, symmetric feedback, r0 0.1 mV without a drop, a weight
+#: update every 500 ms of the 3.5 s trial (update_chunk).
+PATTERN_DEFAULTS: dict = {
+    "word": "SPIKE",
+    "n_in": 100,
+    "n_hidden": 32,
+    "n_out": 100,
+    "duration_ms": 3500.0,
+    "rate_hz": 10.0,
+    "input_seed": 1,
+    "params": {"r0_mv": 0.1, "feedback": "symmetric"},
+    "r0_drop": [],
+    "trials": 150,
+    "seeds": 3,
     "tol_ms": 3.0,
 }
 
@@ -89,6 +116,53 @@ def make_fig2(seeds: Sequence[int], *, n_in: int | None = None, duration_ms: flo
                 seeds=[int(s) for s in seeds], stimulus_seeds=stim_seeds,
                 task=dict(name="fig2", n_in=kw["n_in"], duration_ms=kw["duration_s"] * 1000.0,
                           rate_hz=kw["rate_hz"], n_target_spikes=kw["n_target_spikes"],
+                          stimulus_seeds=stim_seeds))
+
+
+def pattern_params(base: Params | None = None, *, n_in: int | None = None,
+                   n_out: int | None = None, duration_ms: float | None = None,
+                   **changes) -> Params:
+    """Parameters of the pattern network: ``base`` (default: Params with
+    PATTERN_DEFAULTS["params"]) resized to the task, PATTERN_DEFAULTS["n_hidden"] hidden neurons
+    unless ``changes`` says otherwise, and a weight update every :func:`update_chunk` steps."""
+    d = PATTERN_DEFAULTS
+    if base is None:
+        base = Params(**d["params"])
+    steps = whole_steps(d["duration_ms"] if duration_ms is None else duration_ms, base.dt_ms)
+    changes.setdefault("n_hidden", d["n_hidden"])
+    changes.setdefault("chunk_steps", update_chunk(steps, base.dt_ms))
+    return base.replace(n_in=d["n_in"] if n_in is None else n_in,
+                        n_out=d["n_out"] if n_out is None else n_out, **changes)
+
+
+def pattern_r0_drop(n_hidden: int) -> list[tuple[int, float]]:
+    """The pattern task's learning-rate schedule (the same with any hidden layer)."""
+    return list(PATTERN_DEFAULTS["r0_drop"])
+
+
+def make_pattern(seeds: Sequence[int], *, word: str | None = None, n_in: int | None = None,
+                 n_out: int | None = None, duration_ms: float | None = None,
+                 rate_hz: float | None = None, input_seed: int | None = None,
+                 dt_ms: float = 1.0) -> dict:
+    """The pattern task, shaped as :func:`make_fig2`'s: ``inputs`` (B, T, n_in), the same frozen
+    noise for every network seed (so that the seeds differ only in their weights), ``targets``
+    (T, n_out) = ``word`` written by ``text_raster``, ``seeds``, ``stimulus_seeds`` and ``task``."""
+    from spikeloop.sim.stimuli import frozen_poisson, text_raster
+    d = PATTERN_DEFAULTS
+    word = d["word"] if word is None else word
+    n_in = d["n_in"] if n_in is None else n_in
+    n_out = d["n_out"] if n_out is None else n_out
+    duration_ms = d["duration_ms"] if duration_ms is None else duration_ms
+    rate_hz = d["rate_hz"] if rate_hz is None else rate_hz
+    input_seed = d["input_seed"] if input_seed is None else input_seed
+    steps = whole_steps(duration_ms, dt_ms)
+    x = frozen_poisson(n_in, steps, rate_hz, dt_ms / 1000.0, input_seed)
+    y = text_raster(word, n_out, steps)
+    stim_seeds = [int(input_seed)] * len(seeds)
+    return dict(inputs=np.repeat(x[None], len(seeds), axis=0), targets=y,
+                seeds=[int(s) for s in seeds], stimulus_seeds=stim_seeds,
+                task=dict(name="pattern", word=word, n_in=n_in, n_out=n_out,
+                          duration_ms=steps * dt_ms, rate_hz=rate_hz, input_seed=int(input_seed),
                           stimulus_seeds=stim_seeds))
 
 
@@ -184,9 +258,22 @@ def raster_task(input_path, target_path, base: Params | None = None, *,
 
 
 def write_task_rasters(out: Path, task: dict, params: Params) -> None:
-    """The Fig. 2 task as ``.ras`` files in ``out``: ``target.ras`` and one input per network seed."""
+    """A generated task as ``.ras`` files in ``out``, so that ``train --input --target`` can
+    replay it: ``target.ras`` and one input per network seed (Fig. 2), or the one input all
+    seeds share (pattern, with ``# neurons`` and ``# duration_s`` headers, as its silent
+    outputs and the end of its trial are not in the spikes)."""
     from spikeloop.sim.raster import from_dense, write_ras
     dt_s = params.dt_ms / 1000.0
+    name = task["task"]["name"]
+    if name != "fig2":
+        x, y = task["inputs"][0], task["targets"]
+        dur = x.shape[0] * dt_s
+        write_ras(out / "input.ras", *from_dense(x, dt_s), n_neurons=x.shape[1], duration_s=dur,
+                  comment=f"spikeloop {name} input (stimulus seed "
+                          f"{task['stimulus_seeds'][0]}): time_s neuron_id")
+        write_ras(out / "target.ras", *from_dense(y, dt_s), n_neurons=y.shape[1], duration_s=dur,
+                  comment=f"spikeloop {name} target spikes: time_s neuron_id")
+        return
     t, i = from_dense(task["targets"], dt_s)
     write_ras(out / "target.ras", t, i, comment="spikeloop fig2 target spikes: time_s neuron_id")
     for b, (x, seed) in enumerate(zip(task["inputs"], task["seeds"])):
