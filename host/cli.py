@@ -758,7 +758,7 @@ def _cmd_train(args) -> int:
     from spikeloop.host.tasks import (fig2_params, fig2_r0_drop, make_fig2, make_pattern,
                                       pattern_params, pattern_r0_drop, raster_task,
                                       write_task_rasters)
-    from spikeloop.host.train import summary_paragraph, train
+    from spikeloop.host.train import summary_paragraph, train, trial_text
     o = _resolve(args)
     if "resume" in o:
         return _train_resume(o)
@@ -795,7 +795,8 @@ def _cmd_train(args) -> int:
     print(f"training {len(seeds)} network{'s' if len(seeds) != 1 else ''} (seeds {seeds[0]}.."
           f"{seeds[-1]}) for {o['trials']} trials on the {o['backend']} backend; "
           f"n_in={params.n_in} n_hidden={params.n_hidden} n_out={params.n_out}, "
-          f"{params.chunk_steps} steps per trial -> {o['out']}", file=sys.stderr)
+          f"{trial_text(np.asarray(inputs).shape[-2], params.chunk_steps)} -> {o['out']}",
+          file=sys.stderr)
     try:
         m = train(params, np.asarray(inputs), np.asarray(targets), seeds=seeds, trials=o["trials"],
                   backend=o["backend"], out_dir=o["out"], r0_drop=o["r0_drop"], tol_ms=o["tol_ms"],
@@ -869,14 +870,15 @@ def _write_fig4_summary(path: Path, rows: list[dict]) -> None:
 def _train_board(o: dict, params, inputs, targets, info) -> int:
     """``train --backend rtl|board-model|serial:PORT``: one network, host in the loop."""
     from spikeloop.host.hil import hil_params, hil_train, open_board
+    from spikeloop.host.train import trial_text
     params = hil_params(params, o["error_mode"], o["feedback_latency"])
     if inputs.ndim == 3:
         inputs = inputs[0]
     latency = (f", feedback latency {params.error_delay} step(s)" if o["error_mode"] == "host" else "")
     print(f"training network seed {o['seed']} for {o['trials']} trials on the {o['backend']} backend "
           f"with the host in the loop ({o['error_mode']} errors{latency}); n_in={params.n_in} "
-          f"n_hidden={params.n_hidden} n_out={params.n_out}, {params.chunk_steps} steps per trial "
-          f"-> {o['out']}", file=sys.stderr)
+          f"n_hidden={params.n_hidden} n_out={params.n_out}, "
+          f"{trial_text(inputs.shape[0], params.chunk_steps)} -> {o['out']}", file=sys.stderr)
 
     def go():
         with open_board(o["backend"], params, **_link(o)) as board:

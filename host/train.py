@@ -394,6 +394,12 @@ def train(params: Params, inputs, targets, *, seeds: Sequence[int], trials: int,
     return write_metrics()
 
 
+def trial_text(trial_steps: int, chunk_steps: int) -> str:
+    """"3500 steps per trial, weights updated every 500" (or just the trial, if one update)."""
+    text = f"{trial_steps} steps per trial"
+    return text if chunk_steps == trial_steps else f"{text}, weights updated every {chunk_steps}"
+
+
 def summary_paragraph(m: dict) -> str:
     """A paragraph saying what a run (metrics.json ``m``, in-process or HIL) trained and how it did."""
     s, p, task = m["summary"], m["params"], m.get("task") or {}
@@ -401,7 +407,7 @@ def summary_paragraph(m: dict) -> str:
             f"{task['n_target_spikes']} target spikes in {task['duration_ms']:g} ms; "
             if task.get("name") == "fig2" else
             f"{p['n_in']} inputs, {p['n_hidden']} hidden, {p['n_out']} outputs, "
-            f"{p['chunk_steps']} steps per trial; ")
+            f"{trial_text(round(task.get('duration_ms', 0) / p['dt_ms']) or p['chunk_steps'], p['chunk_steps'])}; ")
     drops = ", ".join(f"÷{f} at trial {k}" for k, f in m["r0_drop"] if k < m["trials_done"])
     lr = f"r0 = {p['r0_mv']:g} mV" + (f" ({drops})" if drops else "")
     backend = backend_label(m["backend"])
