@@ -199,6 +199,19 @@ def _add_training_options(p: argparse.ArgumentParser, task: str | None,
                         "else symmetric)")
 
 
+def _add_fig2_task_options(t):
+    """The Fig. 2 task's options (``train fig2`` and ``compare``), on argument group ``t``."""
+    t.add_argument("--rate-hz", type=_positive_float, metavar="R",
+                   help=f"input rate (default {_fig2('rate_hz'):g})")
+    t.add_argument("--n-in", type=_positive_int, metavar="N",
+                   help=f"inputs (default {_fig2('n_in')})")
+    t.add_argument("--duration-ms", type=_positive_float, metavar="MS",
+                   help=f"trial length (default {_fig2('duration_ms'):g})")
+    t.add_argument("--n-target-spikes", type=_non_negative_int, metavar="N",
+                   help=f"target spikes per trial (default {_fig2('n_target_spikes')})")
+    return t
+
+
 def _schedule_help(drop) -> str:
     return (f" (default {' '.join(f'{k}:{f}' for k, f in drop)})" if drop else " (default: none)")
 
@@ -325,15 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "one output, equidistant target spikes), write it as input.ras/target.ras "
                     "into --out and train on it. Defaults: spikeloop.host.train.FIG2_DEFAULTS.",
         argument_default=argparse.SUPPRESS)
-    t = q.add_argument_group("task")
-    t.add_argument("--rate-hz", type=_positive_float, metavar="R",
-                   help=f"input rate (default {_fig2('rate_hz'):g})")
-    t.add_argument("--n-in", type=_positive_int, metavar="N",
-                   help=f"inputs (default {_fig2('n_in')})")
-    t.add_argument("--duration-ms", type=_positive_float, metavar="MS",
-                   help=f"trial length (default {_fig2('duration_ms'):g})")
-    t.add_argument("--n-target-spikes", type=_non_negative_int, metavar="N",
-                   help=f"target spikes per trial (default {_fig2('n_target_spikes')})")
+    t = _add_fig2_task_options(q.add_argument_group("task"))
     _add_training_options(q, "fig2")
     q.set_defaults(func=_cmd_train, task_name="fig2")
 
@@ -408,14 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress line on stderr (default auto)")
     p.add_argument("--record-link", type=Path, metavar="FILE", help=_RECORD_HELP)
-    t = p.add_argument_group("task (Fig. 2)")
-    t.add_argument("--rate-hz", type=_positive_float, metavar="R",
-                   help=f"input rate (default {_fig2('rate_hz'):g})")
-    t.add_argument("--n-in", type=_positive_int, metavar="N", help=f"inputs (default {_fig2('n_in')})")
-    t.add_argument("--duration-ms", type=_positive_float, metavar="MS",
-                   help=f"trial length (default {_fig2('duration_ms'):g})")
-    t.add_argument("--n-target-spikes", type=_non_negative_int, metavar="N",
-                   help=f"target spikes per trial (default {_fig2('n_target_spikes')})")
+    t = _add_fig2_task_options(p.add_argument_group("task (Fig. 2)"))
     t.add_argument("--config", type=Path, metavar="PARAMS",
                    help="parameters (.json or .toml); default: the Fig. 2 rule settings")
     p.set_defaults(func=_cmd_compare)
