@@ -115,8 +115,10 @@ class Board:
         The FPGA part, as the datasheet names it.
     usb : BoardUSB
         Its entry of :data:`spikeloop.host.board_ids.SUPPORTED_BOARDS`: the USB-serial chip (where
-        the host finds the board), the oscillator the SoC runs from (no PLL) and the link rate,
-        which the chip supports and which divides the clock (``uart_divisor``).
+        the host finds the board), the SoC clock of a default build and its link rate.
+    osc_hz : int
+        The board's oscillator (the platform's default clock). A build for another clock gets
+        it from the PLL (:mod:`spikeloop.boards.pll`).
     resources : Resources
     preset : callable
         ``preset() -> SoCConfig`` minus the link: the network that fills this board's memory.
@@ -131,6 +133,7 @@ class Board:
     family: str
     device: str
     usb: BoardUSB
+    osc_hz: int
     resources: Resources
     preset: Callable = field(compare=False)
     top: str = ""
@@ -138,11 +141,29 @@ class Board:
 
     @property
     def clock_hz(self) -> int:
+        """The SoC clock of a default build (the oscillator, or the PLL's output)."""
         return self.usb.clock_hz
 
     @property
     def baud(self) -> int:
+        """The link rate of a default build."""
         return self.usb.baud
+
+    def baud_for(self, clock_hz: int) -> int:
+        """The fastest rate the board's serial chip runs that divides ``clock_hz`` exactly with at
+        least 4 clocks per bit (the UART's divisor is an integer; an exact one costs no margin)."""
+        for baud in self.usb.bauds:
+            if clock_hz % baud == 0 and clock_hz // baud >= 4:
+                return baud
+        rates = ", ".join(f"{b:,}" for b in self.usb.bauds)
+        raise ValueError(f"no link rate of the {self.usb.chip} ({rates} baud) divides a "
+                         f"{clock_hz / 1e6:g} MHz clock exactly")
+
+    def pll(self, clock_hz: int):
+        """The PLL setting that makes ``clock_hz`` (None for the oscillator itself); raises
+        :class:`spikeloop.boards.pll.PLLError` when the PLL cannot make it exactly."""
+        from .pll import pll_setting
+        return None if clock_hz == self.osc_hz else pll_setting(self.family, self.osc_hz, clock_hz)
 
     @property
     def usb_id(self) -> str:
@@ -160,10 +181,22 @@ class Board:
         mod, cls = self.top.split(":")
         return getattr(importlib.import_module(mod), cls)
 
-    def soc_config(self, core):
-        """The SoC configuration of ``core`` on this board (its clock and baud rate)."""
+    def soc_config(self, core, clock_hz: int | None = None):
+        """The SoC configuration of ``core`` on this board at ``clock_hz`` (default: the board's
+        default clock) and the fastest link rate that clock divides."""
         from spikeloop.hdl.config import SoCConfig
-        return SoCConfig(core, clock_hz=self.clock_hz, baud=self.baud)
+        clock = self.clock_hz if clock_hz is None else int(clock_hz)
+        baud = self.baud if clock == self.clock_hz else self.baud_for(clock)
+        return SoCConfig(core, clock_hz=clock, baud=baud)
+
+
+def _family(platform) -> str:
+    from amaranth.vendor import LatticeECP5Platform, LatticeICE40Platform
+    if isinstance(platform, LatticeECP5Platform):
+        return "ecp5"
+    if isinstance(platform, LatticeICE40Platform):
+        return "ice40"
+    return type(platform).__name__
 
 
 class BoardTop(Elaboratable):
@@ -177,7 +210,8 @@ class BoardTop(Elaboratable):
     Parameters
     ----------
     config : SoCConfig
-        Its ``clock_hz`` must be the platform's default clock (the oscillator).
+        Its ``clock_hz`` is the oscillator (the platform's default clock domain) or a clock the
+        FPGA's PLL makes from it exactly (:func:`spikeloop.boards.pll.pll_clock_domain`).
     """
     LEDS: dict[str, tuple[str, int]] = {}
     HOLD_BITS = 20
@@ -188,10 +222,11 @@ class BoardTop(Elaboratable):
         self.soc = SoC(config)
 
     def elaborate(self, platform):
+        from .pll import pll_clock_domain, pll_setting
         m = Module()
-        if platform is not None and platform.default_clk_frequency != self.config.clock_hz:
-            raise ValueError(f"the SoC is built for {self.config.clock_hz} Hz but the board's "
-                             f"clock is {platform.default_clk_frequency:.0f} Hz")
+        osc = int(platform.default_clk_frequency)
+        if osc != self.config.clock_hz:
+            pll_clock_domain(m, platform, pll_setting(_family(platform), osc, self.config.clock_hz))
         m.submodules.soc = soc = self.soc
         uart = platform.request("uart", 0, dir="-")   # rts/dtr (ULX3S) stay unused
         m.submodules.rx_buf = rx = io.Buffer("i", uart.rx)

@@ -33,6 +33,7 @@ BOARD = Board(
     family="ice40",
     device="iCE40UP5K-SG48",
     usb=SUPPORTED_BOARDS["icebreaker"],
+    osc_hz=12_000_000,
     # iCE40 UltraPlus data sheet (Lattice FPGA-DS-02008): UP5K 5280 LUT4s, 30 sysMEM blocks of
     # 4 kbit (a bit-wise write mask only as 256 x 16), 4 SPRAM blocks of 256 kbit, 8 DSP
     # (16 x 16 multiply-accumulate) blocks.

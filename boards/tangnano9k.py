@@ -34,6 +34,7 @@ BOARD = Board(
     family="gowin",
     device="GW1NR-LV9QN88PC6/I5",
     usb=SUPPORTED_BOARDS["tangnano9k"],
+    osc_hz=27_000_000,
     # Gowin GW1NR series data sheet (DS117): GW1NR-9 8640 LUT4s, 26 B-SRAM blocks of 18 kbit
     # (468 kbit), 20 18 x 18 multipliers. Byte enables assumed as on the ECP5 (not yet checked
     # against a Gowin build).

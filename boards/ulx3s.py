@@ -61,6 +61,7 @@ def _board(variant: str) -> Board:
         family="ecp5",
         device=f"LFE5U-{variant.upper()}",
         usb=SUPPORTED_BOARDS["ulx3s"],
+        osc_hz=25_000_000,
         resources=Resources(logic=luts, bram=ebr, bram_bits=18432, bram_modes=_ECP5_MODES,
                             mult=mult, lutram=(4, 16)),
         preset=partial(preset, variant),

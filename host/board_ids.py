@@ -24,6 +24,11 @@ class BoardUSB:
     pid: int
     clock_hz: int
     baud: int
+    bauds: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not self.bauds:
+            object.__setattr__(self, "bauds", (self.baud,))
 
     @property
     def usb_id(self) -> str:
@@ -36,12 +41,17 @@ class BoardUSB:
 #: Tang Nano 9K — its on-board BL702 runs a firmware that presents itself as an FT2232 (JTAG on the
 #: first interface, UART on the second), 0403:6010: openFPGALoader's board table
 #: (src/board.hpp) drives "tangnano9k" through its "ft2232" cable, defined as 0403:6010 in
-#: src/cable.hpp. Clocks: 12 MHz oscillator (iCEBreaker), 25 MHz (ULX3S), 27 MHz (Tang Nano 9K).
-#: Baud: the iCEBreaker's FT2232H runs 3 Mbaud (12 MHz / 4); 3 Mbaud does not divide 25 or 27 MHz
-#: closely enough for the UART, so the ULX3S and the Tang Nano 9K use 1 Mbaud.
+#: src/cable.hpp. Oscillators: 12 MHz (iCEBreaker), 25 MHz (ULX3S), 27 MHz (Tang Nano 9K).
+#: ``clock_hz`` is the SoC clock of a default build: the iCEBreaker and the Tang Nano 9K run from their
+#: oscillators; the ULX3S from its PLL at 45 MHz (25 MHz x 9 / 5), the fastest clock every ULX3S
+#: preset meets with margin (docs/boards.md) that a 3 Mbaud link divides exactly (15 clocks per bit;
+#: the oscillator's 25 MHz is 8.33). ``bauds``: the rates the host may use with the chip, fastest first
+#: (the FT231X's maximum is 3 Mbaud; the FT2232H runs 3 Mbaud and more, the host opens 3 Mbaud).
 SUPPORTED_BOARDS: dict[str, BoardUSB] = {b.name: b for b in (
-    BoardUSB("icebreaker", "iCEBreaker", "FTDI FT2232H", 0x0403, 0x6010, 12_000_000, 3_000_000),
-    BoardUSB("ulx3s", "ULX3S", "FTDI FT231X", 0x0403, 0x6015, 25_000_000, 1_000_000),
+    BoardUSB("icebreaker", "iCEBreaker", "FTDI FT2232H", 0x0403, 0x6010, 12_000_000, 3_000_000,
+             (3_000_000, 2_000_000, 1_000_000)),
+    BoardUSB("ulx3s", "ULX3S", "FTDI FT231X", 0x0403, 0x6015, 45_000_000, 3_000_000,
+             (3_000_000, 2_000_000, 1_000_000)),
     BoardUSB("tangnano9k", "Tang Nano 9K", "Bouffalo BL702 (FT2232-compatible firmware)",
              0x0403, 0x6010, 27_000_000, 1_000_000),
 )}

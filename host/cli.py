@@ -483,8 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parameters (.json or .toml); default: the board's preset network")
     p.add_argument("--lanes", type=_positive_int, metavar="P", help="parallel lanes (default: the preset's)")
     p.add_argument("--clock-mhz", type=_positive_float, metavar="F",
-                   help="the SoC's clock; only the board's oscillator for now (no PLL)")
-    p.add_argument("--seed", type=_non_negative_int, metavar="N", help="nextpnr placement seed")
+                   help="the SoC's clock: the oscillator or a clock the PLL makes from it exactly "
+                        "(ECP5, iCE40); the link runs the fastest rate it divides (default: the "
+                        "board's, see docs/boards.md)")
+    p.add_argument("--seed", type=_non_negative_int, metavar="N",
+                   help="nextpnr placement seed (with --seeds: the first)")
+    p.add_argument("--seeds", type=_positive_int, default=1, metavar="N",
+                   help="place and route with N seeds and keep the fastest build (N whole builds)")
     p.add_argument("--out", type=Path, default=Path("build/board"), metavar="DIR",
                    help="where report.json and the build go (default build/board)")
     p.set_defaults(func=_cmd_build)
@@ -1087,14 +1092,16 @@ def _cmd_build(args) -> int:
         core = core_for(b, args.config, args.lanes)
         print(f"building for the {b.title}, {core.params.n_in}x{core.params.n_hidden}x"
               f"{core.params.n_out} (several minutes) ...", file=sys.stderr)
-        rep = build_board(b, core, out=args.out, seed=args.seed, clock_mhz=args.clock_mhz)
+        rep = build_board(b, core, out=args.out, seed=args.seed, clock_mhz=args.clock_mhz,
+                          seeds=args.seeds)
     except (BuildError, ValueError, OSError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     print(format_report(rep))
     if not rep["timing_met"]:
         print(f"{PROG}: timing missed: Fmax {rep['fmax_mhz']:.1f} MHz < the {rep['clock_mhz']:g} MHz "
-              f"clock; the bitstream may not work (try --seed, fewer lanes or a smaller network)",
+              f"clock; the bitstream may not work (try --seeds N, a lower --clock-mhz, fewer lanes or a "
+              f"smaller network)",
               file=sys.stderr)
         return 1
     return 0

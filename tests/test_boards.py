@@ -24,8 +24,10 @@ def test_registry_names_and_facts():
     assert (ice.family, ice.device, ice.clock_hz, ice.usb_id) == ("ice40", "iCE40UP5K-SG48",
                                                                   12_000_000, "0403:6010")
     assert (ulx.family, ulx.device, ulx.clock_hz, ulx.usb_id) == ("ecp5", "LFE5U-85F",
-                                                                  25_000_000, "0403:6015")
+                                                                  45_000_000, "0403:6015")
     assert (tang.family, tang.clock_hz) == ("gowin", 27_000_000)
+    assert (ice.osc_hz, ulx.osc_hz, tang.osc_hz) == (12_000_000, 25_000_000, 27_000_000)
+    assert (ice.baud, ulx.baud, tang.baud) == (3_000_000, 3_000_000, 1_000_000)
     assert (ice.resources.logic, ice.resources.bram, ice.resources.spram, ice.resources.mult) \
         == (5280, 30, 4, 8)
     assert (ulx.resources.logic, ulx.resources.bram, ulx.resources.mult) == (84_000, 208, 156)
@@ -38,7 +40,9 @@ def test_board_clock_baud_and_platform_agree(name):
     b = BOARDS[name]
     assert uart_divisor(b.clock_hz, b.baud) == b.clock_hz // b.baud   # divides exactly
     platform = b.platform_class()()
-    assert platform.default_clk_frequency == b.clock_hz
+    assert platform.default_clk_frequency == b.osc_hz
+    pll = b.pll(b.clock_hz)           # the default clock is the oscillator or one the PLL makes
+    assert (pll is None) == (b.clock_hz == b.osc_hz)
     assert b.top_class().LEDS
 
 
@@ -97,14 +101,77 @@ def test_check_single_port_reuses_the_up5k_rules():
                             "or more lanes")
 
 
-def test_build_refuses_other_clocks_and_missing_gowin_flow(tmp_path):
-    with pytest.raises(BuildError, match=r"^--clock-mhz 50: the ulx3s-85f runs the SoC from its "
-                                         r"25 MHz oscillator; spikeloop generates no PLL yet$"):
-        build_board(BOARDS["ulx3s-85f"], out=tmp_path, clock_mhz=50)
+def test_build_refuses_clocks_it_cannot_make_and_missing_gowin_flow(tmp_path):
+    with pytest.raises(BuildError, match=r"^--clock-mhz 48: ulx3s-85f: the ECP5 PLL cannot make 48 "
+                                         r"MHz from the 25 MHz oscillator exactly; nearest exact "
+                                         r"clocks: 46.4286, 46.875, 50 MHz$"):
+        build_board(BOARDS["ulx3s-85f"], out=tmp_path, clock_mhz=48)
+    with pytest.raises(BuildError, match=r"^--clock-mhz 46.875: ulx3s-12f: no link rate of the FTDI "
+                                         r"FT231X \(3,000,000, 2,000,000, 1,000,000 baud\) divides a "
+                                         r"46.875 MHz clock exactly$"):
+        build_board(BOARDS["ulx3s-12f"], out=tmp_path, clock_mhz=46.875)
+    with pytest.raises(BuildError, match=r"^--clock-mhz 54: tangnano9k: spikeloop generates no PLL "
+                                         r"for the gowin family yet; the SoC runs from the 27 MHz "
+                                         r"oscillator$"):
+        build_board(BOARDS["tangnano9k"], out=tmp_path, clock_mhz=54)
+    assert not list(tmp_path.iterdir())           # refused before anything is written
     with pytest.raises(BuildError, match=r"^tangnano9k: the Sipeed Tang Nano 9K builds with the "
                                          r"Apicula flow .* is not installed \(.*missing\); the "
                                          r"resource check passed$"):
         build_board(BOARDS["tangnano9k"], out=tmp_path)
+
+
+@pytest.mark.parametrize("family, f_in, targets", [
+    ("ecp5", 25_000_000, (30e6, 40e6, 45e6, 50e6, 60e6, 62.5e6, 75e6, 100e6)),
+    ("ice40", 12_000_000, (16.5e6, 24e6, 30e6, 36e6, 48e6)),
+])
+def test_pll_settings_make_the_clock_within_the_data_sheet_limits(family, f_in, targets):
+    from spikeloop.boards.pll import pll_setting
+    for f in map(int, targets):
+        s = pll_setting(family, f_in, f)
+        p = s.params
+        if family == "ecp5":
+            out = f_in * p["CLKFB_DIV"] / p["CLKI_DIV"]
+            pfd, vco = f_in / p["CLKI_DIV"], out * p["CLKOP_DIV"]
+            assert 3.125e6 <= pfd <= 400e6 and 400e6 <= vco <= 800e6
+            assert all(1 <= p[k] <= 128 for k in ("CLKI_DIV", "CLKFB_DIV", "CLKOP_DIV"))
+            assert p["CLKOP_CPHASE"] == p["CLKOP_DIV"] - 1
+        else:
+            pfd = f_in / (p["DIVR"] + 1)
+            vco = pfd * (p["DIVF"] + 1)
+            out = vco / 2 ** p["DIVQ"]
+            assert 10e6 <= pfd <= 133e6 and 533e6 <= vco <= 1066e6 and 1 <= p["DIVQ"] <= 6
+            assert p["FILTER_RANGE"] == 1                  # 12 MHz at the phase detector
+        assert out == f and (s.f_pfd_hz, s.f_vco_hz) == (pfd, vco)
+    assert pll_setting("ecp5", 25_000_000, 45_000_000).params == {
+        "CLKI_DIV": 5, "CLKFB_DIV": 9, "CLKOP_DIV": 13, "CLKOP_CPHASE": 12, "CLKOP_FPHASE": 0}
+    assert pll_setting("ice40", 12_000_000, 24_000_000).params == {
+        "DIVR": 0, "DIVF": 63, "DIVQ": 5, "FILTER_RANGE": 1}
+
+
+def test_soc_clock_and_link_rate_per_build_clock():
+    ulx, ice = BOARDS["ulx3s-12f"], BOARDS["icebreaker"]
+    core = _core(8, 0, 2)
+    assert [(c.clock_hz, c.baud) for c in (ulx.soc_config(core), ulx.soc_config(core, 60_000_000),
+                                           ulx.soc_config(core, 50_000_000),
+                                           ulx.soc_config(core, 25_000_000))] == [
+        (45_000_000, 3_000_000), (60_000_000, 3_000_000), (50_000_000, 2_000_000),
+        (25_000_000, 1_000_000)]
+    assert ice.soc_config(core, 24_000_000).baud == 3_000_000
+    assert ulx.pll(25_000_000) is None
+
+
+def test_link_throughput_is_the_protocol_wire_model():
+    from spikeloop import protocol as pr
+    from spikeloop.boards.build import link_throughput
+    soc = BOARDS["ulx3s-12f"].soc_config(_core(64, 32, 64))
+    t = link_throughput(soc, cycles_mean=4500.0)
+    k = soc.max_steps
+    link = pr.projected_steps_per_s(soc.core.params, 3_000_000, k)
+    assert (t["link_steps_per_frame"], t["link_steps_per_s"]) == (k, link)
+    assert t["link_bytes_per_frame"] == sum(pr.batch_bytes(soc.core.params, k))
+    assert t["streamed_steps_per_s"] == pytest.approx(1 / (1 / link + 4500 / 45e6))
+    assert t["link_realtime_factor"] == pytest.approx(link / 1000)
 
 
 def test_core_for_keeps_the_preset_unless_told():
@@ -155,7 +222,8 @@ def test_build_small_ulx3s(tmp_path, capsys):
     assert (rep["network"], rep["synapses"], rep["timing_met"]) == ("8x0x2", 16, True)
     assert rep["bitstream"] == "build/top.bit"
     assert (tmp_path / "b" / "build" / "top.bit").exists()
-    assert "meets the 25 MHz clock" in out
+    assert "meets the 45 MHz clock (PLL from the 25 MHz oscillator)" in out
+    assert rep["pll"]["params"]["CLKFB_DIV"] == 9 and rep["baud"] == 3_000_000
 
 
 @pytest.mark.filterwarnings("error::DeprecationWarning")
@@ -173,6 +241,16 @@ def test_top_elaborates_on_its_platform(name):
                 "tangnano9k": ("52", "18", "17", "10", "11", "13", "14")}[name]:
         assert f" {pin}" in constraints or f"={pin}" in constraints, (pin, constraints)
     assert text
+    il = "\n".join(str(v) for f, v in plan.files.items() if f.endswith(".il"))
+    assert ("EHXPLLL" in il) == (name == "ulx3s-12f")        # the ULX3S's 45 MHz comes from the PLL
+
+
+def test_icebreaker_top_with_the_pll():
+    b = BOARDS["icebreaker"]
+    plan = b.platform_class()().prepare(b.top_class()(b.soc_config(_core(8, 0, 2), 24_000_000)),
+                                        name="top")
+    text = "\n".join(str(v) for v in plan.files.values())
+    assert "SB_PLL40_CORE" in text and "DIVF" in text
 
 
 def test_cli_build_timing_miss_exits_1(monkeypatch, tmp_path, capsys):
@@ -187,8 +265,8 @@ def test_cli_build_timing_miss_exits_1(monkeypatch, tmp_path, capsys):
     cap = capsys.readouterr()
     assert "MISSES the 25 MHz clock" in cap.out
     assert cap.err.endswith("spikeloop: timing missed: Fmax 20.5 MHz < the 25 MHz clock; the "
-                            "bitstream may not work (try --seed, fewer lanes or a smaller "
-                            "network)\n")
+                            "bitstream may not work (try --seeds N, a lower --clock-mhz, "
+                            "fewer lanes or a smaller network)\n")
 
 
 @pytest.mark.parametrize("name, size, dp16kd", [
