@@ -97,10 +97,14 @@ def test_check_single_port_reuses_the_up5k_rules():
                             "or more lanes")
 
 
-def test_build_refuses_other_clocks_and_missing_gowin_flow(tmp_path):
+def test_build_refuses_other_clocks_and_missing_gowin_flow(tmp_path, monkeypatch):
     with pytest.raises(BuildError, match=r"^--clock-mhz 50: the ulx3s-85f runs the SoC from its "
                                          r"25 MHz oscillator; spikeloop generates no PLL yet$"):
         build_board(BOARDS["ulx3s-85f"], out=tmp_path, clock_mhz=50)
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "apycula" else real(name, *a))
     with pytest.raises(BuildError, match=r"^tangnano9k: the Sipeed Tang Nano 9K builds with the "
                                          r"Apicula flow .* is not installed \(.*missing\); the "
                                          r"resource check passed$"):
@@ -227,3 +231,43 @@ def test_cli_build_help_names_every_board(capsys):
     out = " ".join(capsys.readouterr().out.split())
     for name in BOARDS:
         assert name in out, name
+
+
+def test_gowin_pack_check_counts_alu_in_the_lut_positions(tmp_path):
+    """The pack-only check stops a Gowin build whose LUT4 + ALU cells exceed the LUT positions
+    (the numbers of the 8-0-2 SoC packed for the GW1NR-9), and passes one that fits."""
+    from spikeloop.boards.gowin import main as check, pack_overuse
+    over = {"utilization": {"LUT4": {"used": 7818, "available": 8640},
+                            "ALU": {"used": 2222, "available": 6480},
+                            "BSRAM": {"used": 27, "available": 26},
+                            "DFF": {"used": 3473, "available": 6480}}}
+    assert pack_overuse(over) == ("LUT4 7818 + ALU 2222 = 10040 of 8640 LUT positions, "
+                                  "BSRAM 27 of 26")
+    fits = {"utilization": {"LUT4": {"used": 6000, "available": 8640},
+                            "ALU": {"used": 2222, "available": 6480}}}
+    assert pack_overuse(fits) == ""
+    (tmp_path / "pack.json").write_text(json.dumps(over))
+    log = tmp_path / "top.tim"
+    log.write_text("Info: packed\n")
+    assert check([str(tmp_path / "pack.json"), str(log)]) == 1
+    assert log.read_text().splitlines()[-1].startswith("ERROR: the packed design needs LUT4 7818")
+    (tmp_path / "pack.json").write_text(json.dumps(fits))
+    assert check([str(tmp_path / "pack.json"), str(log)]) == 0
+
+
+def test_gowin_build_uses_himbaechel():
+    """The Tang Nano 9K's build script runs nextpnr-himbaechel (family and constraints as
+    --vopt), the pack-only check before placement, then gowin_pack."""
+    from spikeloop.boards.build import _platform
+    b = BOARDS["tangnano9k"]
+    p = _platform(b)
+    assert "nextpnr-himbaechel" in p.required_tools and "nextpnr-gowin" not in p.required_tools
+    plan = p.prepare(b.top_class()(b.soc_config(_core(8, 0, 2))), name="top",
+                     nextpnr_opts="--freq 27")
+    script = plan.files["build_top.sh"]
+    lines = [ln for ln in script.splitlines() if ln.startswith(('"$', "/"))
+             or "spikeloop.boards.gowin" in ln]
+    assert [ln.split()[0].strip('"') for ln in lines][:1] == ["$YOSYS"]
+    assert "--pack-only" in lines[1] and "spikeloop.boards.gowin top.pack.json" in lines[2]
+    assert "--vopt family=GW1N-9C" in lines[3] and "--vopt cst=top.cst" in lines[3]
+    assert "--freq 27" in lines[3] and lines[4].startswith('"$GOWIN_PACK" -d GW1N-9C -o top.fs')
