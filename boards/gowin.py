@@ -83,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
             f"nextpnr --pack-only)")
     with log.open("a") as f:
         f.write(line + "\n")
-    print(line, file=sys.stderr)
     return 1
 
 
