@@ -23,6 +23,8 @@ _REPORTED = {
     "ice40": (("LC", "logic"), ("EBR", "bram"), ("SPRAM", "spram"), ("DSP", "mult")),
     "ecp5": (("LUT", "logic"), ("FF", None), ("BRAM", "bram"), ("MULT", "mult"),
              ("LUTRAM", None)),
+    "gowin": (("LUT", "logic"), ("ALU", None), ("FF", None), ("BSRAM", "bram"), ("MULT", "mult"),
+              ("LUTRAM", None)),
 }
 
 
@@ -73,9 +75,13 @@ def core_for(board: Board, config: str | Path | None = None, lanes: int | None =
 
 def _platform(board: Board):
     """The board's platform, buildable without the programmer installed (ULX3S asks for
-    openFPGALoader even to build)."""
+    openFPGALoader even to build); Gowin boards place and route with nextpnr-himbaechel
+    (:mod:`.gowin`)."""
     cls = board.platform_class()
     tools = [t for t in cls().required_tools if t.lower() != "openfpgaloader"]
+    if board.family == "gowin":
+        from .gowin import platform_for
+        return platform_for(cls, tools)
     return type(f"{cls.__name__}Build", (cls,), {"required_tools": property(lambda self: tools)})()
 
 
@@ -137,6 +143,8 @@ def build_board(board: Board, core=None, *, out: str | Path, seed: int | None = 
     for s in tried:
         where = out / "build" if len(tried) == 1 else out / f"seed-{s}"
         opts = "--report report.json --timing-allow-fail" + (f" --seed {int(s)}" if s is not None else "")
+        if board.family == "gowin":      # Amaranth's .cst has no clock: give nextpnr the target
+            opts += f" --freq {osc:g}"
         try:
             results[s] = synth_platform(_platform(board), board.top_class()(soc), "top", where,
                                         family=board.family, overrides={**overrides, "nextpnr_opts": opts})

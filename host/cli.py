@@ -494,6 +494,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where report.json and the build go (default build/board)")
     p.set_defaults(func=_cmd_build)
 
+    p = sub.add_parser("flash", help="program a board with its bitstream through openFPGALoader",
+                       description="Load the bitstream of 'spikeloop build --board NAME' into the "
+                                   "board's SRAM (lost at power-off) or write its flash, through "
+                                   "openFPGALoader. Writing the flash is skipped when the flash "
+                                   "already holds the same bitstream (SHA-256, recorded in "
+                                   "~/.cache/spikeloop/flash.json) unless --force. Exit status 0 "
+                                   "when done, skipped or --dry-run; 1 when openFPGALoader fails "
+                                   "(the message says what to do); 2 for bad arguments or a "
+                                   "missing bitstream.")
+    p.add_argument("--board", required=True, metavar="NAME",
+                   help="one of: icebreaker, ulx3s-12f, ulx3s-25f, ulx3s-45f, ulx3s-85f, tangnano9k")
+    p.add_argument("--bitstream", type=Path, metavar="FILE",
+                   help="default: the one the build in --build-dir wrote")
+    p.add_argument("--build-dir", type=Path, default=Path("build/board"), metavar="DIR",
+                   help="the --out of spikeloop build (default build/board)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--sram", dest="mode", action="store_const", const="sram",
+                      help="load SRAM (default on the ULX3S and Tang Nano 9K)")
+    mode.add_argument("--flash", dest="mode", action="store_const", const="flash",
+                      help="write the configuration flash (the iCEBreaker's only mode)")
+    p.add_argument("--force", action="store_true", help="write the flash even if it holds this bitstream")
+    p.add_argument("--ftdi-serial", metavar="SERIAL", help="which cable, when several are attached")
+    p.add_argument("--dry-run", action="store_true", help="print the openFPGALoader command and exit")
+    p.set_defaults(func=_cmd_flash, mode=None)
+
     p = sub.add_parser("verilog", help="generate the Verilog of the Core or the SoC and print its digest",
                        description="Convert the Core (or the SoC) to Verilog and print the SHA-256 of "
                                    "the text without Yosys' header and source attributes, the digest "
@@ -1105,6 +1130,22 @@ def _cmd_build(args) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _cmd_flash(args) -> int:
+    from spikeloop.boards import board
+    from spikeloop.boards.flash import FlashError, flash
+    try:
+        b = board(args.board)
+    except ValueError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    try:
+        return flash(b, args.bitstream, mode=args.mode, build=args.build_dir, force=args.force,
+                     dry_run=args.dry_run, ftdi_serial=args.ftdi_serial)
+    except FlashError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.status
 
 
 def _cmd_verilog(args) -> int:

