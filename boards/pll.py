@@ -140,7 +140,9 @@ def pll_setting(family: str, f_in_hz: int, f_out_hz: int) -> PLLSetting:
 
 def pll_clock_domain(m: Module, platform, setting: PLLSetting) -> None:
     """Add the ``sync`` domain, clocked by the PLL from the platform's default clock pin and held
-    in reset until the PLL locks, and tell nextpnr the clock's frequency."""
+    in reset until the PLL locks. nextpnr derives the clock's constraint itself from the
+    oscillator's and the dividers (the ULX3S build reports the 45 MHz target for it), so none is
+    added here: Yosys renames the net, and a constraint on the Amaranth name would be dropped."""
     pin = platform.request(platform.default_clk, 0, dir="-")
     m.submodules.osc_buf = osc = io.Buffer("i", pin)
     m.domains.sync = cd = ClockDomain("sync")
@@ -168,4 +170,3 @@ def pll_clock_domain(m: Module, platform, setting: PLLSetting) -> None:
             i_REFERENCECLK=osc.i, i_RESETB=1, i_BYPASS=0,
             o_PLLOUTGLOBAL=clk, o_LOCK=lock)
     m.submodules.pll_reset = ResetSynchronizer(~lock, domain="sync")
-    platform.add_clock_constraint(clk, setting.f_out_hz)
