@@ -1267,7 +1267,7 @@ def _cmd_sweep(args) -> int:
         return 0
     where = (f"the Dask scheduler at {args.scheduler}" if args.scheduler else
              "this process" if args.workers == 0 else
-             f"a LocalCluster of {args.workers or os.cpu_count() or 1} worker(s)")
+             f"a LocalCluster of {args.workers or sweep.cores()} worker(s)")
     if stored < len(jobs):
         print(f"running {len(jobs) - stored} job(s) on {where}", file=sys.stderr)
     try:

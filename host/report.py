@@ -17,6 +17,9 @@ learning curve as mean ± sd over the seeds and the values after the last trial.
 ``CONFIG.png``, ``CONFIG.csv``
     Per configuration: the learning curve (mean ± sd band, one line per seed), and its numbers
     (trial, mean, sd, one column per seed).
+
+PNG and CSV files that a previous report in ``out`` linked to and this one does not write are
+removed; other files in ``out`` are left alone.
 """
 
 from __future__ import annotations
@@ -189,6 +192,15 @@ class _quiet:
         self._w.__exit__(*exc)
 
 
+def _linked_files(readme: Path) -> set[str]:
+    """The PNG and CSV files a previous report's README.md links to (so that a rerun removes
+    those it does not write again, and nothing else in the directory)."""
+    import re
+    if not readme.is_file():
+        return set()
+    return {m for m in re.findall(r"\]\(([^)/\\]+\.(?:png|csv))\)", readme.read_text())}
+
+
 def build_report(store, out, *, command: str | None = None) -> dict:
     """Write the report of ``store`` (a path or :class:`Store`) into directory ``out``.
 
@@ -207,6 +219,7 @@ def build_report(store, out, *, command: str | None = None) -> dict:
                          f"'spikeloop sweep --store {store.root} ...' first)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    stale = _linked_files(out / "README.md")
     groups = group_records(records)
     files: list[str] = []
     codes = sorted({(r["code"]["version"], r["code"]["digest"]) for r in records})
@@ -289,4 +302,6 @@ def build_report(store, out, *, command: str | None = None) -> dict:
         md.append("")
     (out / "README.md").write_text("\n".join(md).rstrip("\n") + "\n")
     files.append("README.md")
+    for name in sorted(stale - set(files)):        # a configuration the store no longer has
+        (out / name).unlink(missing_ok=True)
     return dict(files=sorted(files), groups=len(groups), jobs=len(records))

@@ -515,12 +515,18 @@ class Store:
 
 # --------------------------------------------------------------------------- running
 
-def run_job(config: dict) -> dict:
+def run_job(config: dict, code: str | None = None) -> dict:
     """Train one job (``config`` with ``seed``) in a scratch directory; its result.
 
     Module-level and free of state, so Dask can run it on any worker; the store is written by
-    the caller, never by a worker (which need not see the store's file system).
+    the caller, never by a worker (which need not see the store's file system). ``code``: the
+    caller's :func:`code_digest`; a worker whose installed code differs refuses the job, since
+    its result would be stored under a hash that names other code.
     """
+    if code is not None and code != code_digest():
+        raise SweepError(f"this worker runs other spikeloop code (digest {code_digest()[:12]}) "
+                         f"than the sweep (digest {code[:12]}); install the same version on "
+                         f"the workers")
     task = TASKS.get(config["task"])
     if task is None:
         raise SweepError(f"task {config['task']!r} is not registered in this installation")
@@ -567,7 +573,7 @@ def run_sweep(jobs: Sequence[dict], store: Store, *, workers: int | None = None,
     store : Store
     workers : int, optional
         0: one after the other in this process, without Dask. N: a ``LocalCluster`` of N worker
-        processes with one thread each. None: one worker per core (``os.cpu_count()``).
+        processes with one thread each. None: one worker per core (:func:`cores`).
     scheduler : str, optional
         Address of a running Dask scheduler (``tcp://host:port``); then ``workers`` is unused.
     progress : bool or "force"
@@ -643,14 +649,16 @@ def _run_dask(todo, done, *, workers, scheduler, processes) -> None:
                 raise SweepError(f"--scheduler: cannot reach a Dask scheduler at {scheduler}: "
                                  f"{e}") from None
         else:
-            n = workers or os.cpu_count() or 1
+            n = workers or cores()
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
                                    dashboard_address=None)
             client = Client(cluster)
         try:
             futures = {}
             for h, config in todo:
-                futures[client.submit(run_job, config, key=f"spikeloop-job-{h}", pure=False)] = (h, config)
+                fut = client.submit(run_job, config, code_digest(), key=f"spikeloop-job-{h}",
+                                    pure=False)
+                futures[fut] = (h, config)
             for fut in as_completed(futures):
                 h, config = futures[fut]
                 try:
@@ -664,6 +672,14 @@ def _run_dask(todo, done, *, workers, scheduler, processes) -> None:
     finally:
         if cluster is not None:
             cluster.close()
+
+
+def cores() -> int:
+    """Cores this process may run on (the default number of LocalCluster workers)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:          # not on Linux
+        return os.cpu_count() or 1
 
 
 def describe(config: dict) -> str:

@@ -251,6 +251,20 @@ def test_a_truncated_result_counts_as_missing(tmp_path):
     assert json.loads(path.read_text())["hash"] == job_hash(jobs[0])
 
 
+def test_a_worker_with_other_code_refuses_the_job():
+    with pytest.raises(sweep.SweepError, match="runs other spikeloop code"):
+        sweep.run_job(_jobs()[0], code="0" * 64)
+
+
+def test_pattern_jobs_run():
+    configs, jobs = expand_grid(dict(task=["pattern"], hidden=[4], trials=2, options=dict(
+        n_in=10, n_out=14, duration_ms=100, word="A")))
+    assert [(c["hidden"], c["feedback"], c["params"]["n_out"]) for c in configs] == [
+        (4, "symmetric", 14)]
+    res = sweep.run_job(jobs[0])
+    assert res["trials_done"] == 2 and res["task"]["word"] == "A"
+
+
 def test_the_dask_path_on_a_local_cluster(tmp_path):
     pytest.importorskip("distributed")
     store = Store(tmp_path / "store")
@@ -260,6 +274,20 @@ def test_the_dask_path_on_a_local_cluster(tmp_path):
     serial = Store(tmp_path / "serial")
     run_sweep(jobs, serial, workers=0)
     assert [r["result"]["curves"] for r in store.records()] == \
+        [r["result"]["curves"] for r in serial.records()]
+
+
+def test_the_command_on_a_local_cluster_of_worker_processes(tmp_path, capsys):
+    """The default path: LocalCluster worker processes (pickled job, imported on the worker)."""
+    pytest.importorskip("distributed")
+    store = tmp_path / "store"
+    assert main(["sweep", *TINY_ARGS, "--workers", "1", "--store", str(store)]) == 0
+    cap = capsys.readouterr()
+    assert "running 2 job(s) on a LocalCluster of 1 worker(s)" in cap.err
+    assert "2 jobs: 0 reused, 2 computed, 0 failed" in cap.out
+    serial = Store(tmp_path / "serial")
+    run_sweep(_jobs(), serial, workers=0)
+    assert [r["result"]["curves"] for r in Store(store).records()] == \
         [r["result"]["curves"] for r in serial.records()]
 
 
@@ -289,6 +317,12 @@ def test_report_writes_md_png_csv_and_is_identical_when_rerun(tmp_path, capsys):
     before = {f: (out / f).read_bytes() for f in files}
     build_report(store, out, command=f"spikeloop report --store {store} --out {out}")
     assert {f: (out / f).read_bytes() for f in files} == before
+    # a file of a configuration the store no longer holds goes; files the report never wrote stay
+    (out / "old-config.png").write_bytes(b"x")
+    (out / "notes.txt").write_text("mine")
+    (out / "README.md").write_text((out / "README.md").read_text() + "![old](old-config.png)\n")
+    build_report(store, out, command=f"spikeloop report --store {store} --out {out}")
+    assert sorted(p.name for p in out.iterdir()) == sorted(files + ["notes.txt"])
 
 
 @pytest.mark.parametrize("words", [["sweep"], ["report"]])
