@@ -549,12 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "sweep", help="train a grid of configurations x seeds as jobs on Dask, results stored by hash",
-        description="Train every configuration of a grid (task x hidden x feedback x formats) "
-                    "for every seed, one job per network, on Dask distributed (a LocalCluster "
-                    "with one worker per core, or --scheduler) or in this process (--workers 0). "
-                    "Each result is stored in --store under the SHA-256 of its complete "
-                    "configuration, the version and the code, so a rerun computes only what is "
-                    "missing and an interrupted sweep resumes. Options override --grid's keys. "
+        description="Train every configuration of a grid (task x hidden x feedback x formats)\n"
+                    "for every seed, one job per network, on Dask distributed (a LocalCluster\n"
+                    "with one worker per core, or --scheduler) or in this process (--workers 0).\n"
+                    "Each result is stored in --store under the SHA-256 of its complete\n"
+                    "configuration, the version and the code, so a rerun computes only what is\n"
+                    "missing and an interrupted sweep resumes. Options override --grid's keys.\n"
                     "See docs/sweeps.md.",
         epilog="example:\n"
                f"  {PROG} sweep --task fig2 --hidden 0 4 --feedback symmetric random --seeds 5 "
@@ -577,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'default' or a parameter file whose [formats] table sets the number "
                         "formats (e.g. configs/up5k-100x32x100.toml); default: default")
     g.add_argument("--seeds", type=_positive_int, metavar="K",
-                   help="networks per configuration: seeds S..S+K-1 (default 1)")
+                   help="networks per configuration: seeds S..S+K-1 (default 5)")
     g.add_argument("--seed", type=_non_negative_int, metavar="S", help="first seed (default 0)")
     g.add_argument("--seed-list", type=_non_negative_int, nargs="+", metavar="S",
                    help="these seeds instead of --seed/--seeds")

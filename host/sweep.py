@@ -44,6 +44,9 @@ __all__ = ["SweepTask", "TASKS", "register", "GRID_KEYS", "DEFAULT_STORE", "code
 #: Where ``spikeloop sweep`` and ``spikeloop report`` keep the job results by default.
 DEFAULT_STORE = Path("spikeloop-sweep")
 
+#: Networks per configuration when a grid does not say (results are mean ± sd over seeds).
+DEFAULT_SEEDS = 5
+
 #: The packages whose ``.py`` files make up :func:`code_digest` (pyproject.toml's packages).
 CODE_PACKAGES = ("spikeloop", "spikeloop.hdl", "spikeloop.host", "spikeloop.sim",
                  "spikeloop.sim.rtl", "spikeloop.boards")
@@ -380,7 +383,7 @@ def expand_grid(grid: dict) -> tuple[list[dict], list[dict]]:
             raise SweepError(f"feedback must be one of {', '.join(FEEDBACK_MODES)}, not {fb!r}")
     for h in grid.get("hidden") or ():
         _check_int("hidden", h)
-    seeds = grid.get("seeds", 1)
+    seeds = grid.get("seeds", DEFAULT_SEEDS)
     if isinstance(seeds, list):
         seed_list = [_check_int("seeds entries", s) for s in seeds]
         if not seed_list or len(set(seed_list)) != len(seed_list):
@@ -434,7 +437,7 @@ def grid_command(grid: dict, store=None) -> str:
     for key in ("hidden", "feedback", "formats"):
         if grid.get(key):
             args += [f"--{key}", *map(str, grid[key])]
-    seeds = grid.get("seeds", 1)
+    seeds = grid.get("seeds", DEFAULT_SEEDS)
     if isinstance(seeds, list):
         args += ["--seed-list", *map(str, seeds)]
     else:

@@ -265,11 +265,14 @@ def test_pattern_jobs_run():
     assert res["trials_done"] == 2 and res["task"]["word"] == "A"
 
 
-def test_the_dask_path_on_a_local_cluster(tmp_path):
-    pytest.importorskip("distributed")
+def test_the_dask_path_through_a_scheduler_address(tmp_path):
+    """--scheduler: the jobs go to a running cluster (here one thread worker in this process)."""
+    distributed = pytest.importorskip("distributed")
     store = Store(tmp_path / "store")
     jobs = _jobs()
-    res = run_sweep(jobs, store, workers=1, processes=False, command="test")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        res = run_sweep(jobs, store, scheduler=cluster.scheduler_address, command="test")
     assert (res["computed"], res["failed"]) == (2, [])
     serial = Store(tmp_path / "serial")
     run_sweep(jobs, serial, workers=0)
