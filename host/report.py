@@ -233,7 +233,8 @@ def build_report(store, out, *, command: str | None = None) -> dict:
           "Learning curves are mean ± sd over the seeds (sd with ddof = 0); the final values are "
           "those of the last trial. A seed *succeeds* at the first trial whose output spikes all "
           "match the target (within the tolerance, no extra spike) at a cost of at most the "
-          "success level times its first trial's.", ""]
+          "success level times its first trial's; *first success* is the mean ± sd of that "
+          "trial over the seeds that succeeded.", ""]
     md += ["## Commands", "", "```sh"] + commands + ([command] if command else []) + ["```", ""]
 
     for task in sorted({g["config"]["task"] for g in groups}):

@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shlex
 import sys
@@ -653,8 +654,10 @@ def _run_dask(todo, done, *, workers, scheduler, processes) -> None:
                                  f"{e}") from None
         else:
             n = workers or cores()
+            # warnings of the shutdown after Ctrl-C (cancelled tasks, killed workers) are noise:
+            # a job's own error reaches the sweep through its future
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                                   dashboard_address=None)
+                                   dashboard_address=None, silence_logs=logging.ERROR)
             client = Client(cluster)
         try:
             futures = {}
