@@ -1,5 +1,5 @@
-"""The ``spikeloop`` command line: info, demo, train, compare, bench, verify, synth, build, verilog,
-transcript, replay, serve, boards, plot.
+"""The ``spikeloop`` command line: info, demo, train, compare, sweep, report, bench, verify, synth,
+build, verilog, transcript, replay, serve, boards, plot.
 
 Usage::
 
@@ -12,6 +12,8 @@ Usage::
     spikeloop train fig4 [--feedback MODE ...] [--seeds K] [--trials N] [--out DIR] ...
     spikeloop train --resume DIR
     spikeloop compare --backends rtl,board-model [task options] [--neuron I]
+    spikeloop sweep [--grid FILE] [--task T ...] [--hidden N ...] [--feedback F ...] [--seeds K] ...
+    spikeloop report [--store DIR] --out DIR
     spikeloop bench model|rtl|link [--json PATH]
     spikeloop serve --backend board-model|rtl [--config FILE] [--lanes P] [--baud B]
     spikeloop boards [--all]
@@ -574,6 +576,73 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for each IDENTIFY reply (default 0.5)")
     p.add_argument("--baud", type=_positive_int, default=None, metavar="B", help="default 3000000")
     p.set_defaults(func=_cmd_boards)
+
+    p = sub.add_parser(
+        "sweep", help="train a grid of configurations x seeds as jobs on Dask, results stored by hash",
+        description="Train every configuration of a grid (task x hidden x feedback x formats)\n"
+                    "for every seed, one job per network, on Dask distributed (a LocalCluster\n"
+                    "with one worker per core, or --scheduler) or in this process (--workers 0).\n"
+                    "Each result is stored in --store under the SHA-256 of its complete\n"
+                    "configuration, the version and the code, so a rerun computes only what is\n"
+                    "missing and an interrupted sweep resumes. Options override --grid's keys.\n"
+                    "See docs/sweeps.md.",
+        epilog="example:\n"
+               f"  {PROG} sweep --task fig2 --hidden 0 4 --feedback symmetric random --seeds 5 "
+               "--trials 300\n"
+               f"  {PROG} report --out docs/results",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("grid")
+    g.add_argument("--grid", type=Path, metavar="FILE",
+                   help="a TOML file with keys task, hidden, feedback, formats, seeds, seed, trials, "
+                        "backend and an [options] table")
+    g.add_argument("--task", nargs="+", metavar="TASK",
+                   help="tasks (fig2, fig4 = fig2 through 4 hidden neurons, every feedback mode; "
+                        "pattern)")
+    g.add_argument("--hidden", type=_non_negative_int, nargs="+", metavar="N",
+                   help="hidden sizes (default: the task's; fig2 0)")
+    g.add_argument("--feedback", choices=FEEDBACK_MODES, nargs="+", metavar="MODE",
+                   help=f"feedback modes with hidden neurons, of {', '.join(FEEDBACK_MODES)} "
+                        "(default: the task's; fig2 symmetric)")
+    g.add_argument("--formats", nargs="+", metavar="FORMATS",
+                   help="'default' or a parameter file whose [formats] table sets the number "
+                        "formats (e.g. configs/up5k-100x32x100.toml); default: default")
+    g.add_argument("--seeds", type=_positive_int, metavar="K",
+                   help="networks per configuration: seeds S..S+K-1 (default 5)")
+    g.add_argument("--seed", type=_non_negative_int, metavar="S", help="first seed (default 0)")
+    g.add_argument("--seed-list", type=_non_negative_int, nargs="+", metavar="S",
+                   help="these seeds instead of --seed/--seeds")
+    g.add_argument("--trials", type=_positive_int, metavar="N",
+                   help="trials per job (default: the task's)")
+    g.add_argument("--backend", choices=("model", "float"),
+                   help="the golden model (default) or the float reference")
+    g.add_argument("--set", action="append", metavar="KEY=VALUE", dest="set_options",
+                   help="a task option for every job (n_in=20, duration_ms=100, word=LOOP, "
+                        "r0_drop=[[200,10]], ...); repeatable")
+    r = p.add_argument_group("running")
+    r.add_argument("--store", type=Path, metavar="DIR",
+                   help="where results are stored (default ./spikeloop-sweep)")
+    r.add_argument("--workers", type=_non_negative_int, metavar="N",
+                   help="LocalCluster worker processes (default: one per core); 0: run the jobs "
+                        "one after the other in this process, without Dask")
+    r.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on an existing Dask cluster (e.g. tcp://host:8786) instead")
+    r.add_argument("--dry-run", action="store_true",
+                   help="list the configurations and how many jobs are stored or missing, run nothing")
+    r.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="progress line on stderr (default auto: when stderr is a terminal)")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser(
+        "report", help="figures, tables and a markdown page of a sweep store",
+        description="Group the jobs of a sweep store by configuration and write into --out: "
+                    "README.md (tables, figures, the sweep commands), TASK.csv and TASK.png per "
+                    "task, CONFIG.png and CONFIG.csv per configuration (learning curve mean ± sd "
+                    "over seeds). The same store gives the same files.")
+    p.add_argument("--store", type=Path, metavar="DIR",
+                   help="the sweep store (default ./spikeloop-sweep)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="output directory (e.g. docs/results)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("plot", help="learning curves of several runs on one axis",
                        description="Draw the mean ± sd relative cost of training runs (their "
@@ -1216,6 +1285,61 @@ def _cmd_plot(args) -> int:
             m["per_trial"]["rel_cost"]
     plot_compare_curves(runs, args.out, title="learning curves (cost relative to each seed's first trial)")
     print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    """``sweep``: the grid (--grid and options), its jobs, and the ones the store lacks run."""
+    from spikeloop.host import sweep
+    if args.scheduler is not None and args.workers is not None:
+        raise UsageError("--workers and --scheduler exclude each other (the cluster at "
+                         "--scheduler has its own workers)")
+    if args.seed_list and (args.seeds is not None or args.seed is not None):
+        raise UsageError("--seed-list replaces --seed and --seeds; give one or the other")
+    grid = sweep.merge_grid(
+        sweep.load_grid(args.grid) if args.grid else None, task=args.task, hidden=args.hidden,
+        feedback=args.feedback, formats=args.formats, seeds=args.seed_list or args.seeds,
+        seed=args.seed, trials=args.trials, backend=args.backend,
+        options=sweep.parse_set(args.set_options))
+    configs, jobs = sweep.expand_grid(grid)
+    store = sweep.Store(args.store or sweep.DEFAULT_STORE)
+    command = sweep.grid_command(grid, args.store)
+    stored = sum(store.has(sweep.job_hash(j)) for j in jobs)
+    print(f"{len(configs)} configuration{'s' if len(configs) != 1 else ''} x "
+          f"{len(jobs) // max(len(configs), 1)} seed(s) = {len(jobs)} jobs; {stored} already in "
+          f"{store.root}", file=sys.stderr)
+    if args.dry_run:
+        for c in configs:
+            print(f"  {sweep.describe(c)}, {c['trials']} trials, {c['backend']}")
+        print(command)
+        return 0
+    where = (f"the Dask scheduler at {args.scheduler}" if args.scheduler else
+             "this process" if args.workers == 0 else
+             f"a LocalCluster of {args.workers or sweep.cores()} worker(s)")
+    if stored < len(jobs):
+        print(f"running {len(jobs) - stored} job(s) on {where}", file=sys.stderr)
+    try:
+        res = sweep.run_sweep(jobs, store, workers=args.workers, scheduler=args.scheduler,
+                              progress=_progress(args.progress), command=command)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the finished jobs are stored in {store.root} (the same "
+              f"command resumes)", file=sys.stderr)
+        return 130
+    print(f"{res['jobs']} jobs: {res['reused']} reused, {res['computed']} computed, "
+          f"{len(res['failed'])} failed; results in {store.root} ({PROG} report --store "
+          f"{store.root} --out DIR)")
+    return 1 if res["failed"] else 0
+
+
+def _cmd_report(args) -> int:
+    import shlex
+    from spikeloop.host.report import build_report
+    from spikeloop.host.sweep import DEFAULT_STORE
+    store = args.store or DEFAULT_STORE
+    cmd = ["report"] + (["--store", str(args.store)] if args.store else []) + ["--out", str(args.out)]
+    res = build_report(store, args.out, command=f"{PROG} {shlex.join(cmd)}")
+    print(f"{res['jobs']} jobs in {res['groups']} configurations -> {args.out} "
+          f"({len(res['files'])} files: README.md, {len(res['files']) - 1} PNG/CSV)")
     return 0
 
 
