@@ -263,7 +263,9 @@ def test_cli_build_timing_miss_exits_1(monkeypatch, tmp_path, capsys):
            "single_port": False, "fmax_mhz": 20.5, "clock_mhz": 25.0, "timing_met": False,
            "utilisation": {"LUT": {"used": 1, "available": 2}}, "synapses": 16,
            "synapse_bits": 1536, "cycles_plain": 34, "cycles_chunk": 63,
-           "synapse_updates_per_s": 1e7, "realtime_factor": 700.0, "build_time_s": 1.0}
+           "synapse_updates_per_s": 1e7, "realtime_factor": 700.0, "build_time_s": 1.0,
+           "baud": 3_000_000, "link_realtime_factor": 20.0, "link_steps_per_frame": 200,
+           "streamed_realtime_factor": 19.4, "pll": None}
     monkeypatch.setattr(bb, "build_board", lambda *a, **k: rep)
     assert main(["build", "--board", "ulx3s-85f", "--out", str(tmp_path)]) == 1
     cap = capsys.readouterr()
