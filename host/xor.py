@@ -61,7 +61,9 @@ XOR_DEFAULTS: dict = {
     # network and rule
     "n_hidden": 4,
     "feedback_latency": 5,  # steps from an output spike to its error on the board
-    "params": {"w_init_std_mv": 1.0, "r0_mv": 0.1},
+    # weights start positive on average so that the hidden neurons answer the larger patterns;
+    # w_max 30 mV (the 'w' format holds ±32) so that four hidden spikes can drive an output
+    "params": {"w_init_mean_mv": 0.5, "w_init_std_mv": 2.0, "w_max_mv": 30.0, "r0_mv": 0.3},
     "r0_drop": [],
     # experiment size and scoring
     "trials": 600,
