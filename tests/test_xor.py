@@ -215,3 +215,11 @@ def test_cli_train_xor_errors_are_clean(argv, msg, tmp_path, capsys):
 def test_cli_train_before_xor_options_are_checked(tmp_path, capsys):
     assert main(["train", "--tol-ms", "2", "xor", "--out", str(tmp_path)]) == 2
     assert "--tol-ms does not apply to 'train xor'" in capsys.readouterr().err
+
+
+def test_help_texts(capsys):
+    assert main(["train", "xor", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--configs NAME" in out and "no-hidden" in out
+    assert main(["compare", "--help"]) == 0
+    assert "--task {fig2,pattern,xor}" in capsys.readouterr().out
