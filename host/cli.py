@@ -1042,8 +1042,7 @@ def _cmd_xor(args) -> int:
                if getattr(args, o, None) is not None]
     if foreign:
         raise UsageError(f"{', '.join(foreign)} do{'es' if len(foreign) == 1 else ''} not apply to "
-                         f"'train xor' (generated task, host errors, scored by accuracy; continue "
-                         f"a board run with '{PROG} train --resume DIR')")
+                         f"'train xor' (a generated task with host errors, scored by accuracy)")
     # the options of 'train' given before 'xor' land in args too; absent ones are None
     args = argparse.Namespace(**{k: getattr(args, k, None) for k in (
         "n_in", "rate_hz", "feedback_latency", "configs", "hidden", "feedback", "regulariser",
@@ -1091,8 +1090,7 @@ def _cmd_xor(args) -> int:
         params = xor.xor_params(config, n_in=args.n_in, feedback_latency=args.feedback_latency, **ch)
         task = xor.xor_task(seeds, dt_ms=params.dt_ms, n_in=params.n_in, rate_hz=args.rate_hz)
         if board and (out / "manifest.json").exists():
-            raise UsageError(f"{out} already holds a run record; continue it with "
-                             f"'{PROG} train --resume {out}' or choose another --out")
+            raise UsageError(f"{out} already holds a run record; choose another --out")
         plan.append((name, out, params, task))
     rows = []
     for name, out, params, task in plan:
@@ -1145,8 +1143,8 @@ def _cmd_xor(args) -> int:
 
 
 def _xor_board(args, backend, params, task, seed, trials, r0_drop, out, progress) -> int:
-    """One XOR network on a board backend, host in the loop (the record's task rebuilds every
-    trial's stimulus, so ``train --resume`` continues it)."""
+    """One XOR network on a board backend, host in the loop (the record's task description
+    rebuilds every trial's stimulus)."""
     from spikeloop.host.hil import hil_train, open_board
     from spikeloop.host.xor import stimulus_from_task
     x, w = stimulus_from_task(task).trial(0)
