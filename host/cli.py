@@ -10,8 +10,10 @@ Usage::
     spikeloop train fig2 --backend rtl|board-model|serial:PORT [--error-mode target|host] ...
     spikeloop train pattern [--word TEXT] [--hidden NH] [--feedback MODE] [--input-seed S] ...
     spikeloop train fig4 [--feedback MODE ...] [--seeds K] [--trials N] [--out DIR] ...
+    spikeloop train xor [--configs NAME ...|all] [--hidden NH] [--feedback MODE] [--regulariser] ...
     spikeloop train --resume DIR
-    spikeloop compare --backends rtl,board-model [task options] [--neuron I]
+    spikeloop compare --backends rtl,board-model [--task fig2|pattern|xor] [task options] [--neuron I]
+    spikeloop compare --backends rtl,board-model --input IN.ras --target TGT.ras [--config FILE]
     spikeloop sweep [--grid FILE] [--task T ...] [--hidden N ...] [--feedback F ...] [--seeds K] ...
     spikeloop report [--store DIR] --out DIR
     spikeloop bench model|rtl|link [--json PATH]
@@ -304,11 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train", help="train on .ras spike files, or on a generated task ('train fig2', "
-                      "'train pattern', 'train fig4')",
+                      "'train pattern', 'train fig4', 'train xor')",
         usage=(f"{PROG} train --input IN.ras --target TGT.ras --trials N --out DIR [options]\n"
                f"       {PROG} train fig2 [options]   ({PROG} train fig2 --help)\n"
                f"       {PROG} train pattern [options]   ({PROG} train pattern --help)\n"
-               f"       {PROG} train fig4 [options]   ({PROG} train fig4 --help)"),
+               f"       {PROG} train fig4 [options]   ({PROG} train fig4 --help)\n"
+               f"       {PROG} train xor [options]   ({PROG} train xor --help)"),
         description="Train networks (one per seed, batched) on an input/target pattern that is\n"
                     "looped: one trial is one pass over it, the state is not reset, and the\n"
                     "weights are updated at the end of each trial (and every 250-500 ms of a\n"
@@ -380,10 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {' '.join(_fig4('FIG4_FEEDBACK'))})")
     _add_training_options(q, "fig4", network=False)
     q.set_defaults(func=_cmd_fig4, task_name="fig4")
+    _add_xor_parser(tsub)
 
     p = sub.add_parser(
         "compare", help="the same HIL run on two backends: where do they first diverge?",
-        description="Run the same hardware-in-the-loop experiment (the Fig. 2 task by default) on "
+        description="Run the same hardware-in-the-loop experiment (the Fig. 2 task by default; "
+                    "--task pattern or xor, or any stimulus and target as .ras files) on "
                     "two board backends, diff every recorded variable (output spikes every step, "
                     "traced variables every traced step, every state variable and register at "
                     "every snapshot) and print the first divergence (variable, index, step) or "
@@ -401,10 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"trials (default {COMPARE_TRIALS})")
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                    help="network and stimulus seed (default 0)")
-    p.add_argument("--error-mode", choices=("target", "host"), default="target",
-                   help="as for train (default target)")
+    p.add_argument("--error-mode", choices=("target", "host"),
+                   help="as for train (default target; the xor task always runs with host errors)")
     p.add_argument("--feedback-latency", type=_non_negative_int, metavar="D",
-                   help="host error mode: latency in steps (default 0)")
+                   help="host error mode: latency in steps (default 0; xor: "
+                        f"{_xor_default('feedback_latency')})")
     p.add_argument("--snapshot-every", type=_non_negative_int, default=1, metavar="N",
                    help="compare the whole state every N trials (default 1)")
     p.add_argument("--trace-every", type=_non_negative_int, default=1, metavar="N",
@@ -415,9 +421,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress line on stderr (default auto)")
     p.add_argument("--record-link", type=Path, metavar="FILE", help=_RECORD_HELP)
-    t = _add_fig2_task_options(p.add_argument_group("task (Fig. 2)"))
-    t.add_argument("--config", type=Path, metavar="PARAMS",
-                   help="parameters (.json or .toml); default: the Fig. 2 rule settings")
+    k = p.add_argument_group("task")
+    k.add_argument("--task", choices=COMPARE_TASKS,
+                   help="a generated task, with its defaults of 'train TASK' (default fig2, unless "
+                        "--input/--target give the stimulus)")
+    k.add_argument("--input", type=Path, metavar="IN.ras",
+                   help="input spikes of a stimulus given as files (as for train)")
+    k.add_argument("--target", type=Path, metavar="TGT.ras", help="target spikes (as for train)")
+    k.add_argument("--config", type=Path, metavar="PARAMS",
+                   help="parameters (.json or .toml); default: the task's rule settings "
+                        "(Params() for files)")
+    k.add_argument("--hidden", type=_non_negative_int, metavar="N",
+                   help="hidden neurons (pattern, xor, files; default: the task's)")
+    k.add_argument("--feedback", choices=FEEDBACK_MODES,
+                   help="feedback mode (pattern, xor, files; default: the task's)")
+    _add_fig2_task_options(p.add_argument_group(
+        "task sizes (--n-in: fig2, xor; --rate-hz: fig2, xor (background noise); --duration-ms: "
+        "fig2, pattern, files; --n-target-spikes: fig2)"))
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("bench", help="throughput of the software models, the RTL core and the link",
@@ -1036,6 +1056,210 @@ def _run_board(out: Path, go) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- train xor
+
+def _xor_default(key):
+    from spikeloop.host.xor import XOR_DEFAULTS
+    return XOR_DEFAULTS[key]
+
+
+def _add_xor_parser(tsub) -> None:
+    """``train xor``: its own options (the task is scored by accuracy and always needs host errors,
+    so the Fig. 2 options --error-mode and --tol-ms do not apply)."""
+    from spikeloop.host.xor import XOR_CONFIGS
+    q = tsub.add_parser(
+        "xor", prog=f"{PROG} train xor",
+        help="the SuperSpike XOR task (Fig. 5): two outputs answer a XOR b within 15 ms",
+        description="Generate the XOR task (per seed: a reference group and two bit groups of "
+                    "inputs with fixed spike times in a 10 ms window, the four patterns in a "
+                    "random order per trial, 4 Hz background noise between them) and train two "
+                    "outputs to fire within 15 ms of the patterns of their class (a XOR b). The "
+                    "host computes the error from the output spikes: negative at a wrong spike, "
+                    "positive at the end of a missed window. Scored by accuracy per trial (the "
+                    "fraction of the four patterns classified right). With --configs, one run per "
+                    "configuration into DIR/NAME/, then a table (also DIR/summary.csv). Defaults: "
+                    "spikeloop.host.xor.XOR_DEFAULTS (docs/learning.md, 'XOR (Fig. 5)').",
+        argument_default=argparse.SUPPRESS)
+    t = q.add_argument_group("task")
+    t.add_argument("--n-in", type=_positive_int, metavar="N",
+                   help=f"inputs, at least 3 (default {_xor_default('n_in')})")
+    t.add_argument("--rate-hz", type=_non_negative_float, metavar="R",
+                   help=f"background noise rate (default {_xor_default('rate_hz'):g})")
+    t.add_argument("--feedback-latency", type=_non_negative_int, metavar="D",
+                   help="steps from an output spike to its error on the network (σ' and ẑ are "
+                        f"delayed to meet it; default {_xor_default('feedback_latency')})")
+    n = q.add_argument_group("network")
+    n.add_argument("--configs", nargs="+", metavar="NAME",
+                   help=f"run these configurations, of {', '.join(XOR_CONFIGS)}, or 'all' "
+                        "(4 hidden neurons with each feedback mode, with and without the "
+                        "regulariser, and no hidden layer)")
+    n.add_argument("--hidden", type=_non_negative_int, metavar="N",
+                   help=f"hidden neurons of a single run (default {_xor_default('n_hidden')})")
+    n.add_argument("--feedback", choices=FEEDBACK_MODES,
+                   help="feedback of a single run (default: from the config, else symmetric)")
+    n.add_argument("--regulariser", action="store_const", const=True,
+                   help="a single run with the hidden-layer rate regulariser (Params.rho, "
+                        "reg_exponent, tau_rate_ms)")
+    n.add_argument("--config", type=Path, metavar="PARAMS",
+                   help="parameters from a .json or .toml file; default: the XOR rule settings")
+    g = q.add_argument_group("training")
+    g.add_argument("--trials", type=_positive_int, metavar="N",
+                   help=f"trials of four patterns (default {_xor_default('trials')})")
+    g.add_argument("--seed", type=_non_negative_int, metavar="S", help="first seed (default 0)")
+    g.add_argument("--seeds", type=_positive_int, metavar="K",
+                   help=f"train seeds S..S+K-1 (default {_xor_default('seeds')}; 1 on a board backend)")
+    g.add_argument("--backend", type=_backend, metavar="BACKEND",
+                   help="'model' (the golden model, all seeds in one batch; the default) or a board "
+                        "backend, one network with the host in the loop: rtl, board-model, serial:PORT")
+    g.add_argument("--out", type=Path, metavar="DIR",
+                   help="output directory (default ./spikeloop-xor)")
+    g.add_argument("--r0-drop", type=_r0_drop, nargs="*", metavar="TRIAL:FACTOR",
+                   help="divide r0 by FACTOR at the start of TRIAL" + _schedule_help(_xor_default("r0_drop")))
+    g.add_argument("--checkpoint-every", type=_non_negative_int, metavar="N",
+                   help="rewrite metrics.json every N trials (default 50; 10 on a board backend)")
+    g.add_argument("--progress", choices=("auto", "always", "never"),
+                   help="progress line on stderr (default auto)")
+    h = q.add_argument_group("host in the loop (rtl, board-model, serial:PORT)")
+    h.add_argument("--snapshot-every", type=_non_negative_int, metavar="N",
+                   help="read the whole board state back every N trials (default 10)")
+    h.add_argument("--trace-every", type=_non_negative_int, metavar="N",
+                   help="trace the membrane every step of every N-th trial (default 0)")
+    h.add_argument("--record-link", type=Path, metavar="FILE", help=_RECORD_HELP)
+    q.set_defaults(func=_cmd_xor, task_name="xor")
+
+
+#: Columns of ``train xor --configs``'s summary.csv.
+XOR_COLUMNS = ("config", "n_hidden", "feedback", "regulariser", "n_seeds", "trials",
+               "final_accuracy_mean", "final_accuracy_sd", "n_succeeded", "first_success_mean")
+
+
+def _cmd_xor(args) -> int:
+    from spikeloop.host import xor
+    from spikeloop.host.backends import is_board_backend
+    foreign = [f"--{o.replace('_', '-')}" for o in ("input", "target", "duration_ms", "tol_ms",
+                                                    "error_mode", "resume")
+               if getattr(args, o, None) is not None]
+    if foreign:
+        raise UsageError(f"{', '.join(foreign)} do{'es' if len(foreign) == 1 else ''} not apply to "
+                         f"'train xor' (a generated task with host errors, scored by accuracy)")
+    # the options of 'train' given before 'xor' land in args too; absent ones are None
+    args = argparse.Namespace(**{k: getattr(args, k, None) for k in (
+        "n_in", "rate_hz", "feedback_latency", "configs", "hidden", "feedback", "regulariser",
+        "config", "trials", "seed", "seeds", "backend", "out", "r0_drop", "checkpoint_every",
+        "progress", "snapshot_every", "trace_every", "record_link")})
+    args.seed = args.seed or 0
+    args.out = args.out or Path("spikeloop-xor")
+    backend = args.backend or "model"
+    board = is_board_backend(backend)
+    if not board and backend != "model":
+        raise UsageError(f"train xor runs on the 'model' backend or a board backend (rtl, "
+                         f"board-model, serial:PORT), not {backend!r}")
+    hil_only = [f"--{o.replace('_', '-')}" for o in ("snapshot_every", "trace_every", "record_link")
+                if getattr(args, o) is not None]
+    if hil_only and not board:
+        raise UsageError(f"{', '.join(hil_only)} appl{'ies' if len(hil_only) == 1 else 'y'} to the "
+                         f"board backends (rtl, board-model, serial:PORT), not to --backend {backend}")
+    if board and args.seeds not in (None, 1):
+        raise UsageError(f"a board backend trains one network per run: --seeds must be 1, not "
+                         f"{args.seeds} (choose the network with --seed)")
+    single = [f"--{o}" for o in ("hidden", "feedback", "regulariser") if getattr(args, o) is not None]
+    if args.configs and single:
+        raise UsageError(f"{', '.join(single)} set{'s' if len(single) == 1 else ''} up a single run; "
+                         f"with --configs every configuration brings its own")
+    if args.configs:
+        names = list(xor.XOR_CONFIGS) if args.configs == ["all"] else list(dict.fromkeys(args.configs))
+        bad = [c for c in names if c not in xor.XOR_CONFIGS]
+        if bad:
+            raise UsageError(f"--configs must name configurations of {', '.join(xor.XOR_CONFIGS)} "
+                             f"(or 'all'), not {', '.join(bad)}")
+        runs = [(c, args.out / c, xor.config_changes(c)) for c in names]
+    else:
+        ch = _network_changes(args)
+        if args.regulariser:
+            ch["regulariser"] = True
+        runs = [(None, args.out, ch)]
+    n_seeds = 1 if board else (args.seeds or xor.XOR_DEFAULTS["seeds"])
+    seeds = list(range(args.seed, args.seed + n_seeds))
+    trials = args.trials or xor.XOR_DEFAULTS["trials"]
+    r0_drop = xor.XOR_DEFAULTS["r0_drop"] if args.r0_drop is None else args.r0_drop
+    config = _load_config(args.config)
+    progress = _progress(args.progress)
+    plan = []
+    for name, out, ch in runs:     # every configuration is checked before the first one runs
+        params = xor.xor_params(config, n_in=args.n_in, feedback_latency=args.feedback_latency, **ch)
+        task = xor.xor_task(seeds, dt_ms=params.dt_ms, n_in=params.n_in, rate_hz=args.rate_hz)
+        if board and (out / "manifest.json").exists():
+            raise UsageError(f"{out} already holds a run record; choose another --out")
+        plan.append((name, out, params, task))
+    rows = []
+    for name, out, params, task in plan:
+        net = (f"{params.n_hidden} hidden, {params.feedback.value} feedback"
+               f"{', regulariser' if params.regulariser else ''}" if params.n_hidden else "no hidden layer")
+        print(f"{'' if name is None else name + ': '}XOR, {net}; {trials} trials on the {backend} "
+              f"backend, seed{'s' if len(seeds) > 1 else ''} {seeds[0]}"
+              f"{'' if len(seeds) == 1 else f'..{seeds[-1]}'}, host errors {params.error_delay} "
+              f"step(s) late -> {out}", file=sys.stderr)
+        if board:
+            rc = _xor_board(args, backend, params, task, seeds[0], trials, r0_drop, out, progress)
+            if rc != 0:
+                return rc
+            m = json.loads((out / "metrics.json").read_text())
+        else:
+            try:
+                m = xor.train_xor(params, seeds=seeds, trials=trials, out_dir=out, task=task,
+                                  r0_drop=r0_drop, progress=progress,
+                                  record_every=50 if args.checkpoint_every is None else args.checkpoint_every)
+            except KeyboardInterrupt:
+                print(f"{PROG}: interrupted; the completed trials are in {out / 'metrics.json'}",
+                      file=sys.stderr)
+                return 130
+            print(xor.summary_paragraph(m))
+            print(f"results in {out}/ (metrics.json, learning_curve.png, raster.png)")
+        s, p = m["summary"], m["params"]
+        rows.append(dict(config=name or "run", n_hidden=p["n_hidden"], feedback=p["feedback"],
+                         regulariser=p["regulariser"], n_seeds=s["n_seeds"], trials=m["trials_done"],
+                         final_accuracy_mean=s["final_accuracy_mean"],
+                         final_accuracy_sd=s["final_accuracy_sd"], n_succeeded=s["n_succeeded"],
+                         first_success_mean=s["first_success_mean"]))
+    if args.configs:
+        import csv
+        with open(args.out / "summary.csv", "w", newline="") as f:
+            wr = csv.DictWriter(f, fieldnames=XOR_COLUMNS)
+            wr.writeheader()
+            for r in rows:
+                wr.writerow({k: "" if r[k] is None else format(r[k], ".6g") if isinstance(r[k], float)
+                             else r[k] for k in XOR_COLUMNS})
+        fmt = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
+        k = plan[0][3].get("final_trials") or _xor_default("final_trials")
+        print(f"{'config':<14} {'hidden':>6}  accuracy (last {min(k, trials)} trials)  "
+              f"all 4 right (seeds)  first at trial")
+        for r in rows:
+            print(f"{r['config']:<14} {r['n_hidden']:>6}  {fmt(r['final_accuracy_mean'], '.3f')} ± "
+                  f"{fmt(r['final_accuracy_sd'], '.3f'):<18} {r['n_succeeded']:>4} / {r['n_seeds']:<12} "
+                  f"{fmt(r['first_success_mean'], '.1f')}")
+        print(f"summary in {args.out / 'summary.csv'}; each configuration's run in {args.out}/NAME/")
+    return 0
+
+
+def _xor_board(args, backend, params, task, seed, trials, r0_drop, out, progress) -> int:
+    """One XOR network on a board backend, host in the loop (the record's task description
+    rebuilds every trial's stimulus)."""
+    from spikeloop.host.hil import hil_train, open_board
+    from spikeloop.host.xor import stimulus_from_task
+    x, w = stimulus_from_task(task).trial(0)
+    o = dict(record_link=args.record_link)
+
+    def go():
+        with open_board(backend, params, **_link(o)) as board:
+            return hil_train(board, params, x, w, seed=seed, trials=trials, out_dir=out,
+                             backend=backend, error_mode="host", r0_drop=r0_drop,
+                             snapshot_every=10 if args.snapshot_every is None else args.snapshot_every,
+                             trace_every=args.trace_every or 0,
+                             record_every=10 if args.checkpoint_every is None else args.checkpoint_every,
+                             task=task, progress=progress)
+    return _run_board(out, go)
+
+
 def _fig2_from_args(args, seed: int):
     """Params and task of the Fig. 2 options of ``compare`` (config, sizes, rate, duration)."""
     from spikeloop.host.tasks import fig2_params, make_fig2
@@ -1046,24 +1270,81 @@ def _fig2_from_args(args, seed: int):
     return params, task
 
 
+#: The generated tasks ``compare`` runs (``--task``).
+COMPARE_TASKS = ("fig2", "pattern", "xor")
+
+#: Which of compare's task options each task takes.
+_COMPARE_TASK_OPTIONS = {"fig2": ("n_in", "rate_hz", "duration_ms", "n_target_spikes"),
+                         "pattern": ("duration_ms", "hidden", "feedback"),
+                         "xor": ("n_in", "rate_hz", "hidden", "feedback"),
+                         "files": ("duration_ms", "hidden", "feedback")}
+
+
+def _compare_task(args):
+    """``(name, params, inputs (T, n_in), targets (T, n_out), task)`` of compare's task options,
+    with the error mode applied."""
+    import numpy as np
+    from spikeloop.host.hil import hil_params
+    files = args.input is not None or args.target is not None
+    if files and args.task is not None:
+        raise UsageError(f"--input/--target give the stimulus; they do not go with --task {args.task}")
+    if files and (args.input is None or args.target is None):
+        raise UsageError("a stimulus from files needs both --input and --target")
+    name = "files" if files else (args.task or "fig2")
+    wrong = [f"--{o.replace('_', '-')}" for o in ("n_in", "rate_hz", "duration_ms", "n_target_spikes",
+                                                 "hidden", "feedback")
+             if getattr(args, o) is not None and o not in _COMPARE_TASK_OPTIONS[name]]
+    if wrong:
+        raise UsageError(f"{', '.join(wrong)} do{'es' if len(wrong) == 1 else ''} not apply to "
+                         f"{'a stimulus from files' if files else f'the {name} task'}")
+    mode = args.error_mode or ("host" if name == "xor" else "target")
+    if args.feedback_latency is not None and mode != "host":
+        raise UsageError("--feedback-latency applies to --error-mode host only")
+    config = _load_config(args.config)
+    net = _network_changes(args)
+    if name == "fig2":
+        params, task = _fig2_from_args(args, args.seed)
+        return name, hil_params(params, mode, args.feedback_latency), task["inputs"][0], \
+            task["targets"], task["task"]
+    if name == "pattern":
+        from spikeloop.host.tasks import make_pattern, pattern_params
+        params = pattern_params(config, duration_ms=args.duration_ms, **net)
+        task = make_pattern([args.seed], n_in=params.n_in, n_out=params.n_out,
+                            duration_ms=args.duration_ms, dt_ms=params.dt_ms)
+        return name, hil_params(params, mode, args.feedback_latency), task["inputs"][0], \
+            task["targets"], task["task"]
+    if name == "xor":
+        from spikeloop.host.xor import stimulus_from_task, xor_params, xor_task
+        if mode != "host":
+            raise UsageError("the xor task's error is computed on the host: --error-mode must be "
+                             "host (the default for it)")
+        params = xor_params(config, n_in=args.n_in, feedback_latency=args.feedback_latency, **net)
+        task = xor_task([args.seed], dt_ms=params.dt_ms, n_in=params.n_in, rate_hz=args.rate_hz)
+        x, w = stimulus_from_task(task).trial(0)
+        return name, params, x, w, task
+    from spikeloop.host.tasks import raster_task
+    params, task = raster_task(args.input, args.target, config, duration_ms=args.duration_ms, **net)
+    return (name, hil_params(params, mode, args.feedback_latency), np.asarray(task["inputs"]),
+            np.asarray(task["targets"]), task["task"])
+
+
 def _cmd_compare(args) -> int:
     from spikeloop.host.board import DriverError
     from spikeloop.host.compare import compare_backends, format_divergence
-    from spikeloop.host.hil import hil_params
-    if args.feedback_latency is not None and args.error_mode != "host":
-        raise UsageError("--feedback-latency applies to --error-mode host only")
-    params, task = _fig2_from_args(args, args.seed)
-    params = hil_params(params, args.error_mode, args.feedback_latency)
+    name, params, x, y, info = _compare_task(args)
     if args.neuron is not None and args.neuron >= params.n_out:
         raise UsageError(f"--neuron must be below n_out = {params.n_out}, not {args.neuron}")
     a, b = args.backends
-    print(f"running {args.trials} trials of the Fig. 2 task (seed {args.seed}) on {a}, then on {b} "
+    what = ("the stimulus of " + " and ".join(str(f) for f in (args.input, args.target))
+            if name == "files" else f"the {GENERATED_TASKS.get(name, ('', name))[1]} task")
+    print(f"running {args.trials} trials of {what} (seed {args.seed}) on {a}, then on {b} "
           f"-> {args.out}", file=sys.stderr)
     try:
-        res = compare_backends([a, b], params, task["inputs"][0], task["targets"], seed=args.seed,
-                               trials=args.trials, out_dir=args.out, error_mode=args.error_mode,
+        res = compare_backends([a, b], params, x, y, seed=args.seed,
+                               trials=args.trials, out_dir=args.out,
+                               error_mode=params.error_source.value,
                                r0_drop=args.r0_drop or (), snapshot_every=args.snapshot_every,
-                               trace_every=args.trace_every, task=task["task"], neuron=args.neuron,
+                               trace_every=args.trace_every, task=info, neuron=args.neuron,
                                progress=_progress(args.progress), opener=_link_opener(args))
     except DriverError as e:
         print(f"{PROG}: error: a backend failed: {e}", file=sys.stderr)

@@ -213,7 +213,7 @@ def compare_backends(backends: Sequence[str], params, inputs, targets, *, seed: 
             [dict(label=name, spikes=t["outputs"][:, i],
                   u_mv=None if uu is None else uu.reshape(len(uu), -1)[:, i] / u_one)
              for name, t, uu in zip(backends, (ta, tb), u)],
-            targets=ra.targets[:, i], dt_ms=params.dt_ms, threshold_mv=params.threshold_mv,
+            targets=_trial_targets(ra, params, k)[:, i], dt_ms=params.dt_ms, threshold_mv=params.threshold_mv,
             mark_step=None if first is None else max(first["step_in_trial"], 0),
             title=(f"output neuron {i}, trial {k}: " +
                    ("identical" if first is None else
@@ -222,6 +222,13 @@ def compare_backends(backends: Sequence[str], params, inputs, targets, *, seed: 
         result["plot"] = "compare.png"
     atomic_write_json(out_dir / "compare.json", result)
     return result
+
+
+def _trial_targets(rec: RunRecord, params, k: int) -> np.ndarray:
+    """The targets of trial ``k``: the record's, unless the task draws a new stimulus per trial."""
+    from spikeloop.host.xor import hil_hooks
+    hooks = hil_hooks(rec.manifest.get("task"), params)
+    return rec.targets if hooks is None else hooks.trial(k)[1]
 
 
 def _replay_u(backend: str, params, rec: RunRecord, k: int, opener) -> np.ndarray:

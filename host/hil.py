@@ -226,8 +226,16 @@ class _Run:
         self.tol_ms = float(o["tol_ms"])
         self.plots, self.on_trial = plots, on_trial
         self.show = progress == "force" or (progress is True and sys.stderr.isatty())
-        self.scorer = TrialScorer(params, record.targets[None], self.tol_ms)
-        self.filt = HostErrorFilter(params) if self.error_mode == "host" else None
+        # a task whose stimulus changes every trial (XOR) brings its own stimulus, host error
+        # rule, scorer and figures; the others loop the recorded stimulus
+        from spikeloop.host.xor import hil_hooks
+        self.hooks = hil_hooks(m.get("task"), params)
+        if self.hooks is not None:
+            self.scorer = self.hooks.scorer()
+            self.filt = self.hooks.error_filter()
+        else:
+            self.scorer = TrialScorer(params, record.targets[None], self.tol_ms)
+            self.filt = HostErrorFilter(params) if self.error_mode == "host" else None
         self.r0_q = params.r0_q
         self.wall_before = 0.0
         self.t0 = time.perf_counter()
@@ -241,6 +249,8 @@ class _Run:
 
     def run_trial(self, k: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
         b, x, y, T = self.board, self.rec.inputs, self.rec.targets, self.T
+        if self.hooks is not None:
+            x, y = self.hooks.trial(k)
         traced = self.traced(k)
         outputs = np.zeros((T, self.p.n_out), bool)
         errors = np.zeros((T, self.p.n_out), np.int64) if self.filt is not None else None
@@ -296,6 +306,12 @@ class _Run:
         done = self.scorer.trials_done
         if not done or not self.plots:
             return
+        if self.hooks is not None:
+            m = self.rec.manifest
+            self.hooks.write_figures(self.rec.path, self.scorer, self.rec.read_trial(done - 1)["outputs"],
+                                     done - 1, f"{m['task']['name']}: {m['backend']} backend (host in "
+                                               f"the loop), {done} trials")
+            return
         u_one = self.p.formats["u"].one
 
         def pick(k):
@@ -328,11 +344,14 @@ class _Run:
         if not end and el - self._last_shown < 0.25:
             return
         self._last_shown = el
-        rel = self.scorer.hist["rel_cost"][-1][0] if done else None
+        if hasattr(self.scorer, "progress_text"):
+            score = self.scorer.progress_text()
+        else:
+            rel = self.scorer.hist["rel_cost"][-1][0] if done else None
+            score = f"rel. cost {'-' if rel is None else f'{rel:.3g}'}"
         start = self._start
         eta = el / (done - start) * (self.trials - done) if done > start else 0.0
-        sys.stderr.write("\r" + (f"trial {done}/{self.trials}  rel. cost "
-                                 f"{'-' if rel is None else f'{rel:.3g}'}  elapsed {fmt_time(el)}  "
+        sys.stderr.write("\r" + (f"trial {done}/{self.trials}  {score}  elapsed {fmt_time(el)}  "
                                  f"ETA {fmt_time(eta)}").ljust(79) + ("\n" if end else ""))
         sys.stderr.flush()
 

@@ -402,6 +402,9 @@ def trial_text(trial_steps: int, chunk_steps: int) -> str:
 
 def summary_paragraph(m: dict) -> str:
     """A paragraph saying what a run (metrics.json ``m``, in-process or HIL) trained and how it did."""
+    if (m.get("task") or {}).get("name") == "xor":         # scored by accuracy, not by cost
+        from spikeloop.host.xor import summary_paragraph as xor_paragraph
+        return xor_paragraph(m)
     s, p, task = m["summary"], m["params"], m.get("task") or {}
     what = (f"Fig. 2 task: {task['n_in']} inputs at {task['rate_hz']:g} Hz, one output, "
             f"{task['n_target_spikes']} target spikes in {task['duration_ms']:g} ms; "
