@@ -30,7 +30,9 @@ seeded, holds out ``test_fraction`` of each class.
 
 Files written into ``out``: ``metrics.json`` (per-epoch train and test accuracy per seed, the
 task and its encoder, the summary), ``params.json``, ``confusion.csv`` and ``confusion.png``
-(the last test pass, summed over the seeds), ``learning_curve.png`` (accuracy per epoch).
+(the last test pass, summed over the seeds), ``learning_curve.png`` (accuracy per epoch),
+``weights.npz`` (the trained weights, ``hid.w``/``out.w`` shaped (seeds, n_post, n_pre): integer
+words of the 'w' format, mV on the float backend).
 """
 
 from __future__ import annotations
@@ -524,9 +526,12 @@ def train_classifier(params: Params, task: dict, *, seeds: Sequence[int], epochs
             sys.stderr.flush()
 
     if board:
-        last_pred = _train_board(params, task, seeds, epochs, board_opener, hist, note)
+        last_pred, weights = _train_board(params, task, seeds, epochs, board_opener, hist, note)
     else:
-        last_pred = _train_in_process(params, task, seeds, epochs, backend, hist, note)
+        last_pred, weights = _train_in_process(params, task, seeds, epochs, backend, hist, note)
+    layer_names = ("hid.w", "out.w") if params.n_hidden else ("out.w",)
+    np.savez_compressed(out_dir / "weights.npz", seeds=np.array(seeds),
+                        **dict(zip(layer_names, weights)))
     if show:
         sys.stderr.write("\n")
     wall = time.perf_counter() - t0
@@ -538,7 +543,7 @@ def train_classifier(params: Params, task: dict, *, seeds: Sequence[int], epochs
                    train_acc_mean=round(float(np.mean(hist["train_acc"][-1])), 4),
                    train_acc_sd=round(float(np.std(hist["train_acc"][-1])), 4),
                    chance=round(1.0 / C, 4), wall_time_s=round(wall, 2))
-    files = ["metrics.json", "params.json", "confusion.csv"]
+    files = ["metrics.json", "params.json", "weights.npz", "confusion.csv"]
     if plots:
         _plot_confusion(out_dir / "confusion.png", conf, task["names"],
                         f"{task['task']['name']}: {backend}, {len(seeds)} seed(s), epoch {epochs}")
@@ -583,7 +588,7 @@ def _train_in_process(params, task, seeds, epochs, backend, hist, note):
         hist["train_acc"].append([round(float(c) / len(tr), 4) for c in correct])
         pred = test()
         note(f"epoch {ep + 1}/{epochs}  test accuracy {np.mean(hist['test_acc'][-1]):.3f}")
-    return pred
+    return pred, [np.asarray(w) for w in _weights_of(model, backend, params)[0]]
 
 
 def _train_board(params, task, seeds, epochs, board_opener, hist, note):
@@ -591,7 +596,8 @@ def _train_board(params, task, seeds, epochs, board_opener, hist, note):
     from spikeloop.sim.golden import init_weights
     x, labels, y = task["inputs"], task["labels"], task["targets"]
     tr, te = np.asarray(task["train"]), np.asarray(task["test"])
-    per_seed_train, per_seed_test, preds = [], [], []
+    per_seed_train, per_seed_test, preds, weights = [], [], [], []
+    names = ("hid.w", "out.w") if params.n_hidden else ("out.w",)
     sample_reset = protocol.ResetMask.DYNAMICS | protocol.ResetMask.COUNTERS
     with board_opener(params) as b:
         keep = [s for s in ("hid.el", "hid.elf", "hid.q", "out.el", "out.elf", "out.q")
@@ -631,11 +637,13 @@ def _train_board(params, task, seeds, epochs, board_opener, hist, note):
             per_seed_train.append(trains)
             per_seed_test.append(tests)
             preds.append(pred)
+            weights.append([np.asarray(b.read_mem(n), np.int64).reshape(n_post, n_pre)
+                            for n, (n_pre, n_post) in zip(names, params.layers)])
     for ep in range(epochs + 1):
         hist["test_acc"].append([round(t[ep], 4) for t in per_seed_test])
         if ep < epochs:
             hist["train_acc"].append([round(t[ep], 4) for t in per_seed_train])
-    return preds
+    return preds, [np.stack(ws) for ws in zip(*weights)]
 
 
 # --------------------------------------------------------------------------- figures
