@@ -67,7 +67,7 @@ NONE = -1
 BRAILLE_DEFAULTS: dict = {
     "data": "../shared/data/braille/braille_taxels.npz",   # relative to the current directory
     # encoder: sigma-delta ON/OFF per taxel on the pressure 255 - reading
-    "threshold": 4,          # taxel units per event
+    "threshold": 2,          # taxel units per event
     "frame_steps": 2,        # time steps per recorded frame (77 frames -> 154 steps)
     # split: repetitions below train_reps train, the rest test; --validate: below val_reps
     # train, val_reps..train_reps-1 score
@@ -77,7 +77,8 @@ BRAILLE_DEFAULTS: dict = {
     "target_start": 10,
     "target_period": 10,
     "n_hidden": 64,
-    "params": {"feedback": "symmetric", "r0_mv": 0.05, "w_init_std_mv": 2.0},
+    # sparse input: weights start wide (hidden neurons fire) and may grow to 30 mV (ϑ = 10 mV)
+    "params": {"feedback": "symmetric", "r0_mv": 0.2, "w_init_std_mv": 6.0, "w_max_mv": 30.0},
     "epochs": 5,
     "seeds": 3,
 }
@@ -97,8 +98,9 @@ RANDMAN_DEFAULTS: dict = {
     "target_start": 10,
     "target_period": 8,
     "n_hidden": 64,
-    "params": {"feedback": "symmetric", "r0_mv": 0.05, "w_init_std_mv": 2.0},
-    "epochs": 10,
+    # one spike per input: weights start wider still (see docs/learning.md)
+    "params": {"feedback": "symmetric", "r0_mv": 0.2, "w_init_std_mv": 10.0, "w_max_mv": 30.0},
+    "epochs": 8,
     "seeds": 3,
 }
 
