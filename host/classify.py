@@ -674,7 +674,7 @@ def _plot_confusion(path, m: np.ndarray, names, title: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     n = len(names)
-    fig = Figure(figsize=(1.5 + 0.28 * (n + 1), 1.2 + 0.26 * n))
+    fig = Figure(figsize=(max(5.0, 1.5 + 0.28 * (n + 1)), max(4.0, 1.2 + 0.26 * n)))
     ax = fig.add_subplot()
     rows = m.sum(axis=1, keepdims=True)
     im = ax.imshow(m / np.maximum(rows, 1), cmap="viridis", vmin=0, vmax=1)
