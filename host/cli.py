@@ -11,6 +11,7 @@ Usage::
     spikeloop train pattern [--word TEXT] [--hidden NH] [--feedback MODE] [--input-seed S] ...
     spikeloop train fig4 [--feedback MODE ...] [--seeds K] [--trials N] [--out DIR] ...
     spikeloop train xor [--configs NAME ...|all] [--hidden NH] [--feedback MODE] [--regulariser] ...
+    spikeloop train braille|randman [--backend B] [--seeds K] [--epochs N] [--out DIR] ...
     spikeloop train --resume DIR
     spikeloop compare --backends rtl,board-model [--task fig2|pattern|xor] [task options] [--neuron I]
     spikeloop compare --backends rtl,board-model --input IN.ras --target TGT.ras [--config FILE]
@@ -384,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(q, "fig4", network=False)
     q.set_defaults(func=_cmd_fig4, task_name="fig4")
     _add_xor_parser(tsub)
+    _add_classify_parsers(tsub)
 
     p = sub.add_parser(
         "compare", help="the same HIL run on two backends: where do they first diverge?",
@@ -1258,6 +1260,125 @@ def _xor_board(args, backend, params, task, seed, trials, r0_drop, out, progress
                              record_every=10 if args.checkpoint_every is None else args.checkpoint_every,
                              task=task, progress=progress)
     return _run_board(out, go)
+
+
+# --------------------------------------------------------------------------- classification
+
+def _add_classify_parsers(tsub) -> None:
+    """``train braille`` and ``train randman`` (spikeloop.host.classify; defaults there)."""
+    from spikeloop.host.classify import BRAILLE_DEFAULTS as B, BRAILLE_ENV, RANDMAN_DEFAULTS as R
+    for name, d, text in (
+            ("braille", B, "classify the tactile Braille letters (27 classes), sigma-delta encoded"),
+            ("randman", R, "classify seeded random-manifold spike patterns")):
+        q = tsub.add_parser(
+            name, prog=f"{PROG} train {name}", help=text,
+            description=f"{text[0].upper()}{text[1:]}: one sample per weight update, the state "
+                        f"reset before each, shuffled per epoch; the correct class's output gets "
+                        f"target spikes, the others none. Test accuracy with learning off after "
+                        f"every epoch. Writes metrics.json, params.json, confusion.csv, "
+                        f"confusion.png and learning_curve.png into --out. Defaults: "
+                        f"spikeloop.host.classify.{name.upper()}_DEFAULTS.",
+            argument_default=argparse.SUPPRESS)
+        t = q.add_argument_group("task")
+        if name == "braille":
+            t.add_argument("--data", type=Path, metavar="FILE",
+                           help=f"braille_taxels.npz (default: ${BRAILLE_ENV}, else {B['data']} "
+                                f"relative to the current directory)")
+            t.add_argument("--threshold", type=_positive_float, metavar="U",
+                           help=f"sigma-delta step in taxel units (default {B['threshold']:g})")
+            t.add_argument("--frame-steps", type=_positive_int, metavar="N",
+                           help=f"time steps per recorded frame (default {B['frame_steps']})")
+        else:
+            t.add_argument("--data-seed", type=_non_negative_int, metavar="S",
+                           help=f"seed of the manifolds, the samples and the split "
+                                f"(default {R['data_seed']})")
+            for opt, key in (("--n-in", "n_in"), ("--classes", "classes"), ("--dim", "dim"),
+                             ("--samples-per-class", "samples_per_class")):
+                t.add_argument(opt, type=_positive_int, metavar="N", help=f"default {R[key]}")
+        t.add_argument("--validate", action="store_true",
+                       help="score a validation part of the training set instead of the test set "
+                            "(for tuning)")
+        t.add_argument("--train-per-class", type=_positive_int, metavar="N",
+                       help="use only the first N training samples of each class (short runs)")
+        t.add_argument("--test-per-class", type=_positive_int, metavar="N",
+                       help="score only the first N test samples of each class (short runs)")
+        g = q.add_argument_group("training")
+        g.add_argument("--epochs", type=_positive_int, metavar="N",
+                       help=f"passes over the training set (default {d['epochs']})")
+        g.add_argument("--seed", type=_non_negative_int, metavar="S", help="first seed (default 0)")
+        g.add_argument("--seeds", type=_positive_int, metavar="K",
+                       help=f"networks S..S+K-1 (default {d['seeds']}; batched in-process, one "
+                            f"after another on a board)")
+        g.add_argument("--backend", type=_backend, metavar="BACKEND",
+                       help="model (default), float, rtl, board-model or serial:PORT")
+        g.add_argument("--out", type=Path, metavar="DIR",
+                       help=f"output directory (default ./spikeloop-{name})")
+        g.add_argument("--progress", choices=("auto", "always", "never"),
+                       help="progress line on stderr (default auto)")
+        n = q.add_argument_group("network")
+        n.add_argument("--hidden", type=_positive_int, metavar="N",
+                       help=f"hidden neurons (default {d['n_hidden']})")
+        n.add_argument("--feedback", choices=FEEDBACK_MODES,
+                       help=f"default {d['params']['feedback']}")
+        n.add_argument("--r0-mv", type=_positive_float, metavar="MV",
+                       help=f"RMaxProp step (default {d['params']['r0_mv']:g})")
+        q.set_defaults(func=_cmd_classify, task_name=name)
+
+
+def _cmd_classify(args) -> int:
+    """``train braille`` / ``train randman``."""
+    from spikeloop.host import classify as C
+    task_name = args.task_name
+    # options of plain 'train' that mean nothing here (given before the task's name)
+    foreign = [f"--{o.replace('_', '-')}" for o in ("trials", "input", "target", "r0_drop", "config",
+                                                    "resume", "error_mode", "feedback_latency")
+               if getattr(args, o, None) not in (None, False)]
+    if foreign:
+        raise UsageError(f"{', '.join(foreign)} do{'es' if len(foreign) == 1 else ''} not apply to "
+                         f"'train {task_name}' (it trains for --epochs with target errors)")
+    get = lambda k, default=None: getattr(args, k, None) if getattr(args, k, None) is not None else default  # noqa: E731
+    d = C.BRAILLE_DEFAULTS if task_name == "braille" else C.RANDMAN_DEFAULTS
+    common = dict(validate=get("validate", False), train_per_class=get("train_per_class"),
+                  test_per_class=get("test_per_class"))
+    if task_name == "braille":
+        task = C.make_braille_task(get("data"), threshold=get("threshold"),
+                                   frame_steps=get("frame_steps"), **common)
+    else:
+        task = C.make_randman_task(data_seed=get("data_seed"), n_in=get("n_in"),
+                                   classes=get("classes"), dim=get("dim"),
+                                   samples_per_class=get("samples_per_class"), **common)
+    changes = {k: v for k, v in (("n_hidden", get("hidden")), ("feedback", get("feedback")),
+                                 ("r0_mv", get("r0_mv"))) if v is not None}
+    x = task["inputs"]
+    params = C.classify_params(d, x.shape[2], task["targets"].shape[2], x.shape[1], **changes)
+    backend = get("backend", "model")
+    seed, n = get("seed", 0), get("seeds", d["seeds"])
+    out = get("out", Path(f"spikeloop-{task_name}"))
+    epochs = get("epochs", d["epochs"])
+    from spikeloop.host.backends import is_board_backend
+    opener = None
+    if is_board_backend(backend):
+        from spikeloop.host.hil import open_board
+        opener = lambda p: open_board(backend, p)  # noqa: E731
+    info = task["task"]
+    print(f"{task_name}: {n} network(s) (seeds {seed}..{seed + n - 1}) on the {backend} backend, "
+          f"{epochs} epoch(s) of {info['n_train']} samples, {info['n_test']} scored; "
+          f"{params.n_in}-{params.n_hidden}-{params.n_out}, {info['steps']} steps per sample "
+          f"-> {out}", file=sys.stderr)
+    from spikeloop.host.board import DriverError
+    try:
+        m = C.train_classifier(params, task, seeds=range(seed, seed + n), epochs=epochs,
+                               backend=backend, out_dir=out, progress=_progress(get("progress")),
+                               board_opener=opener)
+    except (DriverError, OSError) as e:
+        raise UsageError(f"the {backend} backend failed: {e}") from None
+    s = m["summary"]
+    what = "validation" if info["validate"] else "test"
+    print(f"{what} accuracy after {epochs} epoch(s): {s['test_acc_mean']:.3f} ± "
+          f"{s['test_acc_sd']:.3f} (mean ± sd over {s['n_seeds']} seed(s); chance "
+          f"{s['chance']:.3f}); train (online) {s['train_acc_mean']:.3f}; {s['wall_time_s']:.0f} s")
+    print(f"results in {out}/ ({', '.join(m['files'])})")
+    return 0
 
 
 def _fig2_from_args(args, seed: int):
