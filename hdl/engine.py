@@ -42,6 +42,12 @@ _COUNTERS = ("FRAMES_OK", "CRC_ERRORS", "FRAMING_ERRORS", "LENGTH_ERRORS", "RESY
              "NAKS_SENT", "DUPLICATES", "UART_OVERRUNS", "CHUNK_COUNT")
 
 
+def _shape(s: SpaceMap) -> tuple:
+    """What the access port's field logic of space ``s`` depends on: field offset, width, words
+    per access word (log2), signedness, protocol word bytes and the bits a written word may use."""
+    return (s.off0, s.bits, s.sh, s.signed, s.fmt.nbytes, s.check_bits)
+
+
 class _Op(enum.IntEnum):
     NONE = 0
     IDENT = 1
@@ -361,12 +367,16 @@ class _Build:
         m = self.m
         self.SP = SP = self.eng.spaces
         d_c, d_ok_c = Signal(range(max(2, len(SP)))), Signal()
+        #: the field shapes of the spaces: spaces of one shape share the access port's logic
+        self.shapes = shapes = sorted({_shape(s) for s in SP})
+        k_c = Signal(range(max(2, len(shapes))))
         with m.Switch(self.sid):
             for i, s in enumerate(SP):
                 with m.Case(s.id):
-                    m.d.comb += [d_c.eq(i), d_ok_c.eq(1)]
+                    m.d.comb += [d_c.eq(i), d_ok_c.eq(1), k_c.eq(shapes.index(_shape(s)))]
         self.d = d = self.registered(d_c, len(d_c), "space")
         self.d_ok = self.registered(d_ok_c, 1, "space_ok")
+        self.dk = self.registered(k_c, len(k_c), "shape")
         maxdep = max(s.depth for s in SP)
         col = Signal(range(maxdep + 1))     # column of the current word
         cv = Signal(range(max(s.R * s.cstride for s in SP) + 1))   # column · cstride
@@ -385,44 +395,46 @@ class _Build:
 
     def access_port(self):
         """The access port's address for memory words, and the field of word ``v_idx`` in the
-        access word: the read value, the word gathered for a write and inserted, its range check."""
-        m, SP, d, v_idx, word = self.m, self.SP, self.d, self.v_idx, self.word
+        access word: the read value, the word gathered for a write and inserted, its range check.
+        Built once per field shape (``_shape``), not per space: the UP5K build's 28 spaces have 13."""
+        m, d, dk, v_idx, word = self.m, self.d, self.dk, self.v_idx, self.word
         self.acc = acc = self.core
         self.idx_w = len(acc.acc_index)
         fld_val = Signal(48)           # field, sign- or zero-extended
         ins_word = Signal(len(acc.acc_rdata))
         new_val = Signal(48)           # the gathered word (value in the low bits)
         fits = Signal()
-        for i, s in enumerate(SP):
-            with m.If(d == i):
-                sub = v_idx[:s.sh] if s.sh else Const(0, 1)
-                off = Signal(range(len(ins_word)), name=f"off_{i}")
-                m.d.comb += off.eq(s.off0 + sub * s.bits)
-                raw = acc.acc_rdata.bit_select(off, s.bits) if s.sh else acc.acc_rdata[s.off0:s.off0 + s.bits]
-                if s.signed:
-                    m.d.comb += fld_val.eq(raw.as_signed())
-                else:
-                    m.d.comb += fld_val.eq(raw)
-                mask = Const((1 << s.bits) - 1, len(ins_word))
-                fmask = (mask << off)[:len(ins_word)] if s.sh else Const(s.field_mask(), len(ins_word))
-                val = (new_val[:s.bits] << off)[:len(ins_word)] if s.sh else \
-                    (new_val[:s.bits] << s.off0)[:len(ins_word)]
-                m.d.comb += ins_word.eq((acc.acc_rdata & ~fmask) | val)
-                nb8 = 8 * s.fmt.nbytes
-                v = word[48 - nb8:48]
-                m.d.comb += new_val.eq(v)
-                b = s.check_bits
-                if b >= nb8:
-                    m.d.comb += fits.eq(1)
-                elif s.fmt.signed:
-                    top = v[b - 1:nb8]
-                    m.d.comb += fits.eq((top == 0) | (top == (1 << (nb8 - b + 1)) - 1))
-                else:
-                    m.d.comb += fits.eq(v[b:nb8] == 0)
+        acc_index = Signal(self.idx_w)
+        with m.Switch(dk):
+            for k, (off0, bits, sh, signed, nbytes, check_bits) in enumerate(self.shapes):
+                with m.Case(k):
+                    sub = v_idx[:sh] if sh else Const(0, 1)
+                    off = Signal(range(len(ins_word)), name=f"off_{k}")
+                    m.d.comb += off.eq(off0 + sub * bits)
+                    raw = acc.acc_rdata.bit_select(off, bits) if sh else acc.acc_rdata[off0:off0 + bits]
+                    m.d.comb += fld_val.eq(raw.as_signed() if signed else raw)
+                    mask = Const((1 << bits) - 1, len(ins_word))
+                    fmask = (mask << off)[:len(ins_word)] if sh else Const(mask.value << off0, len(ins_word))
+                    val = (new_val[:bits] << off)[:len(ins_word)] if sh else \
+                        (new_val[:bits] << off0)[:len(ins_word)]
+                    m.d.comb += ins_word.eq((acc.acc_rdata & ~fmask) | val)
+                    nb8 = 8 * nbytes
+                    v = word[48 - nb8:48]
+                    m.d.comb += [new_val.eq(v), acc_index.eq(v_idx >> sh)]
+                    b = check_bits
+                    if b >= nb8:
+                        m.d.comb += fits.eq(1)
+                    elif signed:
+                        top = v[b - 1:nb8]
+                        m.d.comb += fits.eq((top == 0) | (top == (1 << (nb8 - b + 1)) - 1))
+                    else:
+                        m.d.comb += fits.eq(v[b:nb8] == 0)
         with m.If(self.d_ok):
-            for i, s in enumerate(SP):
-                with m.If(d == i):
-                    m.d.comb += acc.acc_index.eq(v_idx >> s.sh), acc.acc_space.eq(s.acc_space)
+            m.d.comb += acc.acc_index.eq(acc_index)
+            with m.Switch(d):
+                for i, s in enumerate(self.SP):
+                    with m.Case(i):
+                        m.d.comb += acc.acc_space.eq(s.acc_space)
         self.fld_val, self.ins_word, self.new_val, self.fits = fld_val, ins_word, new_val, fits
 
     def reset_jobs(self):
