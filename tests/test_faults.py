@@ -65,11 +65,13 @@ def test_faulty_read_never_fakes_a_timeout():
 
 
 # ---------------------------------------------------------------------- end to end through faults
-def training(board: Board, p: Params, T: int):
-    ws, _ = init_weights(p, [7])
+def training(board: Board, p: Params, T: int, init: Params | None = None, rate: float = 0.2):
+    """T + 60 steps with an R0 write between; ``init``: the parameters to draw the weights from
+    (default ``p``), ``rate``: input spike probability per step."""
+    ws, _ = init_weights(init or p, [7])
     board.load_weights([ws[0][0]])
     rng = np.random.default_rng(11)
-    x, y = rng.random((T, p.n_in)) < 0.2, rng.random((T, p.n_out)) < 0.05
+    x, y = rng.random((T, p.n_in)) < rate, rng.random((T, p.n_out)) < 0.05
     out = board.run(x, y)
     board.write_reg("R0", p.r0_q // 2)                      # a register write mid-run
     out2 = board.run(x[:60], y[:60])

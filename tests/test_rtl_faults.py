@@ -19,9 +19,7 @@ from spikeloop.host.transport import FaultyTransport
 from spikeloop.host.virtual_board import ModelTransport, VirtualBoard
 from spikeloop.protocol import Command, FrameDecoder
 
-from spikeloop.sim.golden import init_weights
-
-from test_faults import _corrupt
+from test_faults import _corrupt, training as faults_training
 
 pytestmark = pytest.mark.slow
 
@@ -42,14 +40,8 @@ def rtl(soc):
 
 def training(board: Board, p, T: int):
     """test_faults.training with weights large enough for the 8 x 3 network to spike."""
-    ws, _ = init_weights(p.replace(w_init_mean_mv=2.0, w_init_std_mv=3.0), [7])
-    board.load_weights([ws[0][0]])
-    rng = np.random.default_rng(11)
-    x, y = rng.random((T, p.n_in)) < 0.3, rng.random((T, p.n_out)) < 0.05
-    out = board.run(x, y)
-    board.write_reg("R0", p.r0_q // 2)                      # a register write mid-run
-    out2 = board.run(x[:60], y[:60])
-    return np.concatenate([out, out2]), board.state(), board.read_reg("STEP_COUNT", 4)
+    return faults_training(board, p, T, init=p.replace(w_init_mean_mv=2.0, w_init_std_mv=3.0),
+                           rate=0.3)
 
 
 def _fresh(board: Board) -> None:
