@@ -383,3 +383,10 @@ def test_build_tangnano9k_preset(tmp_path, capsys):
     assert rep["utilisation"]["BSRAM"]["used"] <= 26
     assert (rep["network"], rep["synapses"], rep["timing_met"]) == ("64x32x32", 3072, True)
     assert rep["bitstream"] == "build/top.fs" and (tmp_path / "b" / "build" / "top.fs").exists()
+
+
+def test_block_estimate_matches_the_16_lane_85f_build():
+    """configs/ulx3s-85f-256x64x256.toml at 16 lanes: nextpnr placed 208 of 208 DP16KD."""
+    core = CoreConfig.for_lanes(Params.load(CONFIGS / "ulx3s-85f-256x64x256.toml"), 16)
+    assert check_resources(BOARDS["ulx3s-85f"].soc_config(core, 40_000_000),
+                           BOARDS["ulx3s-85f"])["bram_blocks"] == 208
