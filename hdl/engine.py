@@ -30,10 +30,12 @@ from .spacemap import SpaceMap, space_maps
 __all__ = ["ProtocolEngine", "SpaceMap", "space_maps", "crc16_step"]
 
 #: Reply buffer slot for replies that are not cached (link NAKs, BAD_SEQUENCE, bare duplicate ACKs):
-#: header 4 + payload ≤ 2 + CRC 2.
-SMALL_SLOT = 8
-#: Bytes EMIT can send from the header registers: cmd, seq, length (4) and the 6-byte head.
-_SR_BYTES = 10
+#: header 6 + payload ≤ 2 + CRC 2.
+SMALL_SLOT = 10
+#: The reply header: cmd, seq, length, session.
+_H = pr.HEADER_SIZE
+#: Bytes EMIT can send from the header registers: the header and the 6-byte head.
+_SR_BYTES = _H + 6
 _ANON = "$signal"   # the name Amaranth gives a signal whose variable it cannot trace
 #: Bit of the RESET_STATE mask byte of each class.
 _RBIT = {c: c.bit_length() - 1 for c in pr.ResetMask}
@@ -121,7 +123,8 @@ class ProtocolEngine(wiring.Component):
         self.amap = c.map
         self.spaces = space_maps(c)
         self.max_steps = config.max_steps
-        self.ident = pr.pack_identify(config.identity)
+        # the identity ROM: the reply after its session head (nonce, session), which EMIT sends
+        self.ident = pr.pack_identify(config.identity)[pr.SESSION_HEAD.size:]
         self.second = "tgt" if c.params.error_source is ErrorSource.TARGET else "err"
 
     def elaborate(self, platform):
@@ -226,7 +229,8 @@ class _Build:
         self.core = eng.core
         self.BUF = eng.max_payload + pr.HEADER_SIZE + pr.CRC_SIZE
         # the IDENTIFY reply may be longer than max_payload (it is not a request buffer)
-        self.RMAIN = RMAIN = max(eng.max_payload, len(eng.ident)) + pr.HEADER_SIZE + pr.CRC_SIZE
+        self.RMAIN = RMAIN = (max(eng.max_payload, pr.SESSION_HEAD.size + len(eng.ident))
+                              + pr.HEADER_SIZE + pr.CRC_SIZE)
         self.RDEPTH = RMAIN + SMALL_SLOT
         self.n_in_b, self.n_out_b = n_in_b, n_out_b = pr.bitmap_bytes(p.n_in), pr.bitmap_bytes(p.n_out)
         if eng.second == "tgt":
@@ -280,6 +284,7 @@ class _Build:
         m, RDEPTH = self.m, self.RDEPTH
         self.rx_ = rx_ = FrameReceiver(m, self.BUF)
         self.cmd, self.seq, self.length, self.hb = rx_.cmd, rx_.seq, rx_.length, rx_.hb
+        self.session = rx_.session
         hb = rx_.hb
 
         have_last, last_seq, last_cmd = Signal(), Signal(8), Signal(8)
@@ -288,6 +293,7 @@ class _Build:
         # builders, so that the generated Verilog (and Verilator's cache key) is unchanged.
         r_cmd, r_len = Signal(8), Signal(16, name=_ANON)
         r_head, r_head_n = Signal(48), Signal(range(7), name=_ANON)
+        r_sess = Signal(16)              # the reply's session field: the request's (0: link reject)
         r_main, op = Signal(), Signal(_Op, name=_ANON)
         forget_after = Signal()
         wptr = Signal(range(RDEPTH + 1))
@@ -314,7 +320,7 @@ class _Build:
         vars(self).update(
             have_last=have_last, last_seq=last_seq, last_cmd=last_cmd, cached_len=cached_len,
             cached_nak=cached_nak, r_cmd=r_cmd, r_len=r_len, r_head=r_head, r_head_n=r_head_n,
-            r_main=r_main, op=op, forget_after=forget_after, wptr=wptr, rbase=rbase, tcrc=tcrc,
+            r_main=r_main, op=op, r_sess=r_sess, forget_after=forget_after, wptr=wptr, rbase=rbase, tcrc=tcrc,
             e_i=e_i, e_end=e_end, ret=ret, tx_go=tx_go, tx_base=tx_base, tx_len=tx_len,
             tx_idle=tx_idle, emit_en=emit_en, emit_data=emit_data, word=word, bi=bi, nleft=nleft,
             idx2=idx2)
@@ -502,7 +508,6 @@ class _Build:
         requests = [c.value for c in pr.Command if c.is_request]
         self.cmd_ok = reg((cmd >= min(requests)) & (cmd <= max(requests)), 1, "cmd_ok")
         self.is_w = is_w = cmd == pr.Command.WRITE_MEM
-        self.bad_len0 = reg(length != 0, 1, "bad_len0")
         self.bad_len4 = reg(length != 4, 1, "bad_len4")
         self.bad_wreg_len = reg((length < 4) | (length != Cat(Const(0, 2), reg_count) + 4), 1,
                                 "bad_wreg_len")
@@ -518,6 +523,30 @@ class _Build:
         link_reason = Signal(8)
         link_nak = Signal()
         self.link_reason, self.link_nak = link_reason, link_nak
+        self.session_verdicts()
+
+    def session_verdicts(self):
+        """The session registers and IDENTIFY's verdicts (``protocol.SessionState``)."""
+        m, reg, hb, length = self.m, self.registered, self.hb, self.length
+        F = pr.IdentifyFlags
+        self.sess = sess = Signal(16)             # the open session (0: none)
+        self.sess_nonce = nonce_r = Signal(32)    # the nonce that opened it
+        self.sess_opened = opened = Signal(16)    # sessions opened since reset, mod 2^16
+        empty = length == 0
+        flags = Mux(empty, 0, hb[0])
+        nonce = Mux(empty, 0, Cat(hb[1], hb[2], hb[3], hb[4]))
+        self.id_badlen = reg(~empty & (length != pr.IDENTIFY_REQ.size), 1, "id_badlen")
+        self.id_badflags = reg(~((flags == 0) | (flags == F.OPEN) | (flags == F.OPEN | F.TAKEOVER)
+                                 | (flags == F.CLOSE)), 1, "id_badflags")
+        self.id_open, self.id_close = reg(flags[0], 1, "id_open"), reg(flags[2], 1, "id_close")
+        self.id_nonce = reg(nonce, 32, "id_nonce")
+        self.id_same = reg((sess != 0) & (nonce == nonce_r), 1, "id_same")
+        self.id_in_use = reg((sess != 0) & ~flags[1], 1, "id_in_use")
+        c1, c2 = Signal(16), Signal(16)
+        m.d.comb += [c1.eq(opened + 1), c2.eq(opened + 2)]
+        new_c = Mux((nonce[:16] ^ c1) == 0, c2, c1)       # protocol.session_for: never 0
+        self.id_new_c = reg(new_c, 16, "id_new_c")
+        self.id_new_s = reg(nonce[:16] ^ new_c, 16, "id_new_s")
 
     # ================================================================ states
     def st_receive(self):
@@ -539,6 +568,8 @@ class _Build:
                     self.nak(self.link_reason, 0, Const(0xFF, 8))
                 with m.Elif(self.length > self.eng.max_payload):
                     self.nak(pr.Nak.BAD_LENGTH, 0)
+                with m.Elif((cmd != pr.Command.IDENTIFY) & (self.session != self.sess)):
+                    self.nak(pr.Nak.BAD_SESSION, 0)
                 with m.Elif(self.seq_new):
                     with m.If(~self.cmd_ok):
                         self.nak(pr.Nak.BAD_COMMAND, 1)
@@ -568,11 +599,7 @@ class _Build:
         with m.State("VALIDATE"):
             with m.Switch(self.cmd):
                 with m.Case(pr.Command.IDENTIFY):
-                    with m.If(self.bad_len0):
-                        nak(pr.Nak.BAD_LENGTH, 0)
-                    with m.Else():
-                        m.d.comb += self.iptr_nx.eq(0)
-                        self.reply(1, pr.Command.ACK, len(self.eng.ident), (), _Op.IDENT)
+                    self.identify()
                 with m.Case(pr.Command.READ_REG):
                     with m.If(self.bad_len4):
                         nak(pr.Nak.BAD_LENGTH, 0)
@@ -592,7 +619,7 @@ class _Build:
                         nak(pr.Nak.BAD_VALUE, 1)
                     with m.Else():
                         m.d.sync += [self.idx2.eq(self.reg_addr), self.nleft.eq(self.reg_count)]
-                        m.d.comb += self.rptr_nx.eq(8)
+                        m.d.comb += self.rptr_nx.eq(_H + 4)
                         m.next = "WREG_CHK"
                 with m.Case(pr.Command.READ_MEM, pr.Command.WRITE_MEM):
                     with m.If(self.mem_short):
@@ -611,7 +638,7 @@ class _Build:
                         for i, s in enumerate(self.SP):
                             with m.If(self.d == i):
                                 m.d.sync += self.rowb.eq(s.base)
-                        m.d.comb += self.rptr_nx.eq(11)
+                        m.d.comb += self.rptr_nx.eq(_H + 7)
                         with m.If(self.is_w):
                             m.next = "WMEM_CHK"
                         with m.Else():
@@ -624,7 +651,7 @@ class _Build:
                     with m.Else():
                         sc = self.run_sc
                         m.d.sync += self.nleft.eq(self.run_k)
-                        m.d.comb += self.rptr_nx.eq(6)
+                        m.d.comb += self.rptr_nx.eq(_H + 2)
                         self.reply(1, pr.Command.ACK, self.run_rlen,
                                    (sc[0:8], sc[8:16], sc[16:24], sc[24:32], hb[0], hb[1]), _Op.RUN)
                 with m.Case(pr.Command.RESET_STATE):
@@ -635,6 +662,31 @@ class _Build:
                     with m.Else():
                         m.d.sync += [self.job.eq(0), self.idx2.eq(0)]
                         m.next = "RS_JOB"
+
+    def identify(self):
+        """IDENTIFY: the session rule (a refused one changes nothing), then the identity."""
+        m, nak, sess = self.m, self.nak, self.sess
+        with m.If(self.id_badlen):
+            nak(pr.Nak.BAD_LENGTH, 0)
+        with m.Elif(self.id_badflags):
+            nak(pr.Nak.BAD_VALUE, 0)
+        with m.Elif(self.id_open & ~self.id_same & self.id_in_use):
+            nak(pr.Nak.IN_USE, 0)
+        with m.Elif(~self.id_open & (self.session != sess)):
+            nak(pr.Nak.BAD_SESSION, 0)
+        with m.Else():
+            fresh = self.id_open & ~self.id_same
+            after = Signal(16)
+            m.d.comb += after.eq(Mux(fresh, self.id_new_s, Mux(self.id_close, 0, sess)))
+            with m.If(fresh):
+                m.d.sync += [sess.eq(self.id_new_s), self.sess_nonce.eq(self.id_nonce),
+                             self.sess_opened.eq(self.id_new_c)]
+            with m.If(self.id_close):
+                m.d.sync += [sess.eq(0), self.sess_nonce.eq(0)]
+            m.d.comb += self.iptr_nx.eq(0)
+            n = self.id_nonce
+            self.reply(1, pr.Command.ACK, pr.SESSION_HEAD.size + len(self.eng.ident),
+                       (n[0:8], n[8:16], n[16:24], n[24:32], after[0:8], after[8:16]), _Op.IDENT)
 
     def st_write_reg(self):
         """WRITE_REG: a check pass over the values (``register_max``), then the apply pass."""
@@ -647,7 +699,7 @@ class _Build:
         with m.State("WREG_CHK"):
             with m.If(nleft == 0):
                 m.d.sync += [idx2.eq(self.reg_addr), nleft.eq(self.reg_count), bi.eq(0)]
-                m.d.comb += self.rptr_nx.eq(8)
+                m.d.comb += self.rptr_nx.eq(_H + 4)
                 m.next = "WREG_DO"
             with m.Elif(bi != 4):
                 self.gather()
@@ -703,7 +755,7 @@ class _Build:
                                 m.d.comb += val.eq(consts[r.name])
                             elif r.name == "STATUS":
                                 m.d.comb += val.eq(self.link_err << 2)
-                m.d.sync += [self.r_head.eq(val), self.e_i.eq(4), self.e_end.eq(8), self.ret.eq(_Ret.RREG)]
+                m.d.sync += [self.r_head.eq(val), self.e_i.eq(_H), self.e_end.eq(_H + 4), self.ret.eq(_Ret.RREG)]
                 m.next = "EMIT"
 
         with m.State("RREG_W"):
@@ -712,7 +764,7 @@ class _Build:
                     m.d.sync += self.r_head.eq(0)     # cleared by RESET_STATE COUNTERS
                 with m.Else():
                     m.d.sync += self.r_head.eq(acc.acc_rdata[:32])
-                m.d.sync += [self.e_i.eq(4), self.e_end.eq(8), self.ret.eq(_Ret.RREG)]
+                m.d.sync += [self.e_i.eq(_H), self.e_end.eq(_H + 4), self.ret.eq(_Ret.RREG)]
                 m.next = "EMIT"
 
     def st_memory(self):
@@ -730,7 +782,7 @@ class _Build:
                 m.d.sync += [ccnt.eq(ccnt + 1), cv.eq(cv + d_cs)]
             with m.Elif(self.cmd == pr.Command.WRITE_MEM):
                 m.d.sync += [nleft.eq(self.mcount), bi.eq(0)]
-                m.d.comb += self.rptr_nx.eq(11)
+                m.d.comb += self.rptr_nx.eq(_H + 7)
                 m.next = "WMEM_G"
             with m.Else():
                 self.reply(1, pr.Command.ACK, self.r_len, (), _Op.RMEM)
@@ -744,7 +796,7 @@ class _Build:
 
         with m.State("RMEM_W"):
             with m.If(acc.acc_rvalid):
-                m.d.sync += [self.r_head.eq(self.fld_val), self.e_i.eq(4), self.e_end.eq(d_nb + 4),
+                m.d.sync += [self.r_head.eq(self.fld_val), self.e_i.eq(_H), self.e_end.eq(d_nb + _H),
                              self.ret.eq(_Ret.RMEM), nleft.eq(nleft - 1)]
                 self.advance_word()
                 m.next = "EMIT"
@@ -950,18 +1002,19 @@ class _Build:
         with m.State("REPLY"):
             base = Mux(self.r_main, 0, self.RMAIN)
             m.d.sync += [self.wptr.eq(base), self.rbase.eq(base), tcrc.eq(pr.CRC16_INIT),
-                         e_i.eq(0), e_end.eq(self.r_head_n + 4),
+                         e_i.eq(0), e_end.eq(self.r_head_n + _H),
+                         self.r_sess.eq(Mux(self.link_nak, 0, self.session)),
                          ret.eq(_Ret.BODY)]
             with m.If(r_cmd == pr.Command.NAK):
                 sat_inc(m, self.cnt["NAKS_SENT"])
             with m.If(self.r_main):
                 m.d.sync += [self.have_last.eq(~self.forget_after), self.last_seq.eq(self.seq),
-                             self.last_cmd.eq(self.cmd), self.cached_len.eq(r_len + 6),
+                             self.last_cmd.eq(self.cmd), self.cached_len.eq(r_len + _H + pr.CRC_SIZE),
                              self.cached_nak.eq(r_cmd == pr.Command.NAK)]
             m.next = "EMIT"
 
         with m.State("EMIT"):
-            vec = Cat(r_cmd, self.seq, r_len, r_head)
+            vec = Cat(r_cmd, self.seq, r_len, self.r_sess, r_head)
             self.emit(vec.word_select(e_i, 8))
             m.d.sync += e_i.eq(e_i + 1)
             with m.If(e_i == e_end - 1):
@@ -993,13 +1046,13 @@ class _Build:
                 m.next = "TRAILER"
 
         with m.State("TRAILER"):
-            m.d.sync += [r_head.eq(Cat(tcrc[8:], tcrc[:8])), e_i.eq(4), e_end.eq(6),
+            m.d.sync += [r_head.eq(Cat(tcrc[8:], tcrc[:8])), e_i.eq(_H), e_end.eq(_H + 2),
                          ret.eq(_Ret.TRAILER)]
             m.next = "EMIT"
 
         with m.State("LAUNCH"):
             m.d.sync += self.tx_go.eq(1)
-            m.d.sync += [self.tx_base.eq(self.rbase), self.tx_len.eq(r_len + 6)]
+            m.d.sync += [self.tx_base.eq(self.rbase), self.tx_len.eq(r_len + _H + pr.CRC_SIZE)]
             m.next = "RX"
 
     def transmitter(self):

@@ -70,9 +70,9 @@ class FrameReceiver:
         The COBS decoder's state: bytes left in the block, whether its code was 0xFF.
     rcrc : Signal(16)
         The running CRC of the decoded bytes (residue 0 for an intact body).
-    cmd, seq, length, head : Signal
-        Bytes 0, 1, 2–3 and 4–10 of the decoded body, captured as they arrive; ``hb`` lists the
-        bytes of ``head``.
+    cmd, seq, length, session, head : Signal
+        Bytes 0, 1, 2–3, 4–5 and 6–12 of the decoded body, captured as they arrive; ``hb`` lists
+        the bytes of ``head`` (the first seven payload bytes).
     """
 
     def __init__(self, m, buf_depth: int):
@@ -88,6 +88,7 @@ class FrameReceiver:
         self.cmd = Signal(8)
         self.seq = Signal(8)
         self.length = Signal(16)
+        self.session = Signal(16)
         self.head = Signal(56)
         head = self.head
         self.hb = [head[8 * i:8 * i + 8] for i in range(7)]
@@ -100,8 +101,8 @@ class FrameReceiver:
         ``LENGTH_ERRORS`` are counted here)."""
         m, BUF, MAXENC = self.m, self.buf_depth, self.max_encoded
         hunting, enc_len, code_left, last_ff = self.hunting, self.enc_len, self.code_left, self.last_ff
-        dec_len, rcrc, cmd, seq, length, hb = (self.dec_len, self.rcrc, self.cmd, self.seq,
-                                               self.length, self.hb)
+        dec_len, rcrc, cmd, seq, length, session, hb = (self.dec_len, self.rcrc, self.cmd, self.seq,
+                                                        self.length, self.session, self.hb)
         m.d.comb += rx.ready.eq(1)
         b = rx.payload
         with m.If(rx.valid):
@@ -141,8 +142,12 @@ class FrameReceiver:
                             m.d.sync += length[:8].eq(dv)
                         with m.Case(3):
                             m.d.sync += length[8:].eq(dv)
+                        with m.Case(4):
+                            m.d.sync += session[:8].eq(dv)
+                        with m.Case(5):
+                            m.d.sync += session[8:].eq(dv)
                         for i in range(7):
-                            with m.Case(4 + i):
+                            with m.Case(pr.HEADER_SIZE + i):
                                 m.d.sync += hb[i].eq(dv)
 
     def check(self, cnt, link_nak, link_reason, ok_state: str, drop_state: str):
@@ -158,7 +163,7 @@ class FrameReceiver:
         with m.If(self.code_left != 0):
             sat_inc(m, cnt["FRAMING_ERRORS"])       # malformed COBS: no seq, no NAK
             m.next = drop_state
-        with m.Elif(dec_len < 6):
+        with m.Elif(dec_len < pr.HEADER_SIZE + pr.CRC_SIZE):
             sat_inc(m, cnt["FRAMING_ERRORS"])
             m.d.sync += [link_nak.eq(1), link_reason.eq(pr.Nak.BAD_FRAMING)]
             with m.If(dec_len >= 2):
@@ -169,7 +174,7 @@ class FrameReceiver:
             sat_inc(m, cnt["CRC_ERRORS"])
             m.d.sync += [link_nak.eq(1), link_reason.eq(pr.Nak.BAD_CRC)]
             m.next = ok_state
-        with m.Elif(self.length != dec_len - 6):
+        with m.Elif(self.length != dec_len - (pr.HEADER_SIZE + pr.CRC_SIZE)):
             sat_inc(m, cnt["LENGTH_ERRORS"])
             m.d.sync += [link_nak.eq(1), link_reason.eq(pr.Nak.BAD_LENGTH)]
             m.next = ok_state

@@ -12,6 +12,7 @@ duplicate rule makes a retransmission safe even when only the reply was lost. Ev
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from spikeloop.hdl.config import SoCConfig
 
 __all__ = ["Board", "DriverError", "LinkTimeout", "NakError", "RetriesExhausted", "IdentityMismatch",
-           "BackendError", "ProtocolError", "TRACE", "RTL_TIMEOUT", "log"]
+           "BackendError", "ProtocolError", "BoardInUse", "SessionLost", "TRACE", "RTL_TIMEOUT", "log"]
 
 #: Logging level below DEBUG at which every frame sent and received is hex-dumped.
 TRACE = 5
@@ -39,7 +40,8 @@ log = logging.getLogger("spikeloop.link")
 RTL_TIMEOUT = 30.0
 _U32 = P.WordFormat(32, False)
 _REG_BY_ADDR = {r.addr: r for r in P.REGISTERS}
-_BOARD_KW = ("timeout", "retries", "name", "payload_limit", "steps_per_frame", "expect", "expect_lanes")
+_BOARD_KW = ("timeout", "retries", "name", "payload_limit", "steps_per_frame", "expect", "expect_lanes",
+             "takeover", "session", "nonce")
 
 
 # ====================================================================== errors
@@ -82,6 +84,20 @@ class BackendError(DriverError):
     """A backend cannot be opened (missing module or package, serial port not available)."""
 
 
+class BoardInUse(DriverError):
+    """Another host holds the board's session (IDENTIFY OPEN was answered IN_USE, nothing changed)."""
+
+
+class SessionLost(DriverError):
+    """The device no longer had this host's session: it was reset, or another host took the board
+    over. ``reopened`` tells whether the driver could open a new session (then the board is usable,
+    but its state is no longer the one this host left)."""
+
+    def __init__(self, message: str, reopened: bool):
+        super().__init__(message)
+        self.reopened = reopened
+
+
 class ProtocolError(DriverError):
     """The device sent a well-framed reply whose content violates the protocol."""
 
@@ -121,6 +137,15 @@ class Board:
         Raise :class:`IdentityMismatch` unless the device reports exactly these parameters.
     expect_lanes : int, optional
         Likewise for the number of lanes.
+    session : bool
+        Open a session (default): IDENTIFY OPEN with a fresh ``nonce``; every later frame carries
+        the session the device assigned, so frames of another host or an earlier session are
+        refused (``docs/protocol.md``, Sessions). ``False`` talks without one (only to a board
+        that has none open, e.g. to probe it).
+    takeover : bool
+        Open the session even if another host holds one (its frames are refused from then on).
+    nonce : int, optional
+        The u32 naming this host's OPEN (default: random); fixed in tests and transcripts.
 
     Members
     -------
@@ -145,6 +170,8 @@ class Board:
         another protocol version.
     LinkTimeout, RetriesExhausted
         If the device does not answer IDENTIFY.
+    BoardInUse
+        If another host holds a session and ``takeover`` is false.
 
     Every method that talks to the device raises only :class:`DriverError` subclasses for what
     the device sends: :class:`ProtocolError` for an ACK whose length is not
@@ -155,7 +182,8 @@ class Board:
     def __init__(self, transport, *, timeout: float = 1.0, retries: int = 8, name: str = "",
                  payload_limit: int | None = None, steps_per_frame: int | None = None,
                  expect: Params | None = None,
-                 expect_lanes: int | None = None):
+                 expect_lanes: int | None = None, session: bool = True, takeover: bool = False,
+                 nonce: int | None = None):
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -173,8 +201,13 @@ class Board:
         self.stats = dict.fromkeys(("requests", "retries", "timeouts", "naks", "corrupt_replies",
                                     "stale_replies", "duplicate_replies", "resyncs", "bytes_sent",
                                     "bytes_received"), 0)
+        if nonce is not None and (isinstance(nonce, bool) or not isinstance(nonce, int)
+                                  or not 0 <= nonce <= 0xFFFFFFFF):
+            raise ValueError(f"nonce must be an integer in 0..2**32-1, not {nonce!r}")
         self.max_payload = 0xFFFF
-        ident = self._identity(self._transact(Command.IDENTIFY))
+        self.session = 0
+        self._nonce = nonce
+        ident = self._open(takeover) if session else self._identity(self._transact(Command.IDENTIFY))
         if expect is not None and ident.params != expect:
             a, b = expect.to_dict(), ident.params.to_dict()
             diff = ", ".join(f"{k}: {b.get(k)!r} (expected {a.get(k)!r})" for k in sorted(set(a) | set(b))
@@ -253,7 +286,20 @@ class Board:
         return board
 
     def close(self) -> None:
-        self.transport.close()
+        """Release the session (IDENTIFY CLOSE, best effort) and close the transport."""
+        try:
+            if self.session:
+                old, self.retries = self.retries, min(self.retries, 1)
+                try:
+                    self._transact(Command.IDENTIFY, P.pack_identify_request(P.IdentifyFlags.CLOSE))
+                    self.session = 0
+                finally:
+                    self.retries = old
+        except DriverError as e:
+            log.debug("%sclosing the session failed (%s); the board keeps it until reset or takeover",
+                      self._who, e)
+        finally:
+            self.transport.close()
 
     def __enter__(self):
         return self
@@ -264,6 +310,42 @@ class Board:
     def __repr__(self):
         p = self.params
         return f"<Board {self.name!r}: {p.n_in}-{p.n_hidden}-{p.n_out}, {self.lanes} lane(s)>"
+
+    # ------------------------------------------------------------------ sessions
+    def _open(self, takeover: bool) -> P.Identity:
+        """IDENTIFY OPEN: the device assigns the session every later frame carries."""
+        nonce = self._nonce if self._nonce is not None else secrets.randbits(32)
+        flags = P.IdentifyFlags.OPEN | (P.IdentifyFlags.TAKEOVER if takeover else 0)
+        self.session = 0
+        try:
+            raw = self._transact(Command.IDENTIFY, P.pack_identify_request(flags, nonce))
+        except NakError as e:
+            if e.reason == Nak.IN_USE:
+                raise BoardInUse(f"{self._who}the board is in use: another host holds its session "
+                                 f"(pass takeover=True, or --takeover, to take it over)") from None
+            raise
+        ident = self._identity(raw)
+        if ident.nonce != nonce or ident.session == 0:
+            raise IdentityMismatch(f"{self._who}IDENTIFY OPEN was answered without this host's session "
+                                   f"(nonce {ident.nonce:#010x} for {nonce:#010x}, session {ident.session})")
+        self.session = ident.session
+        log.debug("%ssession %#06x open", self._who, self.session)
+        return ident
+
+    def _session_lost(self, where: str) -> SessionLost:
+        """After BAD_SESSION: open a new session if the board is free, and say what happened."""
+        old = self.session
+        self._nonce = None                 # a fresh nonce: the old OPEN must not be mistaken for a retry
+        try:
+            self._open(takeover=False)
+        except BoardInUse:
+            self.session = 0
+            return SessionLost(f"{where}: session {old:#06x} was taken over by another host; "
+                               f"nothing of this request was executed", reopened=False)
+        return SessionLost(f"{where}: the device no longer had session {old:#06x} (it was reset or the "
+                           f"session was closed) and nothing of this request was executed; a new session "
+                           f"{self.session:#06x} is open, but the device's state is not the one this "
+                           f"host left: restart the run or resume it from its last checkpoint", reopened=True)
 
     # ------------------------------------------------------------------ link
     @property
@@ -299,6 +381,9 @@ class Board:
                 if trace:
                     log.log(TRACE, "%s< %s seq=%d payload %d B: %s", self._who, _name(f.cmd), f.seq,
                             len(f.payload), f.payload.hex(" "))
+                if f.session != self.session and not (f.session == 0 and f.cmd == Command.NAK):
+                    self._discard([f], None)     # another session's reply (link-level NAKs carry 0)
+                    continue
                 if f.cmd == Command.NAK and len(f.payload) == P.NAK_PAYLOAD.size:
                     reason, ncmd = P.unpack_nak(f.payload)
                     # a link-level NAK may carry a damaged seq: retransmitting is always safe
@@ -325,7 +410,7 @@ class Board:
         if len(payload) > self.max_payload:
             raise ValueError(f"{_name(cmd)} payload must be at most {self.max_payload} B, not {len(payload)}")
         seq = self._seq
-        frame = P.encode_frame(cmd, seq, payload)
+        frame = P.encode_frame(cmd, seq, payload, self.session)
         self.stats["requests"] += 1
         attempts = 0
         while True:
@@ -342,12 +427,15 @@ class Board:
             if kind == "nak":
                 reason, _ = info
                 err = NakError(f"{where}: NAK {_reason(reason)}", reason, cmd)
+                if reason == Nak.BAD_SESSION and cmd != Command.IDENTIFY:
+                    raise self._session_lost(where)
                 if reason == Nak.BAD_SEQUENCE:
                     self._resync(seq)
                 elif reason == Nak.BUSY:
                     time.sleep(min(self.timeout / 10, 0.05))      # give the device a moment
                 elif reason not in RETRANSMIT:
-                    self._seq, self._last_done = P.next_seq(seq), seq    # the device accepted it
+                    if cmd != Command.IDENTIFY:       # a refused IDENTIFY is not accepted
+                        self._seq, self._last_done = P.next_seq(seq), seq    # the device accepted it
                     raise err
             elif kind == "timeout":
                 err = LinkTimeout(f"{where}: no reply within {self.timeout:g} s")
@@ -365,7 +453,7 @@ class Board:
         prev = (seq - 1) & 0xFF
         self.stats["resyncs"] += 1
         log.debug("%sre-establishing the sequence with IDENTIFY seq %d", self._who, prev)
-        self._send(P.encode_frame(Command.IDENTIFY, prev), Command.IDENTIFY, prev)
+        self._send(P.encode_frame(Command.IDENTIFY, prev, b"", self.session), Command.IDENTIFY, prev)
         self._await(prev)        # whatever happens, the caller retransmits and counts the attempt
 
     # ------------------------------------------------------------------ registers
@@ -585,8 +673,8 @@ class Board:
 
     def _identity(self, raw: bytes) -> P.Identity:
         """Decode an IDENTIFY reply; any defect is an :class:`IdentityMismatch`, never a ValueError."""
-        if len(raw) >= P.IDENT.size:
-            magic, version = P.IDENT.unpack_from(raw)[:2]
+        if len(raw) >= P.SESSION_HEAD.size + P.IDENT.size:
+            magic, version = P.IDENT.unpack_from(raw, P.SESSION_HEAD.size)[:2]
             if magic == P.MAGIC and version != P.PROTOCOL_VERSION:    # its JSON may differ too: say why
                 raise IdentityMismatch(f"{self._who}device speaks protocol version {version}, "
                                        f"this driver {P.PROTOCOL_VERSION}")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spikeloop.host.board import BackendError, DriverError
+from spikeloop.host.board import BackendError, DriverError, NakError
+from spikeloop.protocol import Nak
 from spikeloop.host.board_ids import BOARD_SERIAL_IDS, BoardUSB, boards_for
 
 __all__ = ["Found", "comports", "discover", "auto_port", "format_found", "PROBE_TIMEOUT"]
@@ -65,7 +66,12 @@ def _probe(device: str, timeout: float, baud: int | None) -> tuple[object, str]:
     except (OSError, ValueError) as e:           # serial.SerialException is an OSError
         return None, f"cannot open: {e}"
     try:
-        board = Board(transport, timeout=timeout, retries=1, name=device)
+        board = Board(transport, timeout=timeout, retries=1, name=device, session=False)
+    except NakError as e:
+        transport.close()
+        if e.reason == Nak.BAD_SESSION:
+            return None, "a spikeloop board, in use by another host's session"
+        return None, f"no spikeloop answer ({e})"
     except DriverError as e:
         transport.close()
         return None, f"no spikeloop answer ({e})"

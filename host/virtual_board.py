@@ -121,6 +121,7 @@ class VirtualBoard:
         self.max_payload, self.max_steps = max_payload, max_steps
         self.decoder = P.FrameDecoder(max_payload=max_payload)
         self.tracker = P.SequenceTracker()
+        self.sessions = P.SessionState()
         self.busy = 0
         held = set(config.core.map.names())
         self.spaces = {s.name: s for s in P.spaces_for(p) if s.name in held}
@@ -176,24 +177,30 @@ class VirtualBoard:
         width = P.register(name).width
         self.regs[name] = min(self.regs[name] + n, (1 << width) - 1)
 
-    def _reply(self, cmd: int, seq: int, payload: bytes = b"") -> bytes:
+    def _reply(self, cmd: int, seq: int, payload: bytes = b"", session: int = 0) -> bytes:
+        """A reply carries the request's session field (0 for a link-level reject)."""
         if cmd == Command.NAK:
             self._count("NAKS_SENT")
-        return P.encode_frame(cmd, seq, payload)
+        return P.encode_frame(cmd, seq, payload, session)
 
-    def _nak(self, seq: int, reason: Nak, cmd: int = 0xFF) -> bytes:
-        return self._reply(Command.NAK, seq, P.pack_nak(reason, cmd))
+    def _nak(self, seq: int, reason: Nak, cmd: int = 0xFF, session: int = 0) -> bytes:
+        return self._reply(Command.NAK, seq, P.pack_nak(reason, cmd), session)
 
     # ------------------------------------------------------------------ one frame
     def _handle(self, f: P.Frame) -> bytes:
+        s = f.session
         if len(f.payload) > self.max_payload:
-            return self._nak(f.seq, Nak.BAD_LENGTH, f.cmd)
+            return self._nak(f.seq, Nak.BAD_LENGTH, f.cmd, s)
+        if f.cmd != Command.IDENTIFY and not self.sessions.admits(s):
+            return self._nak(f.seq, Nak.BAD_SESSION, f.cmd, s)
         if self.busy > 0:
             self.busy -= 1
-            return self._nak(f.seq, Nak.BUSY, f.cmd)
+            return self._nak(f.seq, Nak.BUSY, f.cmd, s)
+        if f.cmd == Command.IDENTIFY:
+            return self._identify(f)
         verdict = self.tracker.classify(f.cmd, f.seq)
         if verdict is SeqVerdict.OUT_OF_SEQUENCE:
-            return self._nak(f.seq, Nak.BAD_SEQUENCE, f.cmd)
+            return self._nak(f.seq, Nak.BAD_SEQUENCE, f.cmd, s)
         if verdict is SeqVerdict.DUPLICATE:
             self._count("DUPLICATES")
             return self._replay(f)
@@ -201,31 +208,47 @@ class VirtualBoard:
             apply = self._validate(f)
         except _Refuse as r:
             if r.reason is Nak.BAD_LENGTH:          # link-level: not accepted, the seq does not advance
-                return self._nak(f.seq, r.reason, f.cmd)
+                return self._nak(f.seq, r.reason, f.cmd, s)
             self.tracker.accept(f.cmd, f.seq)
             self._last_reply = ("nak", r.reason)
-            return self._nak(f.seq, r.reason, f.cmd)
+            return self._nak(f.seq, r.reason, f.cmd, s)
         self.tracker.accept(f.cmd, f.seq)
         payload = apply()
         self._last_reply = ("ack", payload) if f.cmd == Command.RUN_STEPS else None
-        reply = self._reply(Command.ACK, f.seq, payload)
+        reply = self._reply(Command.ACK, f.seq, payload, s)
         if f.cmd == Command.RESET_STATE and f.payload[0] & ResetMask.LINK:
             self.tracker.forget()
         return reply
 
+    def _identify(self, f: P.Frame) -> bytes:
+        """IDENTIFY: always new; a refused one changes nothing (not even the sequence)."""
+        try:
+            flags, nonce = P.unpack_identify_request(f.payload)
+        except ValueError:
+            return self._nak(f.seq, Nak.BAD_LENGTH, f.cmd, f.session)
+        if not P.identify_flags_ok(flags):
+            return self._nak(f.seq, Nak.BAD_VALUE, f.cmd, f.session)
+        why = self.sessions.identify(f.session, flags, nonce)
+        if why is not None:
+            return self._nak(f.seq, why, f.cmd, f.session)
+        self.tracker.accept(f.cmd, f.seq)
+        self._last_reply = None
+        head = P.SESSION_HEAD.pack(nonce, self.sessions.session)
+        return self._reply(Command.ACK, f.seq, head + self._ident_payload[P.SESSION_HEAD.size:], f.session)
+
     def _replay(self, f: P.Frame) -> bytes:
         """Answer a retransmission without executing it again."""
-        last = self._last_reply
+        last, s = self._last_reply, f.session
         if last is not None and last[0] == "nak":
-            return self._nak(f.seq, last[1], f.cmd)
+            return self._nak(f.seq, last[1], f.cmd, s)
         if f.cmd == Command.RUN_STEPS:
-            return self._reply(Command.ACK, f.seq, last[1])
+            return self._reply(Command.ACK, f.seq, last[1], s)
         if f.cmd in (Command.READ_REG, Command.READ_MEM):     # side-effect free: read again
             try:
-                return self._reply(Command.ACK, f.seq, self._validate(f)())
+                return self._reply(Command.ACK, f.seq, self._validate(f)(), s)
             except _Refuse as r:                              # its payload fails now: say why
-                return self._nak(f.seq, r.reason, f.cmd)
-        return self._reply(Command.ACK, f.seq)                 # writes, RESET_STATE: a bare ACK
+                return self._nak(f.seq, r.reason, f.cmd, s)
+        return self._reply(Command.ACK, f.seq, b"", s)         # writes, RESET_STATE: a bare ACK
 
     def _validate(self, f: P.Frame):
         """Check ``f`` completely; return a function that applies it and returns the ACK payload."""
@@ -238,11 +261,6 @@ class VirtualBoard:
         return getattr(self, f"_cmd_{cmd.name.lower()}")(f.payload)
 
     # ------------------------------------------------------------------ commands
-    def _cmd_identify(self, pl: bytes):
-        if pl:
-            raise _Refuse(Nak.BAD_LENGTH)
-        return lambda: self._ident_payload
-
     def _reg_range(self, pl: bytes, write: bool):
         try:
             addr, count, values = P.unpack_reg_request(pl, write)
@@ -488,16 +506,17 @@ def transcript(config: SoCConfig, seed: int = 0, steps: int = 0, max_steps: int 
     vb = VirtualBoard(config, max_steps=max_steps)
     p, rng = config.params, np.random.default_rng(seed)
     out: list[tuple[bytes, bytes]] = []
-    seq = 0
+    seq = session = 0
 
     def send(data: bytes) -> None:
         out.append((data, vb.feed(data)))
 
     def req(cmd, payload=b"", s=None, advance=True):
         nonlocal seq
-        send(P.encode_frame(cmd, seq if s is None else s, payload))
+        send(P.encode_frame(cmd, seq if s is None else s, payload, session))
         if advance and s is None:
             seq = P.next_seq(seq)
+        return out[-1][0]
 
     def mem(name, words, start=0):
         sp = vb.spaces[name]
@@ -551,7 +570,7 @@ def transcript(config: SoCConfig, seed: int = 0, steps: int = 0, max_steps: int 
     flipped = bytearray(good)
     flipped[2] ^= 0x10
     send(bytes(flipped))
-    body = P.HEADER.pack(Command.WRITE_REG, seq, 3) + P.pack_write_reg(0x01, [7])
+    body = P.HEADER.pack(Command.WRITE_REG, seq, 3, 0) + P.pack_write_reg(0x01, [7])
     send(b"\x00" + P.cobs_encode(body + P.crc16(body).to_bytes(2, "big")) + b"\x00")   # length mismatch
     send(b"\x00" + P.cobs_encode(bytes([Command.WRITE_REG, seq, 1])) + b"\x00")        # too short
     send(b"\x00\x05\x00")                                  # malformed COBS, no seq: counted only
@@ -582,6 +601,37 @@ def transcript(config: SoCConfig, seed: int = 0, steps: int = 0, max_steps: int 
     seq = (seq + 100) & 0xFF
     req(Command.IDENTIFY, s=(seq - 1) & 0xFF)
     req(Command.READ_REG, P.pack_read_reg(0x10, 9))
+    # sessions: host A opens one; a frame without it, a second host's OPEN, A's frames after B
+    # took the board over, and a replayed OPEN with A's old frame are refused and never executed
+    F, step = P.IdentifyFlags, P.register("STEP_COUNT").addr
+    nonce_a, nonce_b = 0x1234ABCD, 0x0BADF00D
+    req(Command.IDENTIFY, P.pack_identify_request(F.OPEN, nonce_a))
+    sa = session = vb.sessions.session
+    req(Command.IDENTIFY, P.pack_identify_request(F.OPEN, nonce_a))          # a retried OPEN: same session
+    a_write = req(Command.WRITE_REG, P.pack_write_reg(step, [5]))
+    session = 0
+    req(Command.WRITE_REG, P.pack_write_reg(step, [7]), advance=False)       # BAD_SESSION
+    req(Command.IDENTIFY, P.pack_identify_request(F.OPEN, nonce_b), advance=False)     # IN_USE
+    for bad in (0x08, F.TAKEOVER, F.OPEN | F.CLOSE):                                    # BAD_VALUE
+        req(Command.IDENTIFY, P.pack_identify_request(bad, nonce_b), advance=False)
+    req(Command.IDENTIFY, bytes(3), advance=False)                                      # BAD_LENGTH
+    req(Command.IDENTIFY, P.pack_identify_request(F.OPEN | F.TAKEOVER, nonce_b))
+    sb = vb.sessions.session
+    session = sa
+    req(Command.READ_REG, P.pack_read_reg(step, 1), advance=False)           # BAD_SESSION
+    req(Command.IDENTIFY, advance=False)                                      # BAD_SESSION
+    req(Command.IDENTIFY, P.pack_identify_request(F.CLOSE), advance=False)    # BAD_SESSION
+    session = sb
+    req(Command.WRITE_REG, P.pack_write_reg(step, [7]))
+    req(Command.READ_REG, P.pack_read_reg(step, 1))
+    session = 0
+    req(Command.IDENTIFY, P.pack_identify_request(F.OPEN | F.TAKEOVER, nonce_a))   # replayed: a new session
+    send(a_write)                                                             # A's old frame: BAD_SESSION
+    session = vb.sessions.session
+    req(Command.READ_REG, P.pack_read_reg(step, 1))                           # still 7
+    req(Command.IDENTIFY, P.pack_identify_request(F.CLOSE))
+    session = 0
+    req(Command.READ_REG, P.pack_read_reg(step, 1))                           # free again: no session
     for mask in (ResetMask.LEARNING, P.RESET_ALL, P.RESET_ALL | ResetMask.LINK):
         req(Command.RESET_STATE, bytes([mask]))
     req(Command.READ_REG, P.pack_read_reg(0x00, 5), s=200)   # after LINK: any seq is new
@@ -653,7 +703,7 @@ def boundary_transcript(config: SoCConfig, max_steps: int = 0) -> list[tuple[byt
         req(Command.RUN_STEPS, P.pack_run_steps(p, x, y, e))
 
     def bad_crc():
-        body = P.HEADER.pack(Command.READ_REG, seq, 4) + P.pack_read_reg(0x01, 1)
+        body = P.HEADER.pack(Command.READ_REG, seq, 4, 0) + P.pack_read_reg(0x01, 1)
         crc = P.crc16(body) ^ 0x0101                         # valid COBS, wrong CRC
         send(b"\x00" + P.cobs_encode(body + crc.to_bytes(2, "big")) + b"\x00")
 
@@ -661,7 +711,7 @@ def boundary_transcript(config: SoCConfig, max_steps: int = 0) -> list[tuple[byt
         send(b"\x00" + P.cobs_encode(bytes([Command.READ_REG, seq, 1])) + b"\x00")
 
     def bad_length():
-        body = P.HEADER.pack(Command.READ_REG, seq, 3) + P.pack_read_reg(0x01, 1)
+        body = P.HEADER.pack(Command.READ_REG, seq, 3, 0) + P.pack_read_reg(0x01, 1)
         send(b"\x00" + P.cobs_encode(body + P.crc16(body).to_bytes(2, "big")) + b"\x00")
 
     req(Command.IDENTIFY)

@@ -15,7 +15,7 @@ A frame is ``0x00 · COBS(header · payload · crc) · 0x00`` where
   ever appears as a delimiter; worst-case overhead 1 + ⌊n/254⌋ bytes.
 
 The receiver resynchronises at the next 0x00 after any garbage, and accepts a body only if its
-COBS is well formed, it is at least 6 bytes long, the CRC residue is 0 and ``length`` matches.
+COBS is well formed, it is at least 8 bytes long, the CRC residue is 0 and ``length`` matches.
 Sequence numbers (duplicates, stale replies) are checked one level up, by
 :class:`SequenceTracker`.
 """
@@ -38,7 +38,8 @@ __all__ = [
     "SeqVerdict", "SequenceTracker", "next_seq",
     "Access", "Register", "REGISTERS", "CoreRegister", "CORE_REGISTERS", "register", "register_max", "MemorySpace", "SPACES", "space",
     "spaces_for", "WordFormat",
-    "Identity", "pack_identify", "unpack_identify", "min_max_payload", "ack_payload_size",
+    "Identity", "pack_identify", "unpack_identify", "IdentifyFlags", "IDENTIFY_REQ", "SESSION_HEAD",
+    "pack_identify_request", "unpack_identify_request", "session_for", "SessionState", "identify_flags_ok", "min_max_payload", "ack_payload_size",
     "REG_REQ", "MEM_REQ", "RUN_REQ", "RUN_REPLY", "NAK_PAYLOAD",
     "pack_read_reg", "pack_write_reg", "unpack_reg_request", "pack_words", "unpack_words",
     "pack_read_mem", "pack_write_mem", "unpack_mem_request",
@@ -52,13 +53,13 @@ __all__ = [
 ]
 
 #: Bumped whenever a frame, payload, register or space changes incompatibly.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: First four bytes of the IDENTIFY reply.
 MAGIC = b"SPKL"
 #: The frame delimiter (COBS guarantees it appears nowhere else).
 DELIMITER = 0x00
-#: ``cmd u8, seq u8, length u16`` little-endian.
-HEADER = struct.Struct("<BBH")
+#: ``cmd u8, seq u8, length u16, session u16`` little-endian.
+HEADER = struct.Struct("<BBHH")
 HEADER_SIZE = HEADER.size
 CRC_SIZE = 2
 #: Largest payload a receiver must accept unless IDENTIFY reports another (device RX buffer).
@@ -195,6 +196,8 @@ class Nak(enum.IntEnum):
     BUSY = 0x06           # the device cannot take this request now; retry with the same seq
     BAD_FRAMING = 0x07    # malformed COBS or shorter than header + CRC
     BAD_VALUE = 0x08      # a field is out of range (e.g. K = 0, K too large, word out of format)
+    BAD_SESSION = 0x09    # the frame's session is not the device's open session: nothing executed
+    IN_USE = 0x0A         # IDENTIFY OPEN while another host's session is open (no TAKEOVER)
 
 
 #: NAK reasons after which the host simply retransmits the same frame (nothing was applied).
@@ -209,8 +212,13 @@ _NAK_TEXT = {
     Nak.BAD_COMMAND: "Unknown `cmd`, or ACK/NAK sent to the device.",
     Nak.BAD_ADDRESS: "Register, memory space or index range out of bounds, or a read-only register written.",
     Nak.BUSY: "The device cannot execute this request now; nothing was applied, retry with the same `seq`.",
-    Nak.BAD_FRAMING: "Malformed COBS, or a body shorter than header + CRC (6 bytes).",
+    Nak.BAD_FRAMING: "Malformed COBS, or a body shorter than header + CRC (8 bytes).",
     Nak.BAD_VALUE: "A field is out of range (K = 0 or above the device limit, a word outside its format).",
+    Nak.BAD_SESSION: "The frame's `session` is not the device's open session (another host took the board "
+                     "over, the device was reset, or the frame is from an earlier session); nothing "
+                     "was executed. The driver opens a new session.",
+    Nak.IN_USE: "`IDENTIFY` with `OPEN` while another host's session is open; `OPEN | TAKEOVER` takes "
+                "the board over.",
 }
 
 #: Payload of a NAK: reason u8, the refused command byte u8 (0xFF when unknown).
@@ -240,6 +248,7 @@ class Frame:
     cmd: int
     seq: int
     payload: bytes = b""
+    session: int = 0
 
     @property
     def command(self) -> Command | None:
@@ -249,25 +258,29 @@ class Frame:
             return None
 
     def encode(self) -> bytes:
-        return encode_frame(self.cmd, self.seq, self.payload)
+        return encode_frame(self.cmd, self.seq, self.payload, self.session)
 
 
-def encode_frame(cmd: int, seq: int, payload: bytes = b"") -> bytes:
-    """The wire bytes of one frame: ``0x00 · COBS(cmd · seq · length · payload · crc_be) · 0x00``.
+def encode_frame(cmd: int, seq: int, payload: bytes = b"", session: int = 0) -> bytes:
+    """The wire bytes of one frame:
+    ``0x00 · COBS(cmd · seq · length · session · payload · crc_be) · 0x00``.
 
     Raises
     ------
     ValueError
-        If ``cmd`` or ``seq`` is not a byte or the payload is longer than 65535 bytes.
+        If ``cmd`` or ``seq`` is not a byte, ``session`` not a u16, or the payload is longer
+        than 65535 bytes.
     """
     if not 0 <= int(cmd) <= 0xFF:
         raise ValueError(f"cmd must be a byte, not {cmd!r}")
     if not 0 <= int(seq) <= 0xFF:
         raise ValueError(f"seq must be in 0..255, not {seq!r}")
+    if not 0 <= int(session) <= 0xFFFF:
+        raise ValueError(f"session must be in 0..65535, not {session!r}")
     payload = bytes(payload)
     if len(payload) > 0xFFFF:
         raise ValueError(f"payload must be at most 65535 bytes, not {len(payload)}")
-    body = HEADER.pack(int(cmd), int(seq), len(payload)) + payload
+    body = HEADER.pack(int(cmd), int(seq), len(payload), int(session)) + payload
     body += crc16(body).to_bytes(2, "big")
     return b"\x00" + cobs_encode(body) + b"\x00"
 
@@ -299,7 +312,7 @@ class FrameDecoder:
 
     1. Start hunting: bytes before the first 0x00 are garbage.
     2. Bytes between two 0x00 form a body; an empty body (two 0x00 in a row) is ignored.
-    3. A body is accepted only if it is valid COBS, decodes to ≥ 6 bytes, the CRC run over all of it
+    3. A body is accepted only if it is valid COBS, decodes to ≥ 8 bytes, the CRC run over all of it
        leaves residue 0, and the header's ``length`` equals the bytes between header and CRC.
     4. If no 0x00 arrives within :attr:`max_encoded` bytes the body is dropped and the decoder
        hunts for the next 0x00 (bounded buffering).
@@ -386,13 +399,13 @@ class FrameDecoder:
             self.crc_errors += 1
             self._reject(Reject.CRC, seq)
             return None
-        cmd, seq, length = HEADER.unpack_from(body)
+        cmd, seq, length, session = HEADER.unpack_from(body)
         if length != len(body) - HEADER_SIZE - CRC_SIZE:
             self.length_errors += 1
             self._reject(Reject.LENGTH, seq)
             return None
         self.frames_ok += 1
-        return Frame(cmd, seq, bytes(body[HEADER_SIZE:-CRC_SIZE]))
+        return Frame(cmd, seq, bytes(body[HEADER_SIZE:-CRC_SIZE]), session)
 
 
 # ====================================================================== sequence numbers
@@ -889,7 +902,87 @@ def unpack_run_reply(p: Params, payload: bytes) -> tuple[int, list[list[bool]]]:
 
 
 # ---------------------------------------------------------------------- IDENTIFY
-#: IDENTIFY reply head: magic 4s, version u16, lanes u16, n_in u32, n_hidden u32, n_out u32,
+class IdentifyFlags(enum.IntFlag):
+    """IDENTIFY request flags (the first payload byte; an empty payload is flags 0, nonce 0)."""
+    OPEN = 0x01        # open a session for this host (its nonce names the request)
+    TAKEOVER = 0x02    # with OPEN: end another host's session and open this one
+    CLOSE = 0x04       # end the frame's session (the board is free again)
+
+
+#: IDENTIFY request payload: flags u8 (:class:`IdentifyFlags`), nonce u32 (host-chosen).
+IDENTIFY_REQ = struct.Struct("<BI")
+#: The start of every IDENTIFY reply: the request's nonce u32 echoed, then the device's session
+#: u16 after the request (0: none open). The static identity (:data:`IDENT`) follows.
+SESSION_HEAD = struct.Struct("<IH")
+
+
+def pack_identify_request(flags: int = 0, nonce: int = 0) -> bytes:
+    """IDENTIFY's request payload; flags 0 and nonce 0 is the empty payload (a plain IDENTIFY)."""
+    flags, nonce = int(flags), int(nonce)
+    if not 0 <= flags <= 0xFF or not 0 <= nonce <= 0xFFFFFFFF:
+        raise ValueError(f"IDENTIFY flags must be a byte and nonce a u32, not {flags!r}, {nonce!r}")
+    return b"" if flags == 0 and nonce == 0 else IDENTIFY_REQ.pack(flags, nonce)
+
+
+def unpack_identify_request(payload: bytes) -> tuple[int, int]:
+    """``(flags, nonce)`` of an IDENTIFY request; ``ValueError`` unless it is 0 or 5 bytes."""
+    if len(payload) == 0:
+        return 0, 0
+    if len(payload) != IDENTIFY_REQ.size:
+        raise ValueError(f"an IDENTIFY payload must be empty or {IDENTIFY_REQ.size} bytes, not {len(payload)}")
+    return IDENTIFY_REQ.unpack(payload)
+
+
+def session_for(nonce: int, opened: int) -> tuple[int, int]:
+    """The session the device opens for ``nonce`` when it has opened ``opened`` before (mod 2^16):
+    ``(session, opened after)``. The count makes a replayed OPEN get a new session, and the nonce
+    makes a device that lost its count (power cycle) unlikely to repeat one; 0 is never a session."""
+    lo = nonce & 0xFFFF
+    c = (opened + 1) & 0xFFFF
+    if lo ^ c == 0:
+        c = (c + 1) & 0xFFFF
+    return lo ^ c, c
+
+
+@dataclass
+class SessionState:
+    """The device's session rule (the gateware implements the same; docs/protocol.md, Sessions).
+
+    ``session`` 0 means none is open: then frames carrying session 0 are executed (a host that
+    never opens one); once a session is open, only frames carrying it are.
+    """
+    session: int = 0
+    nonce: int = 0
+    opened: int = 0
+
+    def admits(self, frame_session: int) -> bool:
+        """Whether a request other than IDENTIFY may execute."""
+        return frame_session == self.session
+
+    def identify(self, frame_session: int, flags: int, nonce: int):
+        """Apply IDENTIFY's session part: ``None`` (accepted, applied) or the NAK reason (nothing
+        changed). ``flags`` must already be valid (:func:`identify_flags_ok`)."""
+        if flags & IdentifyFlags.OPEN:
+            if self.session and nonce == self.nonce:
+                return None                       # a retransmitted OPEN: the same session again
+            if self.session and not flags & IdentifyFlags.TAKEOVER:
+                return Nak.IN_USE
+            self.session, self.opened = session_for(nonce, self.opened)
+            self.nonce = nonce
+            return None
+        if frame_session != self.session:
+            return Nak.BAD_SESSION
+        if flags & IdentifyFlags.CLOSE:
+            self.session = self.nonce = 0
+        return None
+
+
+def identify_flags_ok(flags: int) -> bool:
+    """OPEN, OPEN | TAKEOVER, CLOSE or none; nothing else."""
+    return flags in (0, IdentifyFlags.OPEN, IdentifyFlags.OPEN | IdentifyFlags.TAKEOVER, IdentifyFlags.CLOSE)
+
+
+#: IDENTIFY reply head (after :data:`SESSION_HEAD`): magic 4s, version u16, lanes u16, n_in u32, n_hidden u32, n_out u32,
 #: clock_hz u32, baud u32, max_payload u16, max_steps u16, json_len u16; then json_len bytes of
 #: compact UTF-8 JSON of ``Params.to_dict()`` (sorted keys), which carries every format.
 IDENT = struct.Struct("<4sHHIIIIIHHH")
@@ -905,12 +998,14 @@ class Identity:
     max_payload: int = DEFAULT_MAX_PAYLOAD
     max_steps: int = 0          # largest K per RUN_STEPS (0: as many as fit max_payload)
     version: int = PROTOCOL_VERSION
+    nonce: int = 0              # the request's nonce, echoed
+    session: int = 0            # the device's session after the request (0: none open)
 
 
 def pack_identify(ident: Identity) -> bytes:
     p = ident.params
     js = json.dumps(p.to_dict(), separators=(",", ":"), sort_keys=True).encode()
-    return IDENT.pack(MAGIC, ident.version, ident.lanes, p.n_in, p.n_hidden, p.n_out, ident.clock_hz,
+    return SESSION_HEAD.pack(ident.nonce, ident.session) + IDENT.pack(MAGIC, ident.version, ident.lanes, p.n_in, p.n_hidden, p.n_out, ident.clock_hz,
                       ident.baud, ident.max_payload, ident.max_steps, len(js)) + js
 
 
@@ -1012,8 +1107,11 @@ def unpack_identify(payload: bytes) -> Identity:
         :func:`min_max_payload`). Never another exception.
     """
     payload = bytes(payload)
-    if len(payload) < IDENT.size:
-        raise ValueError(f"IDENTIFY reply must be at least {IDENT.size} B, not {len(payload)}")
+    head = SESSION_HEAD.size + IDENT.size
+    if len(payload) < head:
+        raise ValueError(f"IDENTIFY reply must be at least {head} B, not {len(payload)}")
+    nonce, session = SESSION_HEAD.unpack_from(payload)
+    payload = payload[SESSION_HEAD.size:]
     magic, ver, lanes, n_in, n_hid, n_out, clk, baud, maxp, maxk, jl = IDENT.unpack_from(payload)
     if magic != MAGIC:
         raise ValueError(f"IDENTIFY magic must be {MAGIC!r}, not {magic!r}")
@@ -1042,7 +1140,7 @@ def unpack_identify(payload: bytes) -> Identity:
     if maxp < need:
         raise ValueError(f"IDENTIFY max_payload must be at least {need} B for these parameters "
                          f"(a register write, a write of the widest word, one RUN_STEPS step), not {maxp}")
-    return Identity(p, lanes, clk, baud, maxp, maxk, ver)
+    return Identity(p, lanes, clk, baud, maxp, maxk, ver, nonce, session)
 
 
 def ack_payload_size(p: Params, cmd: int, request: bytes) -> int | None:

@@ -313,7 +313,7 @@ async def refusals(dut):
     # link-level refusals: NAK with the received seq byte and cmd 0xFF, nothing applied
     def body(raw):
         return b"\x00" + P.cobs_encode(raw) + b"\x00"
-    hdr = P.HEADER.pack(Command.WRITE_MEM, tb.seq, 9)
+    hdr = P.HEADER.pack(Command.WRITE_MEM, tb.seq, 9, 0)
     good = hdr + P.pack_write_mem(w_sp.id, 0, [1], fmt)
     for raw, reason in ((bytes([Command.WRITE_MEM, tb.seq, 1, 0]), Nak.BAD_FRAMING),
                         (good + (P.crc16(good) ^ 0x0100).to_bytes(2, "big"), Nak.BAD_CRC),

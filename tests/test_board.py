@@ -1,5 +1,6 @@
 """The Board driver against the model backend: every method, bursts, retries, errors, logging."""
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -35,7 +36,9 @@ def test_open_model_learns_identity():
         assert b.params == p and b.lanes == 2
         assert b.identity.clock_hz == 24_000_000 and b.max_payload == 512
         assert b.steps_per_frame == 9
-        assert b.identify() == b.identity
+        again = b.identify()                    # a plain IDENTIFY: no nonce, the same session
+        assert again.nonce == 0 and again == dataclasses.replace(b.identity, nonce=0)
+        assert b.session == b.identity.session != 0
         assert repr(b) == "<Board 'board-model': 20-0-5, 2 lane(s)>"
     with pytest.raises(ConnectionError):
         b.read_reg("R0")                                        # closed with the context
@@ -254,7 +257,7 @@ def test_identity_checks():
     class Impostor(Silent):
         def write(self, data):
             (f,) = P.FrameDecoder().feed(data)
-            self.reply = P.encode_frame(Command.ACK, f.seq, b"NOPE" + bytes(30))
+            self.reply = P.encode_frame(Command.ACK, f.seq, bytes(6) + b"NOPE" + bytes(30), f.session)
 
         def read(self, n, timeout=0.0):
             r, self.reply = getattr(self, "reply", b""), b""
@@ -303,10 +306,10 @@ def test_trace_logging_hex_dumps_frames(caplog):
     b, _ = model_board()
     with caplog.at_level(TRACE, logger="spikeloop.link"):
         b.read_reg("VERSION")
-    sent = P.encode_frame(Command.READ_REG, b._seq - 1, P.pack_read_reg(0x0D, 1)).hex(" ")
+    sent = P.encode_frame(Command.READ_REG, b._seq - 1, P.pack_read_reg(0x0D, 1), b.session).hex(" ")
     text = [r.getMessage() for r in caplog.records if r.levelno == TRACE]
     assert any(sent in t and "> READ_REG" in t for t in text)
-    assert any("< ACK" in t and "01 00 00 00" in t for t in text)
+    assert any("< ACK" in t and "02 00 00 00" in t for t in text)
     assert logging.getLevelName(TRACE) == "TRACE" and board_mod.log.name == "spikeloop.link"
 
 

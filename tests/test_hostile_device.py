@@ -60,11 +60,12 @@ def identify_with(*, json_bytes=None, **head):
         if f.cmd != Command.IDENTIFY:
             return reply
         g = reply_frame(reply)
-        fields = dict(zip(names, P.IDENT.unpack_from(g.payload)))
-        js = g.payload[P.IDENT.size:] if json_bytes is None else json_bytes
+        sh, body = g.payload[:P.SESSION_HEAD.size], g.payload[P.SESSION_HEAD.size:]
+        fields = dict(zip(names, P.IDENT.unpack_from(body)))
+        js = body[P.IDENT.size:] if json_bytes is None else json_bytes
         fields["json_len"] = len(js)
         fields.update(head)
-        return P.encode_frame(Command.ACK, f.seq, P.IDENT.pack(*fields.values()) + js)
+        return P.encode_frame(Command.ACK, f.seq, sh + P.IDENT.pack(*fields.values()) + js, g.session)
     return rewrite
 
 
@@ -139,12 +140,12 @@ def test_identify_json_that_does_not_parse(js, msg):
 def test_identify_lengths():
     """Before: ValueError 'IDENTIFY JSON length mismatch' escaped Board.identify()."""
     p = net()
-    n = len(P.pack_identify(P.Identity(p))) - P.IDENT.size
+    n = len(P.pack_identify(P.Identity(p))) - P.IDENT.size - P.SESSION_HEAD.size
     with pytest.raises(IdentityMismatch, match=f"IDENTIFY JSON length mismatch: json_len is {n - 1}, "
                                                f"but {n} B follow the head"):
         connect(identify_with(json_len=n - 1), p)
-    with pytest.raises(IdentityMismatch, match="IDENTIFY reply must be at least 34 B, not 5"):
-        connect(lambda f, r: P.encode_frame(Command.ACK, f.seq, b"SPKL\x01"))
+    with pytest.raises(IdentityMismatch, match="IDENTIFY reply must be at least 40 B, not 5"):
+        connect(lambda f, r: P.encode_frame(Command.ACK, f.seq, b"SPKL\x01", f.session))
     # the same through identify() on a board that connected cleanly
     state = {"n": 0}
 
@@ -152,7 +153,7 @@ def test_identify_lengths():
         if f.cmd == Command.IDENTIFY:
             state["n"] += 1
             if state["n"] > 1:
-                return P.encode_frame(Command.ACK, f.seq, reply_frame(reply).payload + b"\x00")
+                return P.encode_frame(Command.ACK, f.seq, reply_frame(reply).payload + b"\x00", f.session)
         return reply
     b = connect(later, p)
     with pytest.raises(IdentityMismatch, match=f"json_len is {n}, but {n + 1} B follow the head"):
@@ -168,7 +169,7 @@ def test_identify_lengths():
                          r"a write of the widest word, one RUN_STEPS step\), not 7"),
     ({"n_out": 6}, "IDENTIFY sizes disagree with its JSON: n_in, n_hidden, n_out are 20, 0, 6 in the head, "
                    "20, 0, 5 in the JSON"),
-    ({"version": 2}, "device speaks protocol version 2, this driver 1"),
+    ({"version": 1}, "device speaks protocol version 1, this driver 2"),
 ])
 def test_identify_head_fields(head, msg):
     """Before: lanes 0 and clock 0 were accepted; max_payload 7 passed the constructor and write_reg /
@@ -201,7 +202,7 @@ def pad_acks(cmd, delta):
         if g.cmd != Command.ACK:
             return reply
         pl = g.payload + bytes(range(1, delta + 1)) if delta > 0 else g.payload[:delta]
-        return P.encode_frame(Command.ACK, g.seq, pl)
+        return P.encode_frame(Command.ACK, g.seq, pl, g.session)
     return rewrite
 
 
@@ -213,9 +214,9 @@ def test_a_write_acked_with_payload_is_not_done():
     with pytest.raises(ProtocolError, match=r"^WRITE_REG seq \d+: the ACK must carry 0 B, not 3$"):
         b.write_reg("R0", 9)
     with pytest.raises(ProtocolError, match=r"WRITE_MEM seq \d+: the ACK must carry 0 B, not 1"):
-        Board(Rewriting(vb, pad_acks(Command.WRITE_MEM, 1)), name="m").write_mem("out.w", [1])
+        Board(Rewriting(vb, pad_acks(Command.WRITE_MEM, 1)), name="m", takeover=True).write_mem("out.w", [1])
     with pytest.raises(ProtocolError, match=r"^m: RESET_STATE seq \d+: the ACK must carry 0 B, not 2$"):
-        Board(Rewriting(vb, pad_acks(Command.RESET_STATE, 2)), name="m").reset()
+        Board(Rewriting(vb, pad_acks(Command.RESET_STATE, 2)), name="m", takeover=True).reset()
 
 
 @pytest.mark.parametrize("cmd, call, want", [
@@ -238,9 +239,9 @@ def test_words_and_registers_outside_their_width():
     def wide(f, reply):
         g = reply_frame(reply)
         if g.cmd == Command.ACK and f.cmd == Command.READ_REG and f.payload == P.pack_read_reg(0, 1):
-            return P.encode_frame(Command.ACK, g.seq, (1 << 16).to_bytes(4, "little"))
+            return P.encode_frame(Command.ACK, g.seq, (1 << 16).to_bytes(4, "little"), g.session)
         if g.cmd == Command.ACK and f.cmd == Command.READ_MEM and P.unpack_mem_request(f.payload)[0] == 0x03:
-            return P.encode_frame(Command.ACK, g.seq, b"\x02" * len(g.payload))      # out.S is 0/1
+            return P.encode_frame(Command.ACK, g.seq, b"\x02" * len(g.payload), g.session)  # out.S is 0/1
         return reply
     b = connect(wide)
     with pytest.raises(ProtocolError, match=r"READ_REG: R0 read 65536, which is wider than its 16 bits"):
@@ -284,6 +285,7 @@ json_values = st.recursive(
 @st.composite
 def identify_payloads(draw, honest: bytes):
     """IDENTIFY replies near the honest one: head fields changed, JSON mutated or replaced."""
+    sh, honest = honest[:P.SESSION_HEAD.size], honest[P.SESSION_HEAD.size:]
     head = list(P.IDENT.unpack_from(honest))
     d = json.loads(honest[P.IDENT.size:])
     how = draw(st.sampled_from(("head", "key", "format", "random", "bytes")))
@@ -310,7 +312,7 @@ def identify_payloads(draw, honest: bytes):
         js = draw(st.binary(max_size=40))
     head[-1] = len(js) + draw(st.sampled_from((0, 0, 0, -1, 1)))
     head[-1] &= 0xFFFF
-    return P.IDENT.pack(*head) + js
+    return sh + P.IDENT.pack(*head) + js
 
 
 @settings(derandomize=True, max_examples=400, deadline=None, database=None)
@@ -373,25 +375,27 @@ class Hostile(Transport):
             return b"\x00" + b"\x55" * (P.FrameDecoder(max_payload=0xFFFF).max_encoded + 1) + honest
         if action == "wrong_seq":
             seq = draw(st.integers(0, 255).filter(lambda s: s != f.seq))
-            return b"".join(P.encode_frame(g.cmd, seq, g.payload) for g in frames)
+            return b"".join(P.encode_frame(g.cmd, seq, g.payload, g.session) for g in frames)
         if action == "wrong_cmd":
             cmd = draw(st.integers(0, 255))
-            return b"".join(P.encode_frame(cmd, g.seq, g.payload) for g in frames)
+            return b"".join(P.encode_frame(cmd, g.seq, g.payload, g.session) for g in frames)
         if action == "bad_length":
             g = frames[0]
             pl = g.payload + draw(st.binary(min_size=1, max_size=8)) if draw(st.booleans()) or not g.payload \
                 else g.payload[:draw(st.integers(0, len(g.payload) - 1))]
-            return P.encode_frame(Command.ACK, g.seq, pl)
+            return P.encode_frame(Command.ACK, g.seq, pl, g.session)
         if action == "random_frame":
             cmd = draw(st.sampled_from((Command.ACK, Command.NAK)) | st.integers(0, 255))
             seq = draw(st.sampled_from((f.seq,)) | st.integers(0, 255))
-            return P.encode_frame(cmd, seq, draw(st.binary(max_size=24)))
+            session = draw(st.sampled_from((f.session, 0)) | st.integers(0, 0xFFFF))
+            return P.encode_frame(cmd, seq, draw(st.binary(max_size=24)), session)
         if action == "nak":
-            return P.encode_frame(Command.NAK, f.seq, bytes([draw(st.integers(0, 255)), draw(st.integers(0, 255))]))
+            return P.encode_frame(Command.NAK, f.seq, bytes([draw(st.integers(0, 255)), draw(st.integers(0, 255))]),
+                                  draw(st.sampled_from((f.session, 0))))
         if action == "identity":
             if f.cmd != Command.IDENTIFY or frames[0].cmd != Command.ACK:
                 return honest
-            return P.encode_frame(Command.ACK, f.seq, draw(identify_payloads(frames[0].payload)))
+            return P.encode_frame(Command.ACK, f.seq, draw(identify_payloads(frames[0].payload)), f.session)
         if action == "dup":
             return honest + honest
         k = draw(st.integers(0, len(honest) - 1))                     # flip
@@ -402,7 +406,8 @@ class Hostile(Transport):
         (looking from request number ``since`` on)."""
         first = next(i for i in range(since, len(self.sent)) if self.sent[i] == f) + 1
         want = P.ack_payload_size(params, f.cmd, f.payload)
-        return any(n >= first and g.cmd == Command.ACK and g.seq == f.seq and len(g.payload) == want
+        return any(n >= first and g.cmd == Command.ACK and g.seq == f.seq and g.session == f.session
+                   and len(g.payload) == want
                    for n, g in self.delivered)
 
 

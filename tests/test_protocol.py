@@ -84,13 +84,15 @@ def test_cobs_rejects_malformed(bad):
 
 # ---------------------------------------------------------------------- frames
 def test_frame_layout():
-    wire = P.encode_frame(P.Command.READ_REG, 3, b"\x10\x00\x02\x00")
+    wire = P.encode_frame(P.Command.READ_REG, 3, b"\x10\x00\x02\x00", 0xBEEF)
     body = P.cobs_decode(wire[1:-1])
     assert wire[0] == wire[-1] == 0 and 0 not in wire[1:-1]
-    assert body[:4] == bytes([0x02, 3, 4, 0])
-    assert body[4:8] == b"\x10\x00\x02\x00"
-    assert int.from_bytes(body[8:], "big") == P.crc16(body[:8])
+    assert body[:6] == bytes([0x02, 3, 4, 0, 0xEF, 0xBE])       # cmd, seq, length, session
+    assert body[6:10] == b"\x10\x00\x02\x00"
+    assert int.from_bytes(body[10:], "big") == P.crc16(body[:10])
     assert len(wire) == P.frame_wire_size(4, worst=False)
+    (f,) = P.FrameDecoder().feed(wire)
+    assert (f.cmd, f.seq, f.session, f.payload) == (2, 3, 0xBEEF, b"\x10\x00\x02\x00")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -210,7 +212,7 @@ def test_rejects_are_reported_for_naks():
     assert d.feed(bytes(wire)) == []
     [(why, seq)] = d.pop_rejects()
     assert why is P.Reject.CRC and why.nak is P.Nak.BAD_CRC and seq == 5
-    body = P.HEADER.pack(2, 6, 3) + b"\x01\x02\x03\x04"                 # length says 3, there are 4
+    body = P.HEADER.pack(2, 6, 3, 0) + b"\x01\x02\x03\x04"                 # length says 3, there are 4
     body += P.crc16(body).to_bytes(2, "big")
     assert d.feed(b"\x00" + P.cobs_encode(body) + b"\x00\x00\x03\x01\x02\x00") == []
     assert [w for w, _ in d.pop_rejects()] == [P.Reject.LENGTH, P.Reject.FRAMING]
@@ -431,14 +433,15 @@ def test_reg_and_mem_requests():
 
 def test_identify_round_trip():
     p = Params(n_in=256, n_hidden=0, n_out=16, kernel="single_exp")
-    ident = P.Identity(p, lanes=4, clock_hz=24_000_000, baud=12_000_000, max_steps=50)
+    ident = P.Identity(p, lanes=4, clock_hz=24_000_000, baud=12_000_000, max_steps=50,
+                       nonce=0xDEADBEEF, session=0x1234)
     raw = P.pack_identify(ident)
-    assert raw[:4] == P.MAGIC
+    assert raw[:6] == bytes.fromhex("efbeadde3412") and raw[6:10] == P.MAGIC
     back = P.unpack_identify(raw)
     assert back == ident and back.params.to_dict() == p.to_dict()
     assert len(raw) + P.HEADER_SIZE + P.CRC_SIZE <= P.DEFAULT_MAX_PAYLOAD
     with pytest.raises(ValueError, match="magic"):
-        P.unpack_identify(b"XXXX" + raw[4:])
+        P.unpack_identify(raw[:6] + b"XXXX" + raw[10:])
 
 
 def test_nak_payload():
@@ -464,13 +467,13 @@ def test_bytes_per_step_payload(n_in, n_out, source, down, up):
 
 def test_bytes_per_step_amortised():
     p = Params(n_in=100, n_out=1)
-    # request: 2 + 50·14 = 702 B payload, body 708 B, COBS ≤ 3, delimiters 2 → 713 B
-    # reply: 6 + 50·1 = 56 B payload, body 62 B, COBS 1, delimiters 2 → 65 B
-    assert P.batch_bytes(p, 50) == (713, 65)
+    # request: 2 + 50·14 = 702 B payload, body 710 B, COBS ≤ 3, delimiters 2 → 715 B
+    # reply: 6 + 50·1 = 56 B payload, body 64 B, COBS 1, delimiters 2 → 67 B
+    assert P.batch_bytes(p, 50) == (715, 67)
     c = P.bytes_per_step(p, "target", k=50)
-    assert (c.down, c.up) == (713 / 50, 65 / 50)
-    assert P.projected_steps_per_s(p, 3e6, 50) == pytest.approx(50 * 3e6 / (10 * (713 + 65)))
-    assert P.projected_steps_per_s(p, 3e6, 50, pipelined=True) == pytest.approx(50 * 3e6 / (10 * 713))
+    assert (c.down, c.up) == (715 / 50, 67 / 50)
+    assert P.projected_steps_per_s(p, 3e6, 50) == pytest.approx(50 * 3e6 / (10 * (715 + 67)))
+    assert P.projected_steps_per_s(p, 3e6, 50, pipelined=True) == pytest.approx(50 * 3e6 / (10 * 715))
     assert P.projected_steps_per_s(p, 12e6, 50) == pytest.approx(4 * P.projected_steps_per_s(p, 3e6, 50))
     big = Params(n_in=256, n_out=16)
     assert P.projected_steps_per_s(big, 3e6, 50) > 1000           # real time at dt = 1 ms

@@ -125,7 +125,7 @@ def test_cycles_of_a_chunk_end_step():
 
 
 def bad_length_frame(cmd, seq, payload, length):
-    body = P.HEADER.pack(cmd, seq, length) + payload
+    body = P.HEADER.pack(cmd, seq, length, 0) + payload
     body += P.crc16(body).to_bytes(2, "big")
     return b"\x00" + P.cobs_encode(body) + b"\x00"
 
