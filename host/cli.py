@@ -85,6 +85,15 @@ def _r0_drop(text: str) -> tuple[int, float]:
     return k, (int(f) if f.is_integer() else f)
 
 
+def _on_off(text: str) -> bool:
+    """``on``/``off`` (also true/false, yes/no) as a bool, for grid axes of switches."""
+    v = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}.get(
+        text.lower())
+    if v is None:
+        raise argparse.ArgumentTypeError(f"must be on or off, not {text!r}")
+    return v
+
+
 def _backend(text: str) -> str:
     """A training backend: in-process (model, float) or a board (rtl, board-model, serial:PORT)."""
     from spikeloop.host.backends import choices_text, parse_spec
@@ -619,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "backend and an [options] table")
     g.add_argument("--task", nargs="+", metavar="TASK",
                    help="tasks (fig2, fig4 = fig2 through 4 hidden neurons, every feedback mode; "
-                        "pattern)")
+                        "pattern; xor, braille, randman: scored by accuracy)")
     g.add_argument("--hidden", type=_non_negative_int, nargs="+", metavar="N",
                    help="hidden sizes (default: the task's; fig2 0)")
     g.add_argument("--feedback", choices=FEEDBACK_MODES, nargs="+", metavar="MODE",
@@ -634,9 +643,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed-list", type=_non_negative_int, nargs="+", metavar="S",
                    help="these seeds instead of --seed/--seeds")
     g.add_argument("--trials", type=_positive_int, metavar="N",
-                   help="trials per job (default: the task's)")
+                   help="trials per job (fig2, fig4, pattern, xor; default: the task's)")
+    g.add_argument("--epochs", type=_positive_int, metavar="N",
+                   help="epochs per job (braille, randman; default: the task's)")
+    g.add_argument("--regulariser", type=_on_off, nargs="+", metavar="on|off",
+                   help="xor: with and/or without the hidden-layer rate regulariser "
+                        "(default off)")
     g.add_argument("--backend", choices=("model", "float"),
-                   help="the golden model (default) or the float reference")
+                   help="the golden model (default) or the float reference (not xor)")
     g.add_argument("--set", action="append", metavar="KEY=VALUE", dest="set_options",
                    help="a task option for every job (n_in=20, duration_ms=100, word=LOOP, "
                         "r0_drop=[[200,10]], ...); repeatable")
@@ -1701,7 +1715,8 @@ def _cmd_sweep(args) -> int:
     grid = sweep.merge_grid(
         sweep.load_grid(args.grid) if args.grid else None, task=args.task, hidden=args.hidden,
         feedback=args.feedback, formats=args.formats, seeds=args.seed_list or args.seeds,
-        seed=args.seed, trials=args.trials, backend=args.backend,
+        seed=args.seed, trials=args.trials, epochs=args.epochs, regulariser=args.regulariser,
+        backend=args.backend,
         options=sweep.parse_set(args.set_options))
     configs, jobs = sweep.expand_grid(grid)
     store = sweep.Store(args.store or sweep.DEFAULT_STORE)
@@ -1712,7 +1727,8 @@ def _cmd_sweep(args) -> int:
           f"{store.root}", file=sys.stderr)
     if args.dry_run:
         for c in configs:
-            print(f"  {sweep.describe(c)}, {c['trials']} trials, {c['backend']}")
+            unit = "epochs" if "epochs" in c else "trials"
+            print(f"  {sweep.describe(c)}, {c[unit]} {unit}, {c['backend']}")
         print(command)
         return 0
     where = (f"the Dask scheduler at {args.scheduler}" if args.scheduler else
