@@ -681,8 +681,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("plot", help="learning curves of several runs on one axis",
-                       description="Draw the mean ± sd relative cost of training runs (their "
-                                   "metrics.json), e.g. the golden model against the float reference.")
+                       description="Draw the learning curves of training runs (their metrics.json) "
+                                   "as mean ± sd over seeds on one axis, e.g. the golden model "
+                                   "against the float reference: the relative cost per trial "
+                                   "(fig2, pattern, files, board runs), the XOR accuracy per trial "
+                                   "(running mean of 20), or the test accuracy per epoch (braille, "
+                                   "randman). Runs scored differently are refused.")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="output directories of `train`")
     p.add_argument("--out", type=Path, required=True, metavar="PNG", help="image to write")
     p.set_defaults(func=_cmd_plot)
@@ -1687,19 +1691,65 @@ def _cmd_replay(args) -> int:
     return 0
 
 
+#: ``spikeloop plot``'s metrics by kind of run: (unit, axis label, title).
+PLOT_METRICS = {
+    "cost": ("trial", None, "learning curves (cost relative to each seed's first trial)"),
+    "xor": ("trial", "XOR accuracy (fraction of the 4 patterns right, running mean of {k} "
+                     "trials), higher is better", "XOR accuracy per trial"),
+    "classification": ("epoch", "test accuracy (learning off), higher is better",
+                       "classification: test accuracy per epoch"),
+}
+
+#: Trials in the running mean of XOR accuracy (as train xor's own learning curve).
+PLOT_XOR_SMOOTH = 20
+
+
+def _plot_series(m: dict):
+    """A run's (kind, (n, seeds) curve, chance) from its metrics.json: the cost runs (fig2,
+    pattern, files, HIL), XOR (accuracy per trial) and classification (test accuracy per
+    epoch)."""
+    if m.get("kind") == "spikeloop classification":
+        return "classification", m["per_epoch"]["test_acc"], (m.get("task") or {}).get("chance")
+    if (m.get("task") or {}).get("name") == "xor" or "accuracy" in m.get("per_trial", {}):
+        return "xor", m["per_trial"]["accuracy"], None
+    return "cost", m["per_trial"]["rel_cost"], None
+
+
 def _cmd_plot(args) -> int:
-    import json
-    from spikeloop.host.plots import plot_compare_curves
-    runs = {}
+    import numpy as np
+    from spikeloop.host.plots import plot_compare_accuracy, plot_compare_curves, running_mean
+    runs, kinds, chances = {}, {}, set()
     for d in args.runs:
         path = d / "metrics.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no metrics.json (is {d} the --out of a training run?)")
         m = json.loads(path.read_text())
+        kind, curve, chance = _plot_series(m)
+        kinds.setdefault(kind, d)
+        chances.add(chance)
         label = {"model": "golden model", "float": "float reference"}.get(m["backend"], m["backend"])
-        runs[f"{label} ({d.name})" if label in [k.split(" (")[0] for k in runs] else label] = \
-            m["per_trial"]["rel_cost"]
-    plot_compare_curves(runs, args.out, title="learning curves (cost relative to each seed's first trial)")
+        if kind != "cost":
+            label = f"{(m.get('task') or {}).get('name', kind)}, {label}"
+        if label in [k.split(" (")[0] for k in runs]:
+            label = f"{label} ({d.name})"
+        runs[label] = curve
+    if len(kinds) > 1:
+        raise UsageError("cannot draw " + " and ".join(f"{k} runs ({d})" for k, d in kinds.items())
+                         + " on one axis: they are scored differently (cost per trial, XOR "
+                           "accuracy per trial, test accuracy per epoch); plot them separately")
+    (kind,) = kinds
+    unit, ylabel, title = PLOT_METRICS[kind]
+    if kind == "cost":
+        plot_compare_curves(runs, args.out, title=title)
+    else:
+        arrays = {k: np.array([[np.nan if v is None else v for v in row] for row in c], float)
+                  for k, c in runs.items()}
+        if kind == "xor":
+            k = min(PLOT_XOR_SMOOTH, min(len(a) for a in arrays.values()))
+            arrays = {lab: running_mean(a, k) for lab, a in arrays.items()}
+            ylabel = ylabel.format(k=k)
+        chance = chances.pop() if len(chances) == 1 else None
+        plot_compare_accuracy(arrays, args.out, unit=unit, ylabel=ylabel, chance=chance, title=title)
     print(f"wrote {args.out}")
     return 0
 
