@@ -568,6 +568,9 @@ def expand_grid(grid: dict) -> tuple[list[dict], list[dict]]:
             if grid.get(key) is not None and key not in t.axes:
                 hint = (f"; it trains for {t.passes_key} (grid key {t.passes_key!r}, "
                         f"--{t.passes_key})" if key in ("trials", "epochs") else "")
+                if len(set(names)) > 1:
+                    hint += ("; sweep the tasks one at a time into the same store, the report "
+                             "shows them together")
                 raise SweepError(f"task {n} does not take grid key {key!r}{hint}")
         if backend not in t.backends:
             raise SweepError(f"task {n} does not take backend {backend!r} (grid key 'backend'); "

@@ -381,6 +381,9 @@ def test_xor_and_randman_grids_map_onto_their_tasks_options():
     (dict(task=["fig2"], epochs=2), "task fig2 does not take grid key 'epochs'"),
     (dict(task=["xor"], epochs=2), "task xor does not take grid key 'epochs'; it trains for trials"),
     (dict(task=["xor"], backend="float"), "task xor does not take backend 'float'"),
+    (dict(task=["xor", "randman"], trials=2), "task randman does not take grid key 'trials'; it "
+                                               "trains for epochs (grid key 'epochs', --epochs); "
+                                               "sweep the tasks one at a time"),
     (dict(task=["xor"], regulariser=["yes"]), "regulariser entries must be true or false"),
     (dict(task=["xor"], options=dict(classes=3)), "unknown option(s) classes for task(s) xor"),
     (dict(task=["xor"], options=dict(n_in=2)), "at least 3 inputs"),
@@ -463,6 +466,18 @@ def test_tiny_accuracy_sweeps_store_rerun_and_report(tmp_path, capsys, argv, n_j
     rows = (out / f"{task}.csv").read_text().splitlines()
     mean = float(rows[1].split(",")[head.index(f"final_{'accuracy' if task == 'xor' else 'test_acc'}_mean")])
     assert mean == pytest.approx(sum(acc) / len(acc), abs=1e-5)
+
+
+def test_accuracy_jobs_on_dask_store_what_the_serial_path_stores(tmp_path):
+    pytest.importorskip("distributed")
+    jobs = expand_grid(dict(task=["xor"], hidden=[4], trials=2, seeds=2, options=dict(n_in=12)))[1]
+    dask, serial = Store(tmp_path / "dask"), Store(tmp_path / "serial")
+    res = run_sweep(jobs, dask, workers=1, processes=False)
+    assert (res["computed"], res["failed"]) == (2, [])
+    assert run_sweep(jobs, serial, workers=0)["computed"] == 2
+    assert [r["result"]["curves"] for r in dask.records()] == \
+        [r["result"]["curves"] for r in serial.records()]
+    assert run_sweep(jobs, dask, workers=0)["reused"] == 2
 
 
 def test_a_braille_job_without_its_data_fails_saying_where_it_looked(tmp_path, monkeypatch, capsys):
