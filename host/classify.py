@@ -537,11 +537,13 @@ def train_classifier(params: Params, task: dict, *, seeds: Sequence[int], epochs
     board = is_board_backend(backend)
     if not board and backend not in in_process_names():
         raise ValueError(f"unknown backend {backend!r}")
+    from spikeloop.host.train import save_params
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    params.save(out_dir / "params.json")
+    save_params(params, out_dir / "params.json")
     show = progress == "force" or (progress is True and sys.stderr.isatty())
     t0 = time.perf_counter()
+    digest = task_digest(task)
     hist = dict(train_acc=[], test_acc=[])       # [epoch][seed]; test_acc[0]: before training
     C = y.shape[0]
     st = dict(done=0, wall_before=0.0, complete=False, interrupted=False)
@@ -581,7 +583,7 @@ def train_classifier(params: Params, task: dict, *, seeds: Sequence[int], epochs
         from spikeloop.host.train import model_state, write_checkpoint
         meta = dict(kind="classification", epochs_done=st["done"], epochs=int(epochs),
                     seeds=seeds, backend=backend, params=params.to_dict(), hist=hist,
-                    make=task.get("make"), digest=task_digest(task), wall_s=wall())
+                    make=task.get("make"), digest=digest, wall_s=wall())
         arrays = {f"model:{k}": v for k, v in model_state(model).items()}
         write_checkpoint(out_dir, meta, dict(arrays, pred=np.asarray(pred)))
         atomic_write_json(out_dir / "metrics.json", metrics(["metrics.json", "params.json",

@@ -217,6 +217,13 @@ def read_checkpoint(out_dir, kind: str | None = None) -> tuple[dict, dict]:
     return meta, arrays
 
 
+def save_params(params: Params, path) -> None:
+    """``Params.save``'s file, written to a temporary name and renamed: a run that is resumed
+    writes it again, and an interruption then must not leave half of it."""
+    import json
+    _atomic_write_text(Path(path), json.dumps(params.to_dict(), indent=2) + "\n")
+
+
 class TrialScorer:
     """Per-trial metrics of a batch of networks, shared by :func:`train` and HIL training
     (:mod:`spikeloop.host.hil`), so both write the same ``per_trial``/``summary`` in metrics.json.

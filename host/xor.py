@@ -506,7 +506,7 @@ def train_xor(params: Params, *, seeds: Sequence[int], trials: int, out_dir, tas
     """
     from spikeloop.host.record import atomic_write_json
     from spikeloop.host.train import (check_schedule, fmt_time, model_state, restore_model_state,
-                                      write_checkpoint, _make_model, _drop_r0, _r0_mv)
+                                      save_params, write_checkpoint, _make_model, _drop_r0, _r0_mv)
     from spikeloop.params import ErrorSource
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -525,7 +525,7 @@ def train_xor(params: Params, *, seeds: Sequence[int], trials: int, out_dir, tas
     schedule = check_schedule(r0_drop)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    params.save(out_dir / "params.json")
+    save_params(params, out_dir / "params.json")
     B, T = len(seeds), stims[0].T
     model = _make_model(params, seeds, backend)
     filt = XorErrorFilter(params, batch=B)
