@@ -1772,9 +1772,9 @@ def _cmd_replay(args) -> int:
 #: ``spikeloop plot``'s metrics by kind of run: (unit, axis label, title).
 PLOT_METRICS = {
     "cost": ("trial", None, "learning curves (cost relative to each seed's first trial)"),
-    "xor": ("trial", "XOR accuracy (fraction of the 4 patterns right, running mean of {k} "
-                     "trials), higher is better", "XOR accuracy per trial"),
-    "classification": ("epoch", "test accuracy (learning off), higher is better",
+    "xor": ("trial", "XOR accuracy, higher is better\n(4 patterns a trial; running mean of {k})",
+            "XOR accuracy per trial"),
+    "classification": ("epoch", "test accuracy (learning off),\nhigher is better",
                        "classification: test accuracy per epoch"),
 }
 

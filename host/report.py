@@ -222,7 +222,7 @@ def _plot_groups(path: Path, groups: list[dict], labels: list[str], metric: str,
     else:
         ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel(unit + (" (0: before training)" if unit == "epoch" else ""))
-    ax.set_ylabel(f"{CURVE_LABELS.get(metric, metric)}, {better} is better")
+    ax.set_ylabel(f"{CURVE_LABELS.get(metric, metric)}\n{better} is better", fontsize=9)
     ax.set_xlim(0, max(n_max - 1, 1))
     if unit == "epoch":
         from matplotlib.ticker import MaxNLocator
