@@ -40,7 +40,6 @@ and renamed.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import sys
