@@ -435,6 +435,12 @@ def test_tiny_accuracy_sweeps_store_rerun_and_report(tmp_path, capsys, argv, n_j
     assert f"{n_jobs} jobs: 0 reused, {n_jobs} computed, 0 failed" in capsys.readouterr().out
     recs = Store(store).records()
     assert len(recs) == n_jobs and all(r["hash"] == job_hash(r["config"]) for r in recs)
+    # the stored command is the grid written as options: it expands to the same jobs
+    command = {r["command"] for r in recs}.pop()
+    assert command.startswith(f"spikeloop sweep --task {task} --hidden ")
+    assert ("--regulariser off on --trials 2" if task == "xor" else "--epochs 2") in command
+    assert main(command.split()[1:] + ["--store", str(store), "--dry-run"]) == 0
+    assert f"= {n_jobs} jobs; {n_jobs} already in" in capsys.readouterr().err
     before = {p.name: p.read_bytes() for p in (store / "jobs").iterdir()}
     assert main(["sweep", *argv, "--workers", "0", "--store", str(store)]) == 0
     assert f"{n_jobs} jobs: {n_jobs} reused, 0 computed, 0 failed" in capsys.readouterr().out
