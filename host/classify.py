@@ -32,13 +32,14 @@ Files written into ``out``: ``metrics.json`` (per-epoch train and test accuracy 
 task and its encoder, the summary), ``params.json``, ``confusion.csv`` and ``confusion.png``
 (the last test pass, summed over the seeds), ``learning_curve.png`` (accuracy per epoch),
 ``weights.npz`` (the trained weights, ``hid.w``/``out.w`` shaped (seeds, n_post, n_pre): integer
-words of the 'w' format, mV on the float backend).
+words of the 'w' format, mV on the float backend), and in-process ``checkpoint.npz`` (after every
+epoch: what :func:`resume_classifier` continues from). Every file is written to a temporary name
+and renamed.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import sys
@@ -55,7 +56,7 @@ __all__ = ["BRAILLE_DEFAULTS", "RANDMAN_DEFAULTS", "BRAILLE_ENV", "braille_path"
            "sigma_delta", "encode_braille", "braille_split", "stratified_split", "make_randman",
            "class_targets", "predict", "accuracy", "confusion", "write_confusion_csv",
            "classify_params", "make_braille_task", "make_randman_task", "train_classifier",
-           "reset_dynamics", "NONE"]
+           "reset_dynamics", "resume_classifier", "make_task", "task_digest", "NONE"]
 
 #: Environment variable that points at ``braille_taxels.npz``.
 BRAILLE_ENV = "SPIKELOOP_BRAILLE"
@@ -367,8 +368,14 @@ def make_braille_task(data=None, *, threshold=None, frame_steps=None, validate: 
                 split=split, validate=bool(validate), n_train=int(len(train)), n_test=int(len(test)),
                 steps=int(T), target_start=start, target_period=period,
                 chance=1.0 / len(names))
+    make = dict(kind="braille", kwargs=dict(data=str(Path(d["path"]).resolve()), threshold=threshold,
+                                            frame_steps=frame_steps, validate=bool(validate),
+                                            train_per_class=train_per_class,
+                                            test_per_class=test_per_class, target_start=start,
+                                            target_period=period))
     return dict(inputs=x, labels=labels, train=train, test=test,
-                targets=class_targets(len(names), T, start, period), names=names, task=task)
+                targets=class_targets(len(names), T, start, period), names=names, task=task,
+                make=make)
 
 
 def make_randman_task(*, data_seed=None, n_in=None, classes=None, dim=None,
@@ -398,9 +405,16 @@ def make_randman_task(*, data_seed=None, n_in=None, classes=None, dim=None,
                 split=f"stratified, seeded (data seed {seed}), {frac:g} of each class held out"
                       + (" of the training part, for validation" if validate else ""),
                 steps=int(T), target_start=start, target_period=period, chance=1.0 / C)
+    make = dict(kind="randman", kwargs=dict(data_seed=int(seed), n_in=kw["n_in"],
+                                            classes=kw["classes"], dim=kw["dim"],
+                                            samples_per_class=kw["samples_per_class"],
+                                            test_fraction=frac, validate=bool(validate),
+                                            train_per_class=train_per_class,
+                                            test_per_class=test_per_class, target_start=start,
+                                            target_period=period))
     return dict(inputs=x, labels=labels, train=train, test=test,
                 targets=class_targets(C, T, start, period), names=[str(c) for c in range(C)],
-                task=task)
+                task=task, make=make)
 
 
 # --------------------------------------------------------------------------- models
@@ -489,13 +503,21 @@ def _order_rng(seed: int):
 
 def train_classifier(params: Params, task: dict, *, seeds: Sequence[int], epochs: int,
                      backend: str = "model", out_dir, progress: bool | str = False,
-                     plots: bool = True, board_opener=None) -> dict:
+                     plots: bool = True, board_opener=None, on_epoch=None, _resume=None) -> dict:
     """Train one network per seed on ``task`` (:func:`make_braille_task`, :func:`make_randman_task`)
     for ``epochs`` passes over its training set, scoring the test set before training and after
     every epoch. In-process backends batch the seeds; board backends (``board_opener(params)``
     returns an open :class:`~spikeloop.host.board.Board`) train the seeds one after another.
-    Returns the content of metrics.json."""
+    Returns the content of metrics.json.
+
+    In-process, every completed epoch is checkpointed (``checkpoint.npz``: the whole model, the
+    scores, how to rebuild the task) and metrics.json rewritten, both atomically, so an
+    interrupted run keeps every completed epoch and :func:`resume_classifier` continues it to
+    the result of an uninterrupted run. ``on_epoch(epoch)`` is called after each checkpoint
+    (tests interrupt runs with it). ``_resume``: ``(meta, arrays)`` of a checkpoint (internal).
+    """
     from spikeloop.host.backends import in_process_names, is_board_backend
+    from spikeloop.host.record import atomic_savez, atomic_write_json
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
@@ -514,57 +536,157 @@ def train_classifier(params: Params, task: dict, *, seeds: Sequence[int], epochs
     board = is_board_backend(backend)
     if not board and backend not in in_process_names():
         raise ValueError(f"unknown backend {backend!r}")
+    from spikeloop.host.train import save_params
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    params.save(out_dir / "params.json")
+    save_params(params, out_dir / "params.json")
     show = progress == "force" or (progress is True and sys.stderr.isatty())
     t0 = time.perf_counter()
+    digest = task_digest(task)
     hist = dict(train_acc=[], test_acc=[])       # [epoch][seed]; test_acc[0]: before training
     C = y.shape[0]
+    st = dict(done=0, wall_before=0.0, complete=False, interrupted=False)
+    if _resume is not None:
+        st["done"] = int(_resume[0]["epochs_done"])
+        st["wall_before"] = float(_resume[0]["wall_s"])
 
     def note(text):
         if show:
             sys.stderr.write(f"\r{text} ({time.perf_counter() - t0:.0f} s)".ljust(79))
             sys.stderr.flush()
 
-    if board:
-        last_pred, weights = _train_board(params, task, seeds, epochs, board_opener, hist, note)
-    else:
-        last_pred, weights = _train_in_process(params, task, seeds, epochs, backend, hist, note)
+    def wall() -> float:
+        return st["wall_before"] + time.perf_counter() - t0
+
+    def metrics(files) -> dict:
+        n = st["done"]
+        test, train = hist["test_acc"][:n + 1], hist["train_acc"][:n]
+        final = np.array(test[-1])
+        summary = dict(n_seeds=len(seeds), test_acc_mean=round(float(final.mean()), 4),
+                       test_acc_sd=round(float(final.std()), 4),
+                       train_acc_mean=round(float(np.mean(train[-1])), 4) if train else None,
+                       train_acc_sd=round(float(np.std(train[-1])), 4) if train else None,
+                       chance=round(1.0 / C, 4), wall_time_s=round(wall(), 2))
+        return dict(version=spikeloop.__version__, kind="spikeloop classification", backend=backend,
+                    params=params.to_dict(), seeds=seeds, epochs=int(epochs), epochs_done=n,
+                    complete=st["complete"], interrupted=st["interrupted"], task=task["task"],
+                    per_epoch=dict(epoch=list(range(n + 1)), train_acc=[None] + train,
+                                   test_acc=test),
+                    scoring="prediction = the output with the most spikes (a tie or no spike: "
+                            "none, wrong); test with learning off; train accuracy online, during "
+                            "learning; confusion summed over the seeds, last epoch",
+                    summary=summary, files=files)
+
+    def save(model, pred) -> None:
+        """Checkpoint after ``st['done']`` epochs, then metrics.json (the checkpoint rules)."""
+        from spikeloop.host.train import model_state, write_checkpoint
+        meta = dict(kind="classification", epochs_done=st["done"], epochs=int(epochs),
+                    seeds=seeds, backend=backend, params=params.to_dict(), hist=hist,
+                    make=task.get("make"), digest=digest, wall_s=wall())
+        arrays = {f"model:{k}": v for k, v in model_state(model).items()}
+        write_checkpoint(out_dir, meta, dict(arrays, pred=np.asarray(pred)))
+        atomic_write_json(out_dir / "metrics.json", metrics(["metrics.json", "params.json",
+                                                             "checkpoint.npz"]))
+        if on_epoch is not None:
+            on_epoch(st["done"] - 1)
+
+    try:
+        if board:
+            if _resume is not None:
+                raise ValueError("a classification run on a board backend cannot be resumed")
+            last_pred, weights = _train_board(params, task, seeds, epochs, board_opener, hist, note)
+            st["done"] = epochs
+        else:
+            last_pred, weights = _train_in_process(params, task, seeds, epochs, backend, hist, note,
+                                                   st, save, _resume)
+    except KeyboardInterrupt:
+        st["interrupted"] = True
+        if show:
+            sys.stderr.write("\n")
+        if not board and hist["test_acc"]:
+            atomic_write_json(out_dir / "metrics.json", metrics(
+                ["metrics.json", "params.json"] + (["checkpoint.npz"] if st["done"] else [])))
+        raise
     layer_names = ("hid.w", "out.w") if params.n_hidden else ("out.w",)
-    np.savez_compressed(out_dir / "weights.npz", seeds=np.array(seeds),
-                        **dict(zip(layer_names, weights)))
+    atomic_savez(out_dir / "weights.npz", dict(seeds=np.array(seeds), **dict(zip(layer_names, weights))))
     if show:
         sys.stderr.write("\n")
-    wall = time.perf_counter() - t0
     conf = sum(confusion(p, labels[te], C) for p in last_pred)
-    write_confusion_csv(out_dir / "confusion.csv", conf, task["names"])
-    final = np.array(hist["test_acc"][-1])
-    summary = dict(n_seeds=len(seeds), test_acc_mean=round(float(final.mean()), 4),
-                   test_acc_sd=round(float(final.std()), 4),
-                   train_acc_mean=round(float(np.mean(hist["train_acc"][-1])), 4),
-                   train_acc_sd=round(float(np.std(hist["train_acc"][-1])), 4),
-                   chance=round(1.0 / C, 4), wall_time_s=round(wall, 2))
+    tmp = out_dir / f".confusion.csv.tmp{os.getpid()}"
+    write_confusion_csv(tmp, conf, task["names"])
+    os.replace(tmp, out_dir / "confusion.csv")
     files = ["metrics.json", "params.json", "weights.npz", "confusion.csv"]
+    if not board:
+        files.append("checkpoint.npz")
     if plots:
         _plot_confusion(out_dir / "confusion.png", conf, task["names"],
                         f"{task['task']['name']}: {backend}, {len(seeds)} seed(s), epoch {epochs}")
         _plot_accuracy(out_dir / "learning_curve.png", hist, 1.0 / C,
                        f"{task['task']['name']}: {backend}, {len(seeds)} seed(s)")
         files += ["confusion.png", "learning_curve.png"]
-    m = dict(version=spikeloop.__version__, kind="spikeloop classification", backend=backend,
-             params=params.to_dict(), seeds=seeds, epochs=int(epochs), task=task["task"],
-             per_epoch=dict(epoch=list(range(epochs + 1)), train_acc=[None] + hist["train_acc"],
-                            test_acc=hist["test_acc"]),
-             scoring="prediction = the output with the most spikes (a tie or no spike: none, "
-                     "wrong); test with learning off; train accuracy online, during learning; "
-                     "confusion summed over the seeds, last epoch",
-             summary=summary, files=files)
-    (out_dir / "metrics.json").write_text(json.dumps(m, indent=1, allow_nan=False) + "\n")
+    st["complete"] = True
+    m = metrics(files)
+    atomic_write_json(out_dir / "metrics.json", m)
     return m
 
 
-def _train_in_process(params, task, seeds, epochs, backend, hist, note):
+def task_digest(task: dict) -> str:
+    """SHA-256 of a task's samples, labels and split: a resumed run checks that the task it
+    rebuilt is the one it started on (e.g. the same Braille archive)."""
+    import hashlib
+    h = hashlib.sha256()
+    for k in ("inputs", "labels", "train", "test", "targets"):
+        a = np.ascontiguousarray(task[k])
+        h.update(f"{k}{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def make_task(make: dict) -> dict:
+    """Rebuild a task from its ``make`` entry (what :func:`make_braille_task` or
+    :func:`make_randman_task` was called with)."""
+    kind, kw = make["kind"], dict(make["kwargs"])
+    if kind == "braille":
+        return make_braille_task(kw.pop("data"), **kw)
+    if kind == "randman":
+        return make_randman_task(**kw)
+    raise ValueError(f"task kind must be braille or randman, not {kind!r}")
+
+
+def resume_classifier(out_dir, *, epochs: int | None = None, progress: bool | str = False,
+                      plots: bool = True, on_epoch=None) -> dict:
+    """Continue the in-process classification run in ``out_dir`` from its last completed epoch
+    to its ``epochs`` (or to ``epochs``, which may extend a finished run); the result is that of
+    an uninterrupted run (bit-identical on the ``model`` backend).
+
+    Raises
+    ------
+    RecordError
+        No checkpoint, one that does not fit, or a task that rebuilds differently.
+    """
+    from spikeloop.host.record import RecordError
+    from spikeloop.host.train import read_checkpoint
+    meta, arrays = read_checkpoint(out_dir, "classification")
+    done = int(meta["epochs_done"])
+    if epochs is None:
+        epochs = int(meta["epochs"])
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < done:
+        raise ValueError(f"epochs must be an integer >= {done} (epochs already completed), "
+                         f"not {epochs!r}")
+    if not meta.get("make"):
+        raise RecordError(f"{out_dir}: the checkpoint does not say how its task was made")
+    task = make_task(meta["make"])
+    if task_digest(task) != meta["digest"]:
+        raise RecordError(f"{out_dir}: the task rebuilt from the checkpoint differs from the one "
+                          f"the run started on (another data file?)")
+    return train_classifier(Params.from_dict(meta["params"]), task, seeds=meta["seeds"],
+                            epochs=int(epochs), backend=meta["backend"], out_dir=out_dir,
+                            progress=progress, plots=plots, on_epoch=on_epoch,
+                            _resume=(meta, arrays))
+
+
+def _train_in_process(params, task, seeds, epochs, backend, hist, note, st, save, resume):
+    from spikeloop.host.train import restore_model_state
     x, labels, y = task["inputs"], task["labels"], task["targets"]
     tr, te = np.asarray(task["train"]), np.asarray(task["test"])
     B = len(seeds)
@@ -577,8 +699,17 @@ def _train_in_process(params, task, seeds, epochs, backend, hist, note):
         hist["test_acc"].append([round(accuracy(p, labels[te]), 4) for p in pred])
         return pred
 
-    pred = test()
-    for ep in range(epochs):
+    if resume is None:
+        pred = test()
+    else:
+        meta, arrays = resume
+        restore_model_state(model, {k[6:]: v for k, v in arrays.items() if k.startswith("model:")})
+        hist.update(copy_hist(meta["hist"]))
+        pred = arrays["pred"]
+        for r in rngs:                   # the shuffles of the completed epochs, drawn again
+            for _ in range(st["done"]):
+                r.permutation(tr)
+    for ep in range(st["done"], epochs):
         order = np.stack([r.permutation(tr) for r in rngs], axis=1)     # (n_train, B)
         correct = np.zeros(B, np.int64)
         for k, idx in enumerate(order):
@@ -589,8 +720,15 @@ def _train_in_process(params, task, seeds, epochs, backend, hist, note):
                 note(f"epoch {ep + 1}/{epochs}  sample {k}/{len(tr)}")
         hist["train_acc"].append([round(float(c) / len(tr), 4) for c in correct])
         pred = test()
+        st["done"] = ep + 1
+        save(model, pred)
         note(f"epoch {ep + 1}/{epochs}  test accuracy {np.mean(hist['test_acc'][-1]):.3f}")
     return pred, [np.asarray(w) for w in _weights_of(model, backend, params)[0]]
+
+
+def copy_hist(h: dict) -> dict:
+    """The score lists of a checkpoint, as fresh lists."""
+    return {k: [list(r) for r in v] for k, v in h.items()}
 
 
 def _train_board(params, task, seeds, epochs, board_opener, hist, note):

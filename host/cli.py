@@ -85,6 +85,15 @@ def _r0_drop(text: str) -> tuple[int, float]:
     return k, (int(f) if f.is_integer() else f)
 
 
+def _on_off(text: str) -> bool:
+    """``on``/``off`` (also true/false, yes/no) as a bool, for grid axes of switches."""
+    v = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}.get(
+        text.lower())
+    if v is None:
+        raise argparse.ArgumentTypeError(f"must be on or off, not {text!r}")
+    return v
+
+
 def _backend(text: str) -> str:
     """A training backend: in-process (model, float) or a board (rtl, board-model, serial:PORT)."""
     from spikeloop.host.backends import choices_text, parse_spec
@@ -186,8 +195,9 @@ def _add_training_options(p: argparse.ArgumentParser, task: str | None,
     h.add_argument("--record-link", type=Path, metavar="FILE", help=_RECORD_HELP)
     h.add_argument("--resume", type=Path, metavar="DIR",
                    help="continue the interrupted run recorded in DIR from its last snapshot "
-                        "(everything else comes from DIR's manifest; --trials may extend it, "
-                        "--backend may move it)")
+                        "(a board run: everything else comes from DIR's manifest; --trials may "
+                        "extend it, --backend may move it) or from its checkpoint (an in-process "
+                        "xor, braille or randman run: --trials or --epochs may extend it)")
     n = p.add_argument_group("network")
     n.add_argument("--config", type=Path, metavar="PARAMS",
                    help="parameters from a .json or .toml file (Params.save writes one)" +
@@ -336,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "spike rounded up to 100 ms); the weights are updated once per trial, or "
                         "every 250-500 ms of a longer one")
     _add_training_options(p, None)
+    p.add_argument("--epochs", type=_positive_int, metavar="N",
+                   help="with --resume DIR of a classification run (braille, randman): continue "
+                        "it to N epochs (default: the epochs it was started with)")
     p.set_defaults(func=_cmd_train, task_name=None)
     tsub = p.add_subparsers(dest="task_name", metavar="TASK")
     q = tsub.add_parser(
@@ -619,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "backend and an [options] table")
     g.add_argument("--task", nargs="+", metavar="TASK",
                    help="tasks (fig2, fig4 = fig2 through 4 hidden neurons, every feedback mode; "
-                        "pattern)")
+                        "pattern; xor, braille, randman: scored by accuracy)")
     g.add_argument("--hidden", type=_non_negative_int, nargs="+", metavar="N",
                    help="hidden sizes (default: the task's; fig2 0)")
     g.add_argument("--feedback", choices=FEEDBACK_MODES, nargs="+", metavar="MODE",
@@ -634,9 +647,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed-list", type=_non_negative_int, nargs="+", metavar="S",
                    help="these seeds instead of --seed/--seeds")
     g.add_argument("--trials", type=_positive_int, metavar="N",
-                   help="trials per job (default: the task's)")
+                   help="trials per job (fig2, fig4, pattern, xor; default: the task's)")
+    g.add_argument("--epochs", type=_positive_int, metavar="N",
+                   help="epochs per job (braille, randman; default: the task's)")
+    g.add_argument("--regulariser", type=_on_off, nargs="+", metavar="on|off",
+                   help="xor: with and/or without the hidden-layer rate regulariser "
+                        "(default off)")
     g.add_argument("--backend", choices=("model", "float"),
-                   help="the golden model (default) or the float reference")
+                   help="the golden model (default) or the float reference (not xor)")
     g.add_argument("--set", action="append", metavar="KEY=VALUE", dest="set_options",
                    help="a task option for every job (n_in=20, duration_ms=100, word=LOOP, "
                         "r0_drop=[[200,10]], ...); repeatable")
@@ -667,8 +685,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("plot", help="learning curves of several runs on one axis",
-                       description="Draw the mean ± sd relative cost of training runs (their "
-                                   "metrics.json), e.g. the golden model against the float reference.")
+                       description="Draw the learning curves of training runs (their metrics.json) "
+                                   "as mean ± sd over seeds on one axis, e.g. the golden model "
+                                   "against the float reference: the relative cost per trial "
+                                   "(fig2, pattern, files, board runs), the XOR accuracy per trial "
+                                   "(running mean of 20), or the test accuracy per epoch (braille, "
+                                   "randman). Runs scored differently are refused.")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="output directories of `train`")
     p.add_argument("--out", type=Path, required=True, metavar="PNG", help="image to write")
     p.set_defaults(func=_cmd_plot)
@@ -806,13 +828,28 @@ def _resolve(args) -> dict:
         given = [f"--{o.replace('_', '-')}" for o in _RESUME_FIXED if getattr(args, o, None) is not None]
         if given:
             raise UsageError(f"--resume continues a recorded run with its own settings; "
-                             f"{', '.join(given)} cannot be changed (only --trials, --backend, --progress)")
-        if getattr(args, "backend", None) is not None and not board:
+                             f"{', '.join(given)} cannot be changed (only --trials or --epochs, "
+                             f"--backend, --progress)")
+        from spikeloop.host.train import CHECKPOINT
+        in_process = (not (args.resume / "manifest.json").is_file()
+                      and (args.resume / CHECKPOINT).is_file())
+        if in_process:
+            if getattr(args, "backend", None) is not None or getattr(args, "record_link", None):
+                raise UsageError(f"{args.resume} is an in-process run (a {CHECKPOINT}); it "
+                                 f"resumes on its own backend, without --backend or --record-link")
+        elif getattr(args, "backend", None) is not None and not board:
             raise UsageError(f"--resume needs a board backend (rtl, board-model, serial:PORT), "
                              f"not {backend!r}")
+        elif getattr(args, "epochs", None) is not None:
+            raise UsageError("--epochs extends a classification run (braille, randman); a board "
+                             "run takes --trials")
         return dict(resume=args.resume, trials=getattr(args, "trials", None),
+                    epochs=getattr(args, "epochs", None), in_process=in_process,
                     record_link=getattr(args, "record_link", None),
                     backend=getattr(args, "backend", None), progress=_progress(getattr(args, "progress", None)))
+    if getattr(args, "epochs", None) is not None:
+        raise UsageError("--epochs applies to 'train braille' and 'train randman', or with --resume "
+                         "to a classification run")
     if not board and hil_only:
         raise UsageError(f"{', '.join(hil_only)} appl{'ies' if len(hil_only) == 1 else 'y'} to the board "
                          f"backends (rtl, board-model, serial:PORT), not to --backend {backend}")
@@ -1010,6 +1047,8 @@ def _train_board(o: dict, params, inputs, targets, info) -> int:
 
 
 def _train_resume(o: dict) -> int:
+    if o["in_process"]:
+        return _resume_in_process(o)
     from spikeloop.host.hil import hil_resume, open_board
     out = o["resume"]
     boards = []
@@ -1027,6 +1066,50 @@ def _train_resume(o: dict) -> int:
                 b.close()
     print(f"resuming the run in {out}", file=sys.stderr)
     return _run_board(out, go)
+
+
+def _resume_in_process(o: dict) -> int:
+    """``train --resume DIR`` of an in-process XOR or classification run: from its checkpoint
+    (the last completed epoch, or the last of every --checkpoint-every trials) to the end."""
+    from spikeloop.host.train import read_checkpoint
+    out = o["resume"]
+    kind = read_checkpoint(out)[0].get("kind")
+    if kind == "classification":
+        from spikeloop.host.classify import resume_classifier
+        if o["trials"] is not None:
+            raise UsageError(f"{out} is a classification run: it counts epochs, extend it with "
+                             f"--epochs N, not --trials")
+        go = lambda: resume_classifier(out, epochs=o["epochs"], progress=o["progress"])  # noqa: E731
+    elif kind == "xor":
+        from spikeloop.host.xor import resume_xor
+        if o["epochs"] is not None:
+            raise UsageError(f"{out} is an XOR run: it counts trials, extend it with --trials N, "
+                             f"not --epochs")
+        go = lambda: resume_xor(out, trials=o["trials"], progress=o["progress"])  # noqa: E731
+    else:
+        raise UsageError(f"{out}: a checkpoint of kind {kind!r}, which this version cannot resume")
+    print(f"resuming the {kind} run in {out}", file=sys.stderr)
+    try:
+        m = go()
+    except KeyboardInterrupt:
+        print(_interrupted_in_process(out), file=sys.stderr)
+        return 130
+    if kind == "xor":
+        from spikeloop.host.xor import summary_paragraph
+        print(summary_paragraph(m))
+        print(f"results in {out}/ (metrics.json, learning_curve.png, raster.png)")
+    else:
+        _print_classification(m, out)
+    return 0
+
+
+def _interrupted_in_process(out: Path) -> str:
+    """What an interrupted in-process run left, and how to continue it."""
+    from spikeloop.host.train import CHECKPOINT
+    if (out / CHECKPOINT).is_file():
+        return (f"{PROG}: interrupted; the completed part is in {out} (continue with: {PROG} train "
+                f"--resume {out})")
+    return f"{PROG}: interrupted before the first checkpoint; {out / 'metrics.json'} has what ran"
 
 
 def _link(o: dict) -> dict:
@@ -1139,7 +1222,7 @@ def _cmd_xor(args) -> int:
     from spikeloop.host import xor
     from spikeloop.host.backends import is_board_backend
     foreign = [f"--{o.replace('_', '-')}" for o in ("input", "target", "duration_ms", "tol_ms",
-                                                    "error_mode", "resume")
+                                                    "error_mode", "resume", "epochs")
                if getattr(args, o, None) is not None]
     if foreign:
         raise UsageError(f"{', '.join(foreign)} do{'es' if len(foreign) == 1 else ''} not apply to "
@@ -1192,6 +1275,9 @@ def _cmd_xor(args) -> int:
         task = xor.xor_task(seeds, dt_ms=params.dt_ms, n_in=params.n_in, rate_hz=args.rate_hz)
         if board and (out / "manifest.json").exists():
             raise UsageError(f"{out} already holds a run record; choose another --out")
+        if not board and (out / "checkpoint.npz").is_file():
+            raise UsageError(f"{out} already holds an XOR run; continue it with {PROG} train "
+                             f"--resume {out} [--trials N] or choose another --out")
         plan.append((name, out, params, task))
     rows = []
     for name, out, params, task in plan:
@@ -1212,8 +1298,7 @@ def _cmd_xor(args) -> int:
                                   r0_drop=r0_drop, progress=progress,
                                   record_every=50 if args.checkpoint_every is None else args.checkpoint_every)
             except KeyboardInterrupt:
-                print(f"{PROG}: interrupted; the completed trials are in {out / 'metrics.json'}",
-                      file=sys.stderr)
+                print(_interrupted_in_process(out), file=sys.stderr)
                 return 130
             print(xor.summary_paragraph(m))
             print(f"results in {out}/ (metrics.json, learning_curve.png, raster.png)")
@@ -1366,19 +1451,30 @@ def _cmd_classify(args) -> int:
           f"{params.n_in}-{params.n_hidden}-{params.n_out}, {info['steps']} steps per sample "
           f"-> {out}", file=sys.stderr)
     from spikeloop.host.board import DriverError
+    if not is_board_backend(backend) and (out / "checkpoint.npz").is_file():
+        raise UsageError(f"{out} already holds a classification run; continue it with "
+                         f"{PROG} train --resume {out} [--epochs N] or choose another --out")
     try:
         m = C.train_classifier(params, task, seeds=range(seed, seed + n), epochs=epochs,
                                backend=backend, out_dir=out, progress=_progress(get("progress")),
                                board_opener=opener)
     except (DriverError, OSError) as e:
         raise UsageError(f"the {backend} backend failed: {e}") from None
+    except KeyboardInterrupt:
+        print(_interrupted_in_process(out) if not is_board_backend(backend) else
+              f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    _print_classification(m, out)
+    return 0
+
+
+def _print_classification(m: dict, out: Path) -> None:
     s = m["summary"]
-    what = "validation" if info["validate"] else "test"
-    print(f"{what} accuracy after {epochs} epoch(s): {s['test_acc_mean']:.3f} ± "
+    what = "validation" if m["task"]["validate"] else "test"
+    print(f"{what} accuracy after {m['epochs_done']} epoch(s): {s['test_acc_mean']:.3f} ± "
           f"{s['test_acc_sd']:.3f} (mean ± sd over {s['n_seeds']} seed(s); chance "
           f"{s['chance']:.3f}); train (online) {s['train_acc_mean']:.3f}; {s['wall_time_s']:.0f} s")
     print(f"results in {out}/ ({', '.join(m['files'])})")
-    return 0
 
 
 def _fig2_from_args(args, seed: int):
@@ -1673,19 +1769,65 @@ def _cmd_replay(args) -> int:
     return 0
 
 
+#: ``spikeloop plot``'s metrics by kind of run: (unit, axis label, title).
+PLOT_METRICS = {
+    "cost": ("trial", None, "learning curves (cost relative to each seed's first trial)"),
+    "xor": ("trial", "XOR accuracy, higher is better\n(4 patterns a trial; running mean of {k})",
+            "XOR accuracy per trial"),
+    "classification": ("epoch", "test accuracy (learning off),\nhigher is better",
+                       "classification: test accuracy per epoch"),
+}
+
+#: Trials in the running mean of XOR accuracy (as train xor's own learning curve).
+PLOT_XOR_SMOOTH = 20
+
+
+def _plot_series(m: dict):
+    """A run's (kind, (n, seeds) curve, chance) from its metrics.json: the cost runs (fig2,
+    pattern, files, HIL), XOR (accuracy per trial) and classification (test accuracy per
+    epoch)."""
+    if m.get("kind") == "spikeloop classification":
+        return "classification", m["per_epoch"]["test_acc"], (m.get("task") or {}).get("chance")
+    if (m.get("task") or {}).get("name") == "xor" or "accuracy" in m.get("per_trial", {}):
+        return "xor", m["per_trial"]["accuracy"], None
+    return "cost", m["per_trial"]["rel_cost"], None
+
+
 def _cmd_plot(args) -> int:
-    import json
-    from spikeloop.host.plots import plot_compare_curves
-    runs = {}
+    import numpy as np
+    from spikeloop.host.plots import plot_compare_accuracy, plot_compare_curves, running_mean
+    runs, kinds, chances = {}, {}, set()
     for d in args.runs:
         path = d / "metrics.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no metrics.json (is {d} the --out of a training run?)")
         m = json.loads(path.read_text())
+        kind, curve, chance = _plot_series(m)
+        kinds.setdefault(kind, d)
+        chances.add(chance)
         label = {"model": "golden model", "float": "float reference"}.get(m["backend"], m["backend"])
-        runs[f"{label} ({d.name})" if label in [k.split(" (")[0] for k in runs] else label] = \
-            m["per_trial"]["rel_cost"]
-    plot_compare_curves(runs, args.out, title="learning curves (cost relative to each seed's first trial)")
+        if kind != "cost":
+            label = f"{(m.get('task') or {}).get('name', kind)}, {label}"
+        if label in [k.split(" (")[0] for k in runs]:
+            label = f"{label} ({d.name})"
+        runs[label] = curve
+    if len(kinds) > 1:
+        raise UsageError("cannot draw " + " and ".join(f"{k} runs ({d})" for k, d in kinds.items())
+                         + " on one axis: they are scored differently (cost per trial, XOR "
+                           "accuracy per trial, test accuracy per epoch); plot them separately")
+    (kind,) = kinds
+    unit, ylabel, title = PLOT_METRICS[kind]
+    if kind == "cost":
+        plot_compare_curves(runs, args.out, title=title)
+    else:
+        arrays = {k: np.array([[np.nan if v is None else v for v in row] for row in c], float)
+                  for k, c in runs.items()}
+        if kind == "xor":
+            k = min(PLOT_XOR_SMOOTH, min(len(a) for a in arrays.values()))
+            arrays = {lab: running_mean(a, k) for lab, a in arrays.items()}
+            ylabel = ylabel.format(k=k)
+        chance = chances.pop() if len(chances) == 1 else None
+        plot_compare_accuracy(arrays, args.out, unit=unit, ylabel=ylabel, chance=chance, title=title)
     print(f"wrote {args.out}")
     return 0
 
@@ -1701,7 +1843,8 @@ def _cmd_sweep(args) -> int:
     grid = sweep.merge_grid(
         sweep.load_grid(args.grid) if args.grid else None, task=args.task, hidden=args.hidden,
         feedback=args.feedback, formats=args.formats, seeds=args.seed_list or args.seeds,
-        seed=args.seed, trials=args.trials, backend=args.backend,
+        seed=args.seed, trials=args.trials, epochs=args.epochs, regulariser=args.regulariser,
+        backend=args.backend,
         options=sweep.parse_set(args.set_options))
     configs, jobs = sweep.expand_grid(grid)
     store = sweep.Store(args.store or sweep.DEFAULT_STORE)
@@ -1712,7 +1855,8 @@ def _cmd_sweep(args) -> int:
           f"{store.root}", file=sys.stderr)
     if args.dry_run:
         for c in configs:
-            print(f"  {sweep.describe(c)}, {c['trials']} trials, {c['backend']}")
+            unit = "epochs" if "epochs" in c else "trials"
+            print(f"  {sweep.describe(c)}, {c[unit]} {unit}, {c['backend']}")
         print(command)
         return 0
     where = (f"the Dask scheduler at {args.scheduler}" if args.scheduler else

@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 __all__ = ["plot_learning_curve", "plot_raster", "plot_compare_curves", "plot_compare_traces",
-           "REL_COST_FLOOR"]
+           "plot_compare_accuracy", "running_mean", "REL_COST_FLOOR"]
 
 #: Relative costs are drawn no lower than this on the log axis (a cost of exactly 0, i.e. output
 #: identical to the target, would otherwise vanish from the plot).
@@ -177,6 +177,55 @@ def plot_compare_curves(runs: dict, path, *, success_level=0.1, title: str | Non
     ax.set_xlim(0, n_max - 1)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def running_mean(a, k: int) -> np.ndarray:
+    """Trailing mean over ``k`` rows of ``a`` (trials, seeds), fewer at the start, so the curve
+    keeps one point per trial (per-trial XOR accuracy takes only 5 values)."""
+    a = np.asarray(a, dtype=np.float64)
+    c = np.cumsum(np.vstack([np.zeros((1,) + a.shape[1:]), a]), axis=0)
+    n = np.arange(1, len(a) + 1)
+    lo = np.maximum(n - k, 0)
+    return (c[n] - c[lo]) / (n - lo).reshape((-1,) + (1,) * (a.ndim - 1))
+
+
+def plot_compare_accuracy(runs: dict, path, *, unit: str, ylabel: str, chance: float | None = None,
+                          title: str | None = None) -> Path:
+    """Mean ± sd accuracy of several runs over their seeds on one 0..1 axis.
+
+    ``runs`` maps a label to a ``(trials or epochs, seeds)`` array; ``unit`` ('trial' or
+    'epoch') labels the x axis and ``ylabel`` says which accuracy it is; ``chance`` is drawn
+    as a dashed line.
+    """
+    fig = Figure(figsize=(7.0, 4.2))
+    ax = fig.add_subplot()
+    n_max = 1
+    for k, (label, acc) in enumerate(runs.items()):
+        acc = np.asarray(acc, dtype=np.float64)
+        if acc.ndim != 2:
+            raise ValueError(f"accuracy of {label!r} must be shaped ({unit}s, seeds), not {acc.shape}")
+        x = np.arange(acc.shape[0])
+        n_max = max(n_max, acc.shape[0])
+        with np.errstate(invalid="ignore"):
+            mean, sd = np.nanmean(acc, axis=1), np.nanstd(acc, axis=1)
+        ax.fill_between(x, mean - sd, mean + sd, color=f"C{k}", alpha=0.18, lw=0)
+        ax.plot(x, mean, color=f"C{k}", lw=1.4, marker="o" if unit == "epoch" else None, ms=3,
+                label=f"{label}: mean ± sd over {acc.shape[1]} seeds")
+    if chance:
+        ax.axhline(chance, color="0.3", ls="--", lw=1, label=f"chance ({chance:.3g})")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlim(0, max(n_max - 1, 1))
+    ax.set_xlabel(unit + (" (0: before training)" if unit == "epoch" else ""))
+    ax.set_ylabel(ylabel)
+    if unit == "epoch":
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

@@ -10,8 +10,13 @@ learning curve as mean ± sd over the seeds and the values after the last trial.
     stored with the jobs (and the report command). No timestamps: the same store gives the same
     bytes.
 ``TASK.csv``
-    One row per configuration of a task: seeds, seeds that succeeded, first success mean ± sd,
-    the final values mean ± sd (sd over seeds, ddof = 0, as in metrics.json).
+    One row per configuration of a task: seeds, seeds that succeeded and first success mean ± sd
+    (tasks with a notion of success), the final values mean ± sd (sd over seeds, ddof = 0, as in
+    metrics.json).
+
+A task is scored by the ``metric`` its results name: a cost (fig2, pattern: lower is better, log
+axis) or an accuracy (xor per trial, braille and randman per epoch: higher is better, 0..1 axis,
+chance level drawn); the page says which, per task.
 ``TASK.png``
     Every configuration of a task on one axis (mean ± sd bands).
 ``CONFIG.png``, ``CONFIG.csv``
@@ -41,7 +46,42 @@ MIN_SEEDS = 5
 
 #: Per-trial curves the report knows how to label.
 CURVE_LABELS = {"rel_cost": "van Rossum cost / first trial", "cost": "van Rossum cost",
-                "accuracy": "accuracy"}
+                "accuracy": "accuracy (fraction of the 4 patterns right)",
+                "test_acc": "test accuracy (learning off)", "train_acc": "train accuracy (online)"}
+
+#: What a task's score means, by its metric: said once per task on the page.
+METRIC_TEXT = {
+    "rel_cost": "Scored by the van Rossum cost relative to each seed's first trial (lower is "
+                "better). A seed *succeeds* at the first trial whose output spikes all match the "
+                "target (within the tolerance, no extra spike) at a cost of at most the success "
+                "level times its first trial's; *first success* is the mean ± sd of that trial "
+                "over the seeds that succeeded. Final values are those of the last trial.",
+    "accuracy": "Scored by accuracy per trial, the fraction of the four XOR patterns classified "
+                "right (higher is better; 0.5 is half of them). A seed *succeeds* at the first "
+                "trial with all four right. *final accuracy* is the mean over the last trials "
+                "(up to 50, as `train xor` reports it), *final last_accuracy* that of the last "
+                "trial.",
+    "test_acc": "Scored by the test accuracy after every epoch (epoch 0: before training), "
+                "measured with learning off; higher is better, and the chance level is drawn. "
+                "Train accuracy is the online accuracy during each epoch. Final values are those "
+                "after the last epoch.",
+}
+
+
+def _direction(rec: dict) -> str:
+    """'max' (an accuracy: higher is better) or 'min' (a cost), from a stored result."""
+    r = rec["result"]
+    return r.get("direction") or ("max" if "acc" in r.get("metric", "") else "min")
+
+
+def _unit(rec_or_config: dict) -> str:
+    """'epoch' or 'trial': what a configuration counts."""
+    c = rec_or_config.get("config", rec_or_config)
+    return "epoch" if "epochs" in c else "trial"
+
+
+def _passes(c: dict) -> int:
+    return c["epochs"] if "epochs" in c else c["trials"]
 
 
 def _config_key(rec: dict) -> str:
@@ -68,7 +108,9 @@ def group_records(records: list[dict]) -> list[dict]:
         g["records"].sort(key=lambda r: r["config"]["seed"])
         c = g["config"]
         g["name"] = "-".join([c["task"], f"h{c['hidden']}"] + ([c["feedback"]] if c["feedback"] else [])
-                             + [c["formats"]["name"], c["backend"], f"{c['trials']}t", g["id"][:8]])
+                             + (["reg"] if c.get("regulariser") else [])
+                             + [c["formats"]["name"], c["backend"],
+                                f"{_passes(c)}{'e' if _unit(c) == 'epoch' else 't'}", g["id"][:8]])
         out.append(g)
     out.sort(key=lambda g: (g["config"]["task"], g["config"]["hidden"], g["config"]["feedback"] or "",
                             g["config"]["formats"]["name"], canonical_json(g["config"]),
@@ -116,8 +158,11 @@ def _pm(pair, spec=".3g") -> str:
 
 def _settings(c: dict) -> dict:
     """A configuration's settings as flat name -> text (for the tables' common/varying split)."""
-    d = dict(hidden=str(c["hidden"]), feedback=c["feedback"] or "–", formats=c["formats"]["name"],
-             backend=c["backend"], trials=str(c["trials"]))
+    d = dict(hidden=str(c["hidden"]), feedback=c["feedback"] or "–")
+    if "regulariser" in c:
+        d["regulariser"] = "on" if c["regulariser"] else "off"
+    d.update(formats=c["formats"]["name"], backend=c["backend"])
+    d[f"{_unit(c)}s"] = str(_passes(c))
     for k, v in sorted(c["options"].items()):
         d[k] = canonical_json(v) if isinstance(v, (list, dict)) else str(v)
     return d
@@ -143,6 +188,8 @@ def _plot_groups(path: Path, groups: list[dict], labels: list[str], metric: str,
     from spikeloop.host.plots import REL_COST_FLOOR
     log = metric in ("rel_cost", "cost")
     floor = REL_COST_FLOOR if log else -np.inf
+    first = groups[0]["records"][0] if groups else None
+    unit = _unit(first) if first else "trial"
     fig = Figure(figsize=(7.0, 4.2))
     ax = fig.add_subplot()
     n_max = 1
@@ -163,16 +210,25 @@ def _plot_groups(path: Path, groups: list[dict], labels: list[str], metric: str,
                         color=colour, alpha=0.15 if seed_lines else 0.18, lw=0)
         ax.plot(trial, np.maximum(mean, floor), color=colour, lw=1.5,
                 label=f"{label}: mean ± sd over {a.shape[1]} seeds")
-    level = groups[0]["records"][0]["result"].get("success_level") if groups else None
+    level = first["result"].get("success_level") if first else None
     if metric == "rel_cost" and level:
         ax.axhline(level, color="0.3", ls=":", lw=1, label=f"success level ({level:g})")
+    chance = first["result"].get("chance") if first else None
+    if chance:
+        ax.axhline(chance, color="0.3", ls="--", lw=1, label=f"chance ({chance:.3g})")
+    better = "higher" if first and _direction(first) == "max" else "lower"
     if log:
         ax.set_yscale("log")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(CURVE_LABELS.get(metric, metric))
+    else:
+        ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel(unit + (" (0: before training)" if unit == "epoch" else ""))
+    ax.set_ylabel(f"{CURVE_LABELS.get(metric, metric)}\n{better} is better", fontsize=9)
     ax.set_xlim(0, max(n_max - 1, 1))
+    if unit == "epoch":
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left", ncol=2 if seed_lines else 1)
+    ax.legend(fontsize=7, loc="lower left" if log else "best", ncol=2 if seed_lines else 1)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     FigureCanvasAgg(fig)
@@ -230,16 +286,16 @@ def build_report(store, out, *, command: str | None = None) -> dict:
           f"{'s' if len(records) != 1 else ''} in {len(groups)} configuration"
           f"{'s' if len(groups) != 1 else ''}. Code: "
           + ", ".join(f"spikeloop {v}, code digest `{d[:12]}`" for v, d in codes) + ".", "",
-          "Learning curves are mean ± sd over the seeds (sd with ddof = 0); the final values are "
-          "those of the last trial. A seed *succeeds* at the first trial whose output spikes all "
-          "match the target (within the tolerance, no extra spike) at a cost of at most the "
-          "success level times its first trial's; *first success* is the mean ± sd of that "
-          "trial over the seeds that succeeded.", ""]
+          "Learning curves are mean ± sd over the seeds (sd with ddof = 0). Each task says "
+          "below what it is scored by and which way is better.", ""]
     md += ["## Commands", "", "```sh"] + commands + ([command] if command else []) + ["```", ""]
 
     for task in sorted({g["config"]["task"] for g in groups}):
         tg = [g for g in groups if g["config"]["task"] == task]
         metric = tg[0]["records"][0]["result"].get("metric", "rel_cost")
+        unit = _unit(tg[0]["records"][0])
+        # a notion of success (fig2, pattern: the spikes match; xor: all four patterns right)
+        scored = any("first_success" in r["result"] for g in tg for r in g["records"])
         settings = [_settings(g["config"]) for g in tg]
         keys = list(settings[0])
         common = {k: settings[0][k] for k in keys if all(s.get(k) == settings[0][k] for s in settings)}
@@ -250,14 +306,15 @@ def build_report(store, out, *, command: str | None = None) -> dict:
         finals = sorted({k for g in tg for r in g["records"] for k in (r["result"].get("final") or {})})
         rows = [summarise(g) for g in tg]
 
-        header = (["configuration"] + varying + ["n_seeds", "seeds", "n_succeeded",
-                                                 "first_success_mean", "first_success_sd"]
+        succ_cols = ["n_succeeded", "first_success_mean", "first_success_sd"] if scored else []
+        header = (["configuration"] + varying + ["n_seeds", "seeds"] + succ_cols
                   + [f"final_{k}_{s}" for k in finals for s in ("mean", "sd")] + ["code", "figure"])
         table = []
         for g, s, row in zip(tg, settings, rows):
+            succ = ([row["n_succeeded"], _csv_num(row["first_success"][0]),
+                     _csv_num(row["first_success"][1])] if scored else [])
             table.append([g["id"]] + [s[k] for k in varying]
-                         + [row["n_seeds"], " ".join(map(str, row["seeds"])), row["n_succeeded"],
-                            _csv_num(row["first_success"][0]), _csv_num(row["first_success"][1])]
+                         + [row["n_seeds"], " ".join(map(str, row["seeds"]))] + succ
                          + [_csv_num(row["final"].get(k, (None, None))[i]) for k in finals
                             for i in (0, 1)]
                          + [g["code"]["digest"][:12], f"{g['name']}.png"])
@@ -267,20 +324,23 @@ def build_report(store, out, *, command: str | None = None) -> dict:
                      f"{task}: {CURVE_LABELS.get(metric, metric)} per configuration", seed_lines=False)
         files.append(f"{task}.png")
 
-        md += [f"## {task}", "",
+        md += [f"## {task}", "", METRIC_TEXT.get(metric, f"Scored by {metric} ("
+                                                   f"{'higher' if _direction(tg[0]['records'][0]) == 'max' else 'lower'}"
+                                                   f" is better)."), "",
                "Common settings: " + ", ".join(f"{k} {v}" for k, v in common.items()) + ".", "",
                f"![{task}: every configuration]({task}.png)", ""]
-        md.append("| " + " | ".join(varying + ["seeds", "succeeded", "first success"]
+        succ_head = ["succeeded", "first success"] if scored else []
+        md.append("| " + " | ".join(varying + ["seeds"] + succ_head
                                       + [f"final {k}" for k in finals] + ["curve"]) + " |")
-        md.append("|" + "---|" * (len(varying) + 4 + len(finals)))
+        md.append("|" + "---|" * (len(varying) + 2 + len(succ_head) + len(finals)))
         few = False
         for g, s, row in zip(tg, settings, rows):
             mark = "" if row["n_seeds"] >= MIN_SEEDS else " *"
             few = few or bool(mark)
             md.append("| " + " | ".join(
-                [s[k] for k in varying]
-                + [f"{row['n_seeds']}{mark}", f"{row['n_succeeded']} / {row['n_seeds']}",
-                   _pm(row["first_success"], ".1f")]
+                [s[k] for k in varying] + [f"{row['n_seeds']}{mark}"]
+                + ([f"{row['n_succeeded']} / {row['n_seeds']}", _pm(row["first_success"], ".1f")]
+                   if scored else [])
                 + [_pm(row["final"].get(k, (None, None))) for k in finals]
                 + [f"[png]({g['name']}.png), [csv]({g['name']}.csv)"]) + " |")
         md.append("")
@@ -292,7 +352,7 @@ def build_report(store, out, *, command: str | None = None) -> dict:
             with np.errstate(invalid="ignore"), _quiet():
                 mean, sd = np.nanmean(a, axis=1), np.nanstd(a, axis=1)
             _write_csv(out / f"{g['name']}.csv",
-                       ["trial", f"{metric}_mean", f"{metric}_sd"]
+                       [unit, f"{metric}_mean", f"{metric}_sd"]
                        + [f"seed_{r['config']['seed']}" for r in g["records"]],
                        [[t, _csv_num(float(mean[t])), _csv_num(float(sd[t]))]
                         + [_csv_num(float(v)) for v in a[t]] for t in range(a.shape[0])])

@@ -81,6 +81,14 @@ class SweepTask:
     job_task : str, optional
         The task name written into job configs (an alias such as ``fig4`` shares ``fig2``'s
         jobs, and so its stored results).
+    unit : "trial" or "epoch"
+        What one pass of the task is; the grid key that counts them is ``trials`` or ``epochs``
+        (the config key too), so a classification grid says what it means.
+    axes : tuple
+        The optional grid keys this task takes besides the common ones (task, hidden,
+        feedback, formats, seeds, seed, backend, options); any other is refused by name.
+    backends : tuple
+        The in-process backends the task trains on.
     """
     params: Callable
     run: Callable
@@ -89,6 +97,14 @@ class SweepTask:
     hidden: tuple = (0,)
     feedback: tuple = ("symmetric",)
     job_task: str | None = None
+    unit: str = "trial"
+    axes: tuple = ("trials",)
+    backends: tuple = ("model", "float")
+
+    @property
+    def passes_key(self) -> str:
+        """``trials`` or ``epochs``: the grid and config key of the training length."""
+        return "epochs" if self.unit == "epoch" else "trials"
 
 
 #: name -> SweepTask. Add a task with one :func:`register` call.
@@ -197,7 +213,172 @@ def _builtin_tasks() -> None:
         trials=P["trials"], hidden=(P["n_hidden"],), feedback=(P["params"]["feedback"],)))
 
 
+def _xor_params(config: dict):
+    from spikeloop.host.xor import XOR_DEFAULTS, XorStimulus, xor_params
+    o = config["options"]
+    base = _formats_base(config, XOR_DEFAULTS["params"])
+    # the geometry is checked here, once per configuration, before any job runs
+    XorStimulus(0, n_in=o["n_in"], pattern_ms=o["pattern_ms"], slot_ms=o["slot_ms"],
+                window_start_ms=o["window_start_ms"], window_ms=o["window_ms"],
+                rate_hz=o["rate_hz"], dt_ms=base.dt_ms)
+    ch = dict(n_hidden=config["hidden"], regulariser=bool(config["regulariser"]))
+    if config["feedback"] is not None:
+        ch["feedback"] = config["feedback"]
+    return xor_params(base, n_in=o["n_in"], duration_ms=4 * o["slot_ms"],
+                      feedback_latency=o["feedback_latency"], **ch)
+
+
+def _xor_run(config: dict, seed: int, out: Path) -> dict:
+    from spikeloop.host.xor import train_xor, xor_task
+    from spikeloop.params import Params
+    params, o = Params.from_dict(config["params"]), config["options"]
+    task = xor_task([seed], dt_ms=params.dt_ms, n_in=params.n_in, rate_hz=o["rate_hz"],
+                    pattern_ms=o["pattern_ms"], slot_ms=o["slot_ms"],
+                    window_start_ms=o["window_start_ms"], window_ms=o["window_ms"])
+    m = train_xor(params, seeds=[seed], trials=config["trials"], out_dir=out, task=task,
+                  r0_drop=o["r0_drop"], record_every=0, plots=False)
+    return xor_result(m)
+
+
+def xor_result(m: dict) -> dict:
+    """The stored result of a one-seed XOR run (its metrics.json ``m``): accuracy per trial (the
+    fraction of the four patterns right; higher is better), ``success`` per trial (all four
+    right), and the final accuracy (mean over the last ``final_trials`` trials, as ``train
+    xor`` reports it)."""
+    pt, s = m["per_trial"], m["summary"]
+    acc = [r[0] for r in pt["accuracy"]]
+    return dict(metric="accuracy", direction="max", unit="trial", curves=dict(accuracy=acc),
+                success=[all(c[0]) for c in pt["correct"]], first_success=m["first_success"][0],
+                final=dict(accuracy=s["final_accuracy"][0] if s["final_accuracy"] else None,
+                           last_accuracy=acc[-1] if acc else None),
+                final_trials=s["final_trials"], chance=None, r0_drop=m["r0_drop"], task=m["task"],
+                trials_done=m["trials_done"], wall_s=s["wall_time_s"])
+
+
+#: The Braille archive's shape (docs/learning.md): 12 taxels (24 sigma-delta channels), 77
+#: frames, 27 letters. A sweep builds the network from these, without the data, so that a
+#: missing archive fails the jobs (with the message saying where it looked), not the grid.
+BRAILLE_TAXELS, BRAILLE_FRAMES, BRAILLE_CLASSES = 12, 77, 27
+
+
+def _check_per_class(o: dict) -> None:
+    for key in ("train_per_class", "test_per_class"):
+        v = o.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"option {key!r} must be a positive integer (or absent: all), not {v!r}")
+
+
+def _classify_changes(config: dict) -> dict:
+    ch = dict(n_hidden=config["hidden"], r0_mv=config["options"]["r0_mv"])
+    if config["feedback"] is not None:
+        ch["feedback"] = config["feedback"]
+    return ch
+
+
+def _braille_params(config: dict):
+    from spikeloop.host.classify import BRAILLE_DEFAULTS as B, classify_params
+    o = config["options"]
+    _check_per_class(o)
+    if o["data"] is not None and not isinstance(o["data"], str):
+        raise ValueError(f"option 'data' must be a file name, not {o['data']!r}")
+    if not (o["threshold"] > 0 and o["frame_steps"] >= 1):
+        raise ValueError(f"threshold must be > 0 and frame_steps >= 1, not {o['threshold']!r}, "
+                         f"{o['frame_steps']!r}")
+    return classify_params(B, 2 * BRAILLE_TAXELS, BRAILLE_CLASSES, BRAILLE_FRAMES * o["frame_steps"],
+                           base=_formats_base(config, B["params"]), **_classify_changes(config))
+
+
+def _randman_task(o: dict):
+    from spikeloop.host.classify import make_randman_task
+    return make_randman_task(data_seed=o["data_seed"], n_in=o["n_in"], classes=o["classes"],
+                             dim=o["dim"], samples_per_class=o["samples_per_class"],
+                             test_fraction=o["test_fraction"], validate=o["validate"],
+                             train_per_class=o["train_per_class"], test_per_class=o["test_per_class"],
+                             target_start=o["target_start"], target_period=o["target_period"])
+
+
+def _randman_params(config: dict):
+    from spikeloop.host.classify import RANDMAN_DEFAULTS as R, classify_params
+    o = config["options"]
+    _check_per_class(o)
+    task = _randman_task(o)            # cheap; checks every option of the generator
+    x = task["inputs"]
+    return classify_params(R, x.shape[2], task["targets"].shape[2], x.shape[1],
+                           base=_formats_base(config, R["params"]), **_classify_changes(config))
+
+
+def _braille_run(config: dict, seed: int, out: Path) -> dict:
+    from spikeloop.host.classify import BRAILLE_ENV, braille_path, make_braille_task
+    o = config["options"]
+    try:
+        task = make_braille_task(o["data"], threshold=o["threshold"], frame_steps=o["frame_steps"],
+                                 validate=o["validate"], train_per_class=o["train_per_class"],
+                                 test_per_class=o["test_per_class"], target_start=o["target_start"],
+                                 target_period=o["target_period"])
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e} (in a sweep: --set data=FILE, or ${BRAILLE_ENV} where the "
+                                f"workers run)") from None
+    res = _classify_one(config, task, seed, out)
+    res["data_sha256"] = hashlib.sha256(braille_path(o["data"])[0].read_bytes()).hexdigest()
+    return res
+
+
+def _randman_run(config: dict, seed: int, out: Path) -> dict:
+    return _classify_one(config, _randman_task(config["options"]), seed, out)
+
+
+def _classify_one(config: dict, task: dict, seed: int, out: Path) -> dict:
+    from spikeloop.host.classify import train_classifier
+    from spikeloop.params import Params
+    m = train_classifier(Params.from_dict(config["params"]), task, seeds=[seed],
+                         epochs=config["epochs"], backend=config["backend"], out_dir=out,
+                         plots=False)
+    return classification_result(m)
+
+
+def classification_result(m: dict) -> dict:
+    """The stored result of a one-seed classification run (its metrics.json ``m``): test accuracy
+    per epoch (epoch 0: before training; learning off; higher is better), the online train
+    accuracy (None at epoch 0), the final values and the chance level."""
+    pe = m["per_epoch"]
+    test = [r[0] for r in pe["test_acc"]]
+    train = [None if r is None else r[0] for r in pe["train_acc"]]
+    return dict(metric="test_acc", direction="max", unit="epoch",
+                curves=dict(test_acc=test, train_acc=train),
+                final=dict(test_acc=test[-1], train_acc=train[-1]), chance=m["task"]["chance"],
+                task=m["task"], epochs_done=len(test) - 1, wall_s=m["summary"]["wall_time_s"])
+
+
+def _more_tasks() -> None:
+    """xor (accuracy per trial) and the classification tasks (test accuracy per epoch)."""
+    from spikeloop.host.classify import BRAILLE_DEFAULTS as B, RANDMAN_DEFAULTS as R
+    from spikeloop.host.xor import XOR_DEFAULTS as X
+    register("xor", SweepTask(
+        _xor_params, _xor_run,
+        dict(n_in=X["n_in"], rate_hz=X["rate_hz"], pattern_ms=X["pattern_ms"],
+             slot_ms=X["slot_ms"], window_start_ms=X["window_start_ms"], window_ms=X["window_ms"],
+             feedback_latency=X["feedback_latency"], r0_drop=list(X["r0_drop"])),
+        trials=X["trials"], hidden=(X["n_hidden"],), axes=("trials", "regulariser"),
+        backends=("model",)))
+    common = lambda d: dict(validate=False, train_per_class=None, test_per_class=None,  # noqa: E731
+                            target_start=d["target_start"], target_period=d["target_period"],
+                            r0_mv=float(d["params"]["r0_mv"]))
+    register("braille", SweepTask(
+        _braille_params, _braille_run,
+        dict(data=None, threshold=float(B["threshold"]), frame_steps=B["frame_steps"], **common(B)),
+        trials=B["epochs"], hidden=(B["n_hidden"],), feedback=(B["params"]["feedback"],),
+        unit="epoch", axes=("epochs",)))
+    register("randman", SweepTask(
+        _randman_params, _randman_run,
+        dict(data_seed=R["data_seed"], n_in=R["n_in"], classes=R["classes"], dim=R["dim"],
+             samples_per_class=R["samples_per_class"], test_fraction=float(R["test_fraction"]),
+             **common(R)),
+        trials=R["epochs"], hidden=(R["n_hidden"],), feedback=(R["params"]["feedback"],),
+        unit="epoch", axes=("epochs",)))
+
+
 _builtin_tasks()
+_more_tasks()
 
 
 # --------------------------------------------------------------------------- hashing
@@ -246,8 +427,10 @@ def job_seeds(seed: int, n: int) -> list[int]:
 # --------------------------------------------------------------------------- grids
 
 #: Keys of a grid (TOML file or options). ``options`` is a table of task options.
-GRID_KEYS = ("task", "hidden", "feedback", "formats", "seeds", "seed", "trials", "backend",
-             "options")
+GRID_KEYS = ("task", "hidden", "feedback", "formats", "seeds", "seed", "trials", "epochs",
+             "regulariser", "backend", "options")
+#: Grid keys only some tasks take (:attr:`SweepTask.axes`); the others every task takes.
+TASK_AXES = ("trials", "epochs", "regulariser")
 FEEDBACK_MODES = ("symmetric", "random", "uniform")
 SWEEP_BACKENDS = ("model", "float")
 
@@ -267,7 +450,7 @@ def load_grid(path) -> dict:
     if unknown:
         raise SweepError(f"{path}: unknown key(s) {', '.join(unknown)}; expected some of "
                          f"{', '.join(GRID_KEYS)}")
-    for key in ("task", "hidden", "feedback", "formats"):
+    for key in ("task", "hidden", "feedback", "formats", "regulariser"):
         if key in d and not isinstance(d[key], list):
             d[key] = [d[key]]
     if "formats" in d:
@@ -379,6 +562,23 @@ def expand_grid(grid: dict) -> tuple[list[dict], list[dict]]:
     if backend not in SWEEP_BACKENDS:
         raise SweepError(f"backend must be one of {', '.join(SWEEP_BACKENDS)} (in-process), "
                          f"not {backend!r}")
+    for n in dict.fromkeys(names):
+        t = TASKS[n]
+        for key in TASK_AXES:
+            if grid.get(key) is not None and key not in t.axes:
+                hint = (f"; it trains for {t.passes_key} (grid key {t.passes_key!r}, "
+                        f"--{t.passes_key})" if key in ("trials", "epochs") else "")
+                if len(set(names)) > 1:
+                    hint += ("; sweep the tasks one at a time into the same store, the report "
+                             "shows them together")
+                raise SweepError(f"task {n} does not take grid key {key!r}{hint}")
+        if backend not in t.backends:
+            raise SweepError(f"task {n} does not take backend {backend!r} (grid key 'backend'); "
+                             f"it trains on {', '.join(t.backends)}")
+    regs = grid.get("regulariser")
+    for r in regs or ():
+        if not isinstance(r, bool):
+            raise SweepError(f"regulariser entries must be true or false, not {r!r}")
     for fb in grid.get("feedback") or ():
         if fb not in FEEDBACK_MODES:
             raise SweepError(f"feedback must be one of {', '.join(FEEDBACK_MODES)}, not {fb!r}")
@@ -392,9 +592,9 @@ def expand_grid(grid: dict) -> tuple[list[dict], list[dict]]:
     else:
         seed_list = job_seeds(_check_int("seed", grid.get("seed", 0)),
                               _check_int("seeds", seeds, 1))
-    trials = grid.get("trials")
-    if trials is not None:
-        _check_int("trials", trials, 1)
+    for key in ("trials", "epochs"):
+        if grid.get(key) is not None:
+            _check_int(key, grid[key], 1)
     options = dict(grid.get("options") or {})
     known = {k for n in names for k in TASKS[n].options}
     stray = sorted(set(options) - known)
@@ -408,25 +608,32 @@ def expand_grid(grid: dict) -> tuple[list[dict], list[dict]]:
         t = TASKS[name]
         for hidden in dict.fromkeys(grid.get("hidden") or t.hidden):
             modes = (grid.get("feedback") or t.feedback) if hidden else [None]
-            for fb in dict.fromkeys(modes):
-                for fmt in formats:
-                    c = dict(task=t.job_task or name, backend=backend,
-                             trials=t.trials if trials is None else trials, hidden=hidden,
-                             feedback=fb, formats=fmt, options={})
-                    for key, default in t.options.items():
-                        v = options.get(key, default)
-                        v = v(c) if callable(v) else v
-                        c["options"][key] = _coerce(name, key, v, default)
-                    c["options"]["r0_drop"] = _schedule(name, c["options"].get("r0_drop", []))
-                    try:
-                        c["params"] = t.params(c).to_dict()
-                    except (ParamError, ValueError, TypeError) as e:
-                        raise SweepError(f"task {name}, hidden {hidden}, feedback {fb}, formats "
-                                         f"{fmt['name']}: {e}") from None
-                    key = canonical_json(c)
-                    if key not in seen:
-                        seen.add(key)
-                        configs.append(c)
+            # the regulariser acts on hidden neurons: without them it is off, trained once
+            reg_axis = ([False] if not hidden else list(dict.fromkeys(regs or [False]))) \
+                if "regulariser" in t.axes else [None]
+            for fb, reg, fmt in ((f, r, m) for f in dict.fromkeys(modes) for r in reg_axis
+                                 for m in formats):
+                passes = grid.get(t.passes_key)
+                c = dict(task=t.job_task or name, backend=backend, hidden=hidden, feedback=fb,
+                         formats=fmt, options={})
+                c[t.passes_key] = t.trials if passes is None else passes
+                if reg is not None:
+                    c["regulariser"] = reg
+                for key, default in t.options.items():
+                    v = options.get(key, default)
+                    v = v(c) if callable(v) else v
+                    c["options"][key] = _coerce(name, key, v, default)
+                if "r0_drop" in c["options"]:
+                    c["options"]["r0_drop"] = _schedule(name, c["options"]["r0_drop"])
+                try:
+                    c["params"] = t.params(c).to_dict()
+                except (ParamError, ValueError, TypeError) as e:
+                    raise SweepError(f"task {name}, hidden {hidden}, feedback {fb}, formats "
+                                     f"{fmt['name']}: {e}") from None
+                key = canonical_json(c)
+                if key not in seen:
+                    seen.add(key)
+                    configs.append(c)
     jobs = [dict(copy.deepcopy(c), seed=s) for c in configs for s in seed_list]
     return configs, jobs
 
@@ -443,8 +650,11 @@ def grid_command(grid: dict, store=None) -> str:
         args += ["--seed-list", *map(str, seeds)]
     else:
         args += ["--seeds", str(seeds)] + (["--seed", str(grid["seed"])] if grid.get("seed") else [])
-    if grid.get("trials") is not None:
-        args += ["--trials", str(grid["trials"])]
+    if grid.get("regulariser"):
+        args += ["--regulariser", *("on" if r else "off" for r in grid["regulariser"])]
+    for key in ("trials", "epochs"):
+        if grid.get(key) is not None:
+            args += [f"--{key}", str(grid[key])]
     if grid.get("backend", "model") != "model":
         args += ["--backend", grid["backend"]]
     for k, v in sorted((grid.get("options") or {}).items()):
@@ -693,6 +903,8 @@ def describe(config: dict) -> str:
     parts = [config["task"], f"hidden {config['hidden']}"]
     if config.get("feedback"):
         parts.append(f"feedback {config['feedback']}")
+    if config.get("regulariser"):
+        parts.append("regulariser")
     parts.append(f"formats {config['formats']['name']}")
     if "seed" in config:
         parts.append(f"seed {config['seed']}")

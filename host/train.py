@@ -51,7 +51,9 @@ from spikeloop.host.backends import in_process_names
 from spikeloop.host.backends import label as backend_label
 from spikeloop.sim.metrics import match_spikes, spike_steps, van_rossum
 
-__all__ = ["train", "TrialScorer", "write_figures", "summary_paragraph", "SUCCESS_REL_COST"]
+__all__ = ["train", "TrialScorer", "write_figures", "summary_paragraph", "SUCCESS_REL_COST",
+           "CHECKPOINT", "model_state", "restore_model_state", "write_checkpoint",
+           "read_checkpoint"]
 
 
 #: A trial succeeds when its spikes match and its cost is at most this fraction of the first one.
@@ -116,6 +118,110 @@ def _atomic_write_text(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+#: The file in which an in-process run that can be resumed (XOR, classification) keeps its
+#: state; ``spikeloop train --resume DIR`` continues from it (board runs resume from their run
+#: record instead, :func:`spikeloop.host.hil.hil_resume`).
+CHECKPOINT = "checkpoint.npz"
+
+#: Version of the checkpoint's layout; bumped on an incompatible change.
+CHECKPOINT_FORMAT = 1
+
+
+def _state_holders(model):
+    return [("model", model)] + [(f"layer{i}", L) for i, L in enumerate(model.layers)]
+
+
+def model_state(model) -> dict:
+    """Every array and number an in-process model holds, its layers' included, keyed
+    ``model.<attr>`` / ``layerN.<attr>``.
+
+    More than :meth:`~spikeloop.sim.stepmodel.StepModel.snapshot` (the board's variables): the
+    delay rings, the step counter, the learning-rate register and the last hidden spikes are
+    state too, and a resumed run is bit-identical only if all of it comes back.
+    """
+    out = {}
+    for prefix, obj in _state_holders(model):
+        for k, v in vars(obj).items():
+            if isinstance(v, np.ndarray):
+                out[f"{prefix}.{k}"] = v.copy()
+            elif isinstance(v, (int, float, np.number)):       # bool is an int: kept as such
+                out[f"{prefix}.{k}"] = np.asarray(v)
+    return out
+
+
+def restore_model_state(model, state: dict) -> None:
+    """Put :func:`model_state` back into a model built with the same parameters and seeds.
+
+    Raises
+    ------
+    RecordError
+        If the state holds other variables or shapes than the model (another network).
+    """
+    from spikeloop.host.record import RecordError
+    want = model_state(model)
+    if set(want) != set(state) or any(np.shape(state[k]) != want[k].shape for k in want):
+        diff = sorted(set(want) ^ set(state)) or [k for k in want if np.shape(state[k]) != want[k].shape]
+        raise RecordError(f"the checkpoint does not fit this network ({', '.join(diff[:4])})")
+    holders = dict(_state_holders(model))
+    for key, v in state.items():
+        prefix, attr = key.split(".", 1)
+        obj, cur = holders[prefix], getattr(holders[prefix], attr)
+        if isinstance(cur, np.ndarray):
+            setattr(obj, attr, np.array(v, dtype=cur.dtype))
+        else:
+            setattr(obj, attr, type(cur)(np.asarray(v).item()))
+
+
+def write_checkpoint(out_dir, meta: dict, arrays: dict) -> Path:
+    """``out_dir/checkpoint.npz``: ``meta`` (JSON) and ``arrays``, written to a temporary file and
+    renamed, so an interruption leaves the previous checkpoint or this one, never half."""
+    import json
+    from spikeloop.host.record import atomic_savez
+    path = Path(out_dir) / CHECKPOINT
+    meta = dict(meta, format=CHECKPOINT_FORMAT, spikeloop=spikeloop.__version__)
+    atomic_savez(path, {"meta": np.array(json.dumps(meta, allow_nan=False)), **arrays})
+    return path
+
+
+def read_checkpoint(out_dir, kind: str | None = None) -> tuple[dict, dict]:
+    """``(meta, arrays)`` of ``out_dir``'s checkpoint; ``kind`` (``xor``, ``classification``), if
+    given, must be the checkpoint's.
+
+    Raises
+    ------
+    RecordError
+        No checkpoint, an unreadable one, or one of another kind or format.
+    """
+    import json
+    from spikeloop.host.record import RecordError
+    path = Path(out_dir) / CHECKPOINT
+    if not path.is_file():
+        raise RecordError(f"{out_dir} holds no {CHECKPOINT} (no completed "
+                          f"{'epoch' if kind == 'classification' else 'checkpoint'} to resume "
+                          f"from; an in-process run writes one every --checkpoint-every trials, "
+                          f"a classification run after every epoch)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError) as e:
+        raise RecordError(f"{path}: not a readable checkpoint: {e}") from None
+    if meta.get("format") != CHECKPOINT_FORMAT or (kind is not None and meta.get("kind") != kind):
+        raise RecordError(f"{path}: a checkpoint of kind {meta.get('kind')!r}, format "
+                          f"{meta.get('format')!r}; expected {kind or 'any'!r}, format "
+                          f"{CHECKPOINT_FORMAT}")
+    return meta, arrays
+
+
+def save_params(params: Params, path) -> None:
+    """``Params.save``'s file, written to a temporary name and renamed: a run that is resumed
+    writes it again, and an interruption then must not leave half of it."""
+    import json
+    _atomic_write_text(Path(path), json.dumps(params.to_dict(), indent=2) + "\n")
 
 
 class TrialScorer:

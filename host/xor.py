@@ -46,7 +46,7 @@ from spikeloop.params import Params
 
 __all__ = ["XOR_DEFAULTS", "XOR_CONFIGS", "XorStimulus", "XorErrorFilter", "XorScorer",
            "xor_impulses", "xor_params", "xor_stimulus_seed", "xor_task", "stimulus_from_task",
-           "hil_hooks", "train_xor", "summary_paragraph", "config_changes"]
+           "hil_hooks", "train_xor", "resume_xor", "summary_paragraph", "config_changes"]
 
 #: The XOR experiment in one place: stimulus geometry, rule settings and the schedule
 #: (docs/learning.md, "XOR (Fig. 5)").
@@ -491,15 +491,22 @@ def hil_hooks(task: dict | None, params: Params):
 
 def train_xor(params: Params, *, seeds: Sequence[int], trials: int, out_dir, task: dict | None = None,
               backend: str = "model", r0_drop: Sequence = (), progress: bool | str = False,
-              record_every: int = 50, plots: bool = True) -> dict:
+              record_every: int = 50, plots: bool = True, on_trial=None, _resume=None) -> dict:
     """Train one network per seed (batched golden model) on the XOR task, the host error rule
     run step by step; writes metrics.json, params.json, learning_curve.png and raster.png.
 
     ``task`` is :func:`xor_task` of ``seeds`` (default: the default geometry). ``params`` must be
     set up for host errors (:func:`xor_params`).
+
+    Every ``record_every`` trials and at the end the run is checkpointed (``checkpoint.npz``: the
+    whole model, the host's error filter, the scores) and metrics.json rewritten, both
+    atomically, so :func:`resume_xor` continues an interrupted run from its last checkpoint to
+    the result of an uninterrupted one. ``on_trial(k)`` is called after each trial (tests
+    interrupt runs with it). ``_resume``: ``(meta, arrays)`` of a checkpoint (internal).
     """
     from spikeloop.host.record import atomic_write_json
-    from spikeloop.host.train import check_schedule, fmt_time, _make_model, _drop_r0, _r0_mv
+    from spikeloop.host.train import (check_schedule, fmt_time, model_state, restore_model_state,
+                                      save_params, write_checkpoint, _make_model, _drop_r0, _r0_mv)
     from spikeloop.params import ErrorSource
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -518,24 +525,51 @@ def train_xor(params: Params, *, seeds: Sequence[int], trials: int, out_dir, tas
     schedule = check_schedule(r0_drop)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    params.save(out_dir / "params.json")
+    save_params(params, out_dir / "params.json")
     B, T = len(seeds), stims[0].T
     model = _make_model(params, seeds, backend)
     filt = XorErrorFilter(params, batch=B)
     scorer = XorScorer(stims, task.get("final_trials"))
     show = progress == "force" or (progress is True and sys.stderr.isatty())
     t0 = time.perf_counter()
-    state = dict(complete=False, interrupted=False, last=None)
+    state = dict(complete=False, interrupted=False, last=None, wall_before=0.0, checkpoint=False)
+    start = 0
+    if _resume is not None:
+        meta, arrays = _resume
+        restore_model_state(model, {k[6:]: v for k, v in arrays.items() if k.startswith("model:")})
+        filt.restore({k[5:]: v for k, v in arrays.items() if k.startswith("filt:")})
+        scorer.hist = {k: [list(r) if isinstance(r, list) else r for r in v]
+                       for k, v in meta["hist"].items()}
+        scorer.first_success = list(meta["first_success"])
+        start = int(meta["trials_done"])
+        if start > trials:
+            raise ValueError(f"trials must be >= {start} (trials already checkpointed), not {trials}")
+        state.update(wall_before=float(meta["wall_s"]), checkpoint=True,
+                     last=(start - 1, arrays["last_spikes"]) if start else None)
+
+    def wall() -> float:
+        return state["wall_before"] + time.perf_counter() - t0
+
+    def checkpoint() -> None:
+        meta = dict(kind="xor", trials_done=scorer.trials_done, trials=int(trials), seeds=seeds,
+                    backend=backend, params=params.to_dict(), task=task,
+                    r0_drop=[[k, f] for k, f in schedule], record_every=int(record_every),
+                    hist=scorer.hist, first_success=scorer.first_success, wall_s=wall())
+        arrays = {f"model:{k}": v for k, v in model_state(model).items()}
+        arrays.update({f"filt:{k}": np.asarray(v) for k, v in filt.state().items()})
+        last = state["last"][1] if state["last"] is not None else np.zeros((B, T, 2), bool)
+        write_checkpoint(out_dir, meta, dict(arrays, last_spikes=np.asarray(last, bool)))
+        state["checkpoint"] = True
 
     def metrics() -> dict:
-        files = ["metrics.json", "params.json"] + (["learning_curve.png", "raster.png"]
-                                                  if plots and scorer.trials_done else [])
+        files = ["metrics.json", "params.json"] + (["checkpoint.npz"] if state["checkpoint"] else []) \
+            + (["learning_curve.png", "raster.png"] if plots and scorer.trials_done else [])
         return dict(version=spikeloop.__version__, backend=backend, params=params.to_dict(),
                     seeds=seeds, trials=int(trials), trials_done=scorer.trials_done,
                     complete=state["complete"], interrupted=state["interrupted"],
                     r0_drop=[[k, f] for k, f in schedule], task=task, per_trial=scorer.hist,
                     first_success=scorer.first_success,
-                    summary=scorer.summary(time.perf_counter() - t0), files=files,
+                    summary=scorer.summary(wall()), files=files,
                     error_mode="host", feedback_latency=params.error_delay)
 
     def write_metrics() -> dict:
@@ -557,7 +591,7 @@ def train_xor(params: Params, *, seeds: Sequence[int], trials: int, out_dir, tas
                          f"output spikes")
 
     try:
-        for k in range(trials):
+        for k in range(start, trials):
             for t, f in schedule:
                 if t == k:
                     _drop_r0(model, f)
@@ -575,10 +609,14 @@ def train_xor(params: Params, *, seeds: Sequence[int], trials: int, out_dir, tas
                 el = time.perf_counter() - t0
                 sys.stderr.write("\r" + (f"trial {k + 1}/{trials}  {scorer.progress_text()}  "
                                          f"elapsed {fmt_time(el)}  ETA "
-                                         f"{fmt_time(el / (k + 1) * (trials - k - 1))}").ljust(79))
+                                         f"{fmt_time(el / (k + 1 - start) * (trials - k - 1))}"
+                                         ).ljust(79))
                 sys.stderr.flush()
             if record_every and (k + 1) % record_every == 0 and k + 1 < trials:
+                checkpoint()
                 write_metrics()
+            if on_trial is not None:
+                on_trial(k)
     except KeyboardInterrupt:
         state["interrupted"] = True
         if show:
@@ -589,8 +627,30 @@ def train_xor(params: Params, *, seeds: Sequence[int], trials: int, out_dir, tas
     if show:
         sys.stderr.write("\n")
     state["complete"] = True
+    checkpoint()
     figures()
     return write_metrics()
+
+
+def resume_xor(out_dir, *, trials: int | None = None, progress: bool | str = False,
+               plots: bool = True, on_trial=None) -> dict:
+    """Continue the in-process XOR run in ``out_dir`` from its last checkpoint to its ``trials``
+    (or to ``trials``, which may extend a finished run). Trials run after the checkpoint are run
+    again, so the run ends as an uninterrupted one with its seeds would (bit-identical on the
+    golden model).
+
+    Raises
+    ------
+    RecordError
+        No checkpoint, or one that does not fit the network it names.
+    """
+    from spikeloop.host.train import read_checkpoint
+    meta, arrays = read_checkpoint(out_dir, "xor")
+    return train_xor(Params.from_dict(meta["params"]), seeds=meta["seeds"],
+                     trials=int(meta["trials"] if trials is None else trials), out_dir=out_dir,
+                     task=meta["task"], backend=meta["backend"], r0_drop=meta["r0_drop"],
+                     progress=progress, record_every=int(meta["record_every"]), plots=plots,
+                     on_trial=on_trial, _resume=(meta, arrays))
 
 
 def summary_paragraph(m: dict) -> str:

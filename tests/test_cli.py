@@ -180,6 +180,51 @@ def test_plot_compares_runs_on_one_axis(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
+def _spy_accuracy_plot(monkeypatch):
+    """Record what ``spikeloop plot`` hands to the accuracy figure (and still draw it)."""
+    from spikeloop.host import plots
+    real, calls = plots.plot_compare_accuracy, []
+
+    def spy(runs, path, **kw):
+        calls.append(dict(runs=runs, **kw))
+        return real(runs, path, **kw)
+    monkeypatch.setattr(plots, "plot_compare_accuracy", spy)
+    return calls
+
+
+def test_plot_draws_xor_and_classification_runs_by_accuracy(tmp_path, monkeypatch, capsys):
+    import numpy as np
+    from spikeloop.host.cli import main
+    calls = _spy_accuracy_plot(monkeypatch)
+    xor, rm = tmp_path / "xor", tmp_path / "randman"
+    assert main(["train", "xor", "--trials", "3", "--seeds", "2", "--n-in", "12", "--out", str(xor),
+                 "--progress", "never"]) == 0
+    assert main(["train", "randman", "--epochs", "2", "--seeds", "2", "--hidden", "8",
+                 "--classes", "3", "--samples-per-class", "20", "--train-per-class", "6",
+                 "--test-per-class", "3", "--out", str(rm), "--progress", "never"]) == 0
+    for run, unit, n, label in ((xor, "trial", 3, "XOR accuracy"), (rm, "epoch", 3, "test accuracy")):
+        png = tmp_path / f"{run.name}.png"
+        assert main(["plot", str(run), "--out", str(png)]) == 0
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        call = calls[-1]
+        assert call["unit"] == unit and call["ylabel"].startswith(label)
+        assert "higher is better" in call["ylabel"]
+        (curve,) = call["runs"].values()
+        m = json.loads((run / "metrics.json").read_text())
+        raw = np.array(m["per_trial"]["accuracy"] if unit == "trial" else m["per_epoch"]["test_acc"])
+        assert curve.shape == (n, 2)
+        if unit == "trial":            # running mean over the trials so far
+            np.testing.assert_allclose(curve, np.cumsum(raw, axis=0) / np.arange(1, 4)[:, None])
+        else:
+            np.testing.assert_array_equal(curve, raw)
+            assert call["chance"] == pytest.approx(1 / 3)
+    capsys.readouterr()
+    assert main(["plot", str(xor), str(rm), "--out", str(tmp_path / "both.png")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot draw xor runs" in err and "classification runs" in err
+    assert not (tmp_path / "both.png").exists()
+
+
 def test_plot_refuses_a_directory_without_metrics(tmp_path, capsys):
     from spikeloop.host.cli import main
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2

@@ -341,3 +341,184 @@ def test_dry_run_lists_the_configurations(tmp_path, capsys):
     assert "3 configurations x 2 seed(s) = 6 jobs; 0 already in" in cap.err
     assert "fig2 hidden 4 feedback random formats default, 2 trials, model" in cap.out
     assert not (tmp_path / "s").exists()
+
+
+# --------------------------------------------------------------------------- accuracy tasks
+
+XOR_TINY = ["--task", "xor", "--hidden", "4", "--regulariser", "off", "on", "--trials", "2",
+            "--seeds", "2", "--set", "n_in=12"]
+RANDMAN_TINY = ["--task", "randman", "--hidden", "8", "--epochs", "2", "--seeds", "2",
+                "--set", "classes=3", "--set", "samples_per_class=20", "--set", "train_per_class=6",
+                "--set", "test_per_class=3"]
+
+
+def test_xor_and_randman_grids_map_onto_their_tasks_options():
+    configs, jobs = expand_grid(dict(task=["xor"], hidden=[0, 4], regulariser=[False, True],
+                                     trials=2, seeds=1, options=dict(n_in=12, rate_hz=2)))
+    # no hidden layer: no feedback, no regulariser, trained once
+    assert [(c["hidden"], c["feedback"], c["regulariser"]) for c in configs] == [
+        (0, None, False), (4, "symmetric", False), (4, "symmetric", True)]
+    assert [c["params"]["regulariser"] for c in configs] == [False, False, True]
+    assert all(c["params"]["error_source"] == "host" and c["params"]["n_in"] == 12
+               and c["params"]["error_delay"] == 5 and c["options"]["rate_hz"] == 2.0
+               for c in configs)
+    configs, _ = expand_grid(dict(task=["randman"], hidden=[8], feedback=["random"], epochs=3,
+                                  options=dict(classes=4, n_in=10, r0_mv=0.5)))
+    (c,) = configs
+    assert "trials" not in c and c["epochs"] == 3
+    assert (c["params"]["n_in"], c["params"]["n_hidden"], c["params"]["n_out"],
+            c["params"]["feedback"], c["params"]["r0_mv"], c["params"]["chunk_steps"]) == (
+        10, 8, 4, "random", 0.5, 80)
+    # braille's network needs no data (24 channels, 27 letters, 77 frames x frame_steps)
+    (b,), _ = expand_grid(dict(task=["braille"], options=dict(frame_steps=1)))
+    assert (b["params"]["n_in"], b["params"]["n_out"], b["params"]["chunk_steps"]) == (24, 27, 77)
+
+
+@pytest.mark.parametrize("grid, message", [
+    (dict(task=["randman"], trials=3), "task randman does not take grid key 'trials'; it trains "
+                                       "for epochs"),
+    (dict(task=["braille"], regulariser=[True]), "task braille does not take grid key 'regulariser'"),
+    (dict(task=["fig2"], epochs=2), "task fig2 does not take grid key 'epochs'"),
+    (dict(task=["xor"], epochs=2), "task xor does not take grid key 'epochs'; it trains for trials"),
+    (dict(task=["xor"], backend="float"), "task xor does not take backend 'float'"),
+    (dict(task=["xor", "randman"], trials=2), "task randman does not take grid key 'trials'; it "
+                                               "trains for epochs (grid key 'epochs', --epochs); "
+                                               "sweep the tasks one at a time"),
+    (dict(task=["xor"], regulariser=["yes"]), "regulariser entries must be true or false"),
+    (dict(task=["xor"], options=dict(classes=3)), "unknown option(s) classes for task(s) xor"),
+    (dict(task=["xor"], options=dict(n_in=2)), "at least 3 inputs"),
+    (dict(task=["randman"], options=dict(classes=1)), "randman classes must be an integer >= 2"),
+    (dict(task=["randman"], options=dict(train_per_class=0)), "'train_per_class' must be a "
+                                                               "positive integer"),
+])
+def test_keys_a_task_cannot_take_are_refused_by_name(grid, message):
+    with pytest.raises(sweep.SweepError) as e:
+        expand_grid(grid)
+    assert message in str(e.value)
+
+
+def test_an_xor_job_trains_the_seed_train_xor_trains(tmp_path):
+    from spikeloop.host import xor
+    job = expand_grid(dict(task=["xor"], trials=3, seeds=2, options=dict(n_in=12)))[1][1]
+    assert job["seed"] == 1
+    res = sweep.run_job(job)
+    p = xor.xor_params(n_in=12)
+    assert job["params"] == p.to_dict()
+    m = xor.train_xor(p, seeds=[0, 1], trials=3, out_dir=tmp_path, plots=False)
+    assert res["curves"]["accuracy"] == [row[1] for row in m["per_trial"]["accuracy"]]
+    assert res["final"]["accuracy"] == m["summary"]["final_accuracy"][1]
+    assert res["task"]["stimulus_seeds"] == [m["task"]["stimulus_seeds"][1]]
+    assert (res["metric"], res["direction"], res["unit"], res["trials_done"]) == (
+        "accuracy", "max", "trial", 3)
+
+
+def test_a_randman_job_trains_the_seed_train_randman_trains(tmp_path):
+    from spikeloop.host import classify as C
+    job = expand_grid(dict(task=["randman"], hidden=[8], epochs=2, seeds=2, options=dict(
+        classes=3, samples_per_class=20, train_per_class=6, test_per_class=3)))[1][1]
+    res = sweep.run_job(job)
+    task = C.make_randman_task(classes=3, samples_per_class=20, train_per_class=6, test_per_class=3)
+    p = C.classify_params(C.RANDMAN_DEFAULTS, 20, 3, 80, n_hidden=8)
+    assert job["params"] == p.to_dict()
+    m = C.train_classifier(p, task, seeds=[0, 1], epochs=2, out_dir=tmp_path, plots=False)
+    assert res["curves"]["test_acc"] == [row[1] for row in m["per_epoch"]["test_acc"]]
+    assert res["curves"]["train_acc"] == [None] + [row[1] for row in m["per_epoch"]["train_acc"][1:]]
+    assert (res["metric"], res["direction"], res["unit"], res["epochs_done"]) == (
+        "test_acc", "max", "epoch", 2)
+    assert res["chance"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("argv, n_jobs, task", [(XOR_TINY, 4, "xor"), (RANDMAN_TINY, 2, "randman")])
+def test_tiny_accuracy_sweeps_store_rerun_and_report(tmp_path, capsys, argv, n_jobs, task):
+    store, out = tmp_path / "store", tmp_path / "results"
+    assert main(["sweep", *argv, "--workers", "0", "--store", str(store)]) == 0
+    assert f"{n_jobs} jobs: 0 reused, {n_jobs} computed, 0 failed" in capsys.readouterr().out
+    recs = Store(store).records()
+    assert len(recs) == n_jobs and all(r["hash"] == job_hash(r["config"]) for r in recs)
+    # the stored command is the grid written as options: it expands to the same jobs
+    command = {r["command"] for r in recs}.pop()
+    assert command.startswith(f"spikeloop sweep --task {task} --hidden ")
+    assert ("--regulariser off on --trials 2" if task == "xor" else "--epochs 2") in command
+    assert main(command.split()[1:] + ["--store", str(store), "--dry-run"]) == 0
+    assert f"= {n_jobs} jobs; {n_jobs} already in" in capsys.readouterr().err
+    before = {p.name: p.read_bytes() for p in (store / "jobs").iterdir()}
+    assert main(["sweep", *argv, "--workers", "0", "--store", str(store)]) == 0
+    assert f"{n_jobs} jobs: {n_jobs} reused, 0 computed, 0 failed" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in (store / "jobs").iterdir()} == before
+
+    assert main(["report", "--store", str(store), "--out", str(out)]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    n_conf = n_jobs // 2
+    assert f"{task}.csv" in files and f"{task}.png" in files
+    assert sum(f.endswith(".png") for f in files) == 1 + n_conf
+    md = (out / "README.md").read_text()
+    assert "higher is better" in md and "van Rossum" not in md
+    head = (out / f"{task}.csv").read_text().splitlines()[0].split(",")
+    curve = sorted(f for f in files if f.startswith(f"{task}-") and f.endswith(".csv"))[0]
+    lines = (out / curve).read_text().splitlines()
+    if task == "xor":
+        # a success notion (all four patterns right); accuracy per trial
+        assert "regulariser" in head and "n_succeeded" in head and "final_accuracy_mean" in head
+        assert "| regulariser | seeds | succeeded |" in md
+        assert lines[0] == "trial,accuracy_mean,accuracy_sd,seed_0,seed_1" and len(lines) == 3
+        acc = [r["result"]["final"]["accuracy"] for r in recs
+               if not r["config"]["regulariser"]]
+    else:
+        # no success notion; test accuracy per epoch, epoch 0 before training
+        assert "n_succeeded" not in head and "final_test_acc_mean" in head
+        assert lines[0] == "epoch,test_acc_mean,test_acc_sd,seed_0,seed_1" and len(lines) == 4
+        acc = [r["result"]["final"]["test_acc"] for r in recs]
+        assert [r["config"]["epochs"] for r in recs] == [2, 2]
+    rows = (out / f"{task}.csv").read_text().splitlines()
+    mean = float(rows[1].split(",")[head.index(f"final_{'accuracy' if task == 'xor' else 'test_acc'}_mean")])
+    assert mean == pytest.approx(sum(acc) / len(acc), abs=1e-5)
+
+
+def test_accuracy_jobs_on_dask_store_what_the_serial_path_stores(tmp_path):
+    pytest.importorskip("distributed")
+    jobs = expand_grid(dict(task=["xor"], hidden=[4], trials=2, seeds=2, options=dict(n_in=12)))[1]
+    dask, serial = Store(tmp_path / "dask"), Store(tmp_path / "serial")
+    res = run_sweep(jobs, dask, workers=1, processes=False)
+    assert (res["computed"], res["failed"]) == (2, [])
+    assert run_sweep(jobs, serial, workers=0)["computed"] == 2
+    assert [r["result"]["curves"] for r in dask.records()] == \
+        [r["result"]["curves"] for r in serial.records()]
+    assert run_sweep(jobs, dask, workers=0)["reused"] == 2
+
+
+def test_a_braille_job_without_its_data_fails_saying_where_it_looked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SPIKELOOP_BRAILLE", str(tmp_path / "missing.npz"))
+    store = tmp_path / "store"
+    assert main(["sweep", "--task", "braille", "--hidden", "8", "--epochs", "1", "--seeds", "1",
+                 "--workers", "0", "--store", str(store)]) == 1
+    cap = capsys.readouterr()
+    assert "1 jobs: 0 reused, 0 computed, 1 failed" in cap.out
+    assert "braille data: no such file" in cap.err and "missing.npz" in cap.err
+    assert "--set data=FILE" in cap.err and "Traceback" not in cap.err
+    assert Store(store).records() == []
+
+
+def _braille_file():
+    import os
+    from pathlib import Path
+    from spikeloop.host.classify import BRAILLE_DEFAULTS, BRAILLE_ENV
+    env = os.environ.get(BRAILLE_ENV)
+    repo = Path(__file__).resolve().parents[1]
+    for p in ([Path(env)] if env else []) + [repo / BRAILLE_DEFAULTS["data"]]:
+        if p.is_file():
+            return p
+    return None
+
+
+@pytest.mark.skipif(_braille_file() is None, reason="braille_taxels.npz not found (set "
+                    "SPIKELOOP_BRAILLE or put it at ../shared/data/braille/ next to the repository)")
+def test_a_tiny_braille_sweep(tmp_path, capsys):
+    store = tmp_path / "store"
+    argv = ["sweep", "--task", "braille", "--hidden", "8", "--epochs", "1", "--seeds", "1",
+            "--set", f"data={_braille_file()}", "--set", "train_per_class=2",
+            "--set", "test_per_class=1", "--workers", "0", "--store", str(store)]
+    assert main(argv) == 0
+    (rec,) = Store(store).records()
+    assert len(rec["result"]["curves"]["test_acc"]) == 2 and len(rec["result"]["data_sha256"]) == 64
+    assert main(argv) == 0
+    assert "1 jobs: 1 reused, 0 computed, 0 failed" in capsys.readouterr().out
