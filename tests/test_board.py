@@ -379,3 +379,34 @@ def test_rtl_backend_matches_the_reference():
     for k in outs[0][1]:
         assert np.array_equal(outs[0][1][k], outs[1][1][k]), k
     assert outs[0][2] == outs[1][2] and outs[0][2][3] == 1
+
+
+# ---------------------------------------------------------------------- sessions
+def test_sessions_two_hosts_takeover_reset_and_close():
+    """A second host is told the board is in use; after a takeover the first host's requests are
+    refused (never executed) and it says so; after a device reset the driver opens a new session;
+    a closed session frees the board."""
+    from spikeloop.host.board import BoardInUse, SessionLost
+    vb = vboard(net())
+    a = Board(ModelTransport(vb), nonce=0xA)
+    assert a.session == P.session_for(0xA, 0)[0] and vb.sessions.session == a.session
+    a.write_reg("STEP_COUNT", 5)
+    with pytest.raises(BoardInUse, match="the board is in use: another host holds its session"):
+        Board(ModelTransport(vb), nonce=0xB)
+    b = Board(ModelTransport(vb), nonce=0xB, takeover=True)
+    assert b.session not in (0, a.session)
+    with pytest.raises(SessionLost, match="was taken over by another host; nothing of this request was "
+                                          "executed") as lost:
+        a.write_reg("STEP_COUNT", 9)
+    assert not lost.value.reopened and b.read_reg("STEP_COUNT") == 5          # a's 9 never applied
+    vb.sessions = P.SessionState()                      # the device resets its session state
+    with pytest.raises(SessionLost, match="it was reset or the session was closed") as lost:
+        b.read_reg("STEP_COUNT")
+    assert lost.value.reopened and b.session == vb.sessions.session != 0
+    assert b.read_reg("STEP_COUNT") == 5               # the new session works
+    b.close()
+    assert vb.sessions.session == 0
+    c = Board(ModelTransport(vb), nonce=0xC)             # free again: no takeover needed
+    assert c.read_reg("STEP_COUNT") == 5
+    raw = Board(ModelTransport(vboard(net())), session=False)
+    assert raw.session == 0 and raw.read_reg("VERSION") == P.PROTOCOL_VERSION
