@@ -288,6 +288,13 @@ class Board:
     def close(self) -> None:
         """Release the session (IDENTIFY CLOSE, best effort) and close the transport."""
         try:
+            self.release()
+        finally:
+            self.transport.close()
+
+    def release(self) -> None:
+        """End this host's session (IDENTIFY CLOSE, best effort), keeping the transport open."""
+        try:
             if self.session:
                 old, self.retries = self.retries, min(self.retries, 1)
                 try:
@@ -298,8 +305,6 @@ class Board:
         except DriverError as e:
             log.debug("%sclosing the session failed (%s); the board keeps it until reset or takeover",
                       self._who, e)
-        finally:
-            self.transport.close()
 
     def __enter__(self):
         return self

@@ -57,7 +57,7 @@ def test_training_through_a_faulty_link_is_bit_identical_on_the_gateware(soc, rt
     p = soc.core.params
     clean = training(Board(ModelTransport(VirtualBoard(soc)), payload_limit=64), p, 300)
     link = FaultyTransport(rtl, 0.0, 5, directions=("write", "read"))
-    b = Board(link, payload_limit=64, retries=60, timeout=0.5)
+    b = Board(link, payload_limit=64, retries=60, timeout=0.5, takeover=True)
     _fresh(b)
     before = {n: b.read_reg(n) for n in ("DUPLICATES", "CRC_ERRORS", "LENGTH_ERRORS", "FRAMING_ERRORS")}
     link.rate = 0.01
@@ -142,7 +142,10 @@ def test_corrupted_frames_change_nothing_on_the_gateware(soc, rtl):
     state variable or register moves; every NAK it counted reached the host."""
     p = soc.core.params
     vb = VirtualBoard(soc.replace(baud=rtl.config.baud))
-    boards = Board(rtl, timeout=5.0), Board(ModelTransport(vb), timeout=5.0)
+    # the rtl device is shared with earlier tests: free it, then talk without a session on both
+    # sides, so that the raw frames below (session 0) are the same bytes for either device
+    Board(rtl, timeout=5.0, takeover=True).release()
+    boards = Board(rtl, timeout=5.0, session=False), Board(ModelTransport(vb), timeout=5.0, session=False)
     rng = np.random.default_rng(0)
     x, y = rng.random((30, p.n_in)) < 0.3, rng.random((30, p.n_out)) < 0.1
     for bd in boards:
@@ -198,7 +201,7 @@ def test_corrupted_frames_change_nothing_on_the_gateware(soc, rtl):
 
 @pytest.mark.parametrize("seed", range(2))
 def test_random_garbage_never_wedges_the_gateware(soc, rtl, seed):
-    b = Board(rtl, timeout=5.0)
+    b = Board(rtl, timeout=5.0, takeover=True)
     _fresh(b)
     garbage0 = b.read_reg("GARBAGE_BYTES")
     rng = random.Random(seed)
@@ -208,7 +211,7 @@ def test_random_garbage_never_wedges_the_gateware(soc, rtl, seed):
         zeros = rng.random() < 0.5                       # with or without delimiters inside
         rtl.write(bytes(rng.randrange(0 if zeros else 1, 256) for _ in range(n)))
         _drain(rtl)
-        frame = P.encode_frame(Command.READ_REG, seq, P.pack_read_reg(0x0C, 1))
+        frame = P.encode_frame(Command.READ_REG, seq, P.pack_read_reg(0x0C, 1), b.session)
         rtl.write(frame)
         deadline, data = time.monotonic() + 10.0, bytearray()
         ok = []
