@@ -360,7 +360,7 @@ def test_gowin_build_uses_himbaechel():
     assert "--freq 27" in lines[3] and lines[4].startswith('"$GOWIN_PACK" -d GW1N-9C -o top.fs')
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_build_tangnano9k_preset(tmp_path, capsys):
     """The preset through the open Gowin flow: report.json carries nextpnr-himbaechel's numbers.
 

@@ -98,7 +98,7 @@ def test_compare_task_errors_are_clean(argv, msg, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("argv", [
     ["--task", "xor", "--n-in", "12"],
-    ["--task", "pattern", "--duration-ms", "40", "--hidden", "4"],
+    pytest.param(["--task", "pattern", "--duration-ms", "40", "--hidden", "4"], marks=pytest.mark.heavy),
 ])
 def test_compare_on_the_rtl_backend_is_identical(argv, tmp_path, capsys):
     """The gateware (Verilator) against the golden model behind the protocol, on a short run of

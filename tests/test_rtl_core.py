@@ -187,8 +187,14 @@ def test_core_single_port_matches_golden(build_dir, tmp_path, name):
 SINGLE_PORT_LONG = ["37x13x11-P2-sp-rand-reg", "37x13x11-P1-sp-up5k-formats"]
 
 
+#: The 2000-step runs CI makes (two layers, random feedback, the regulariser, single port); the
+#: others are marked heavy (``pytest -m heavy``).
+LONG_IN_CI = ("37x11-P2", "37x13x11-P2-sp-rand-reg")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["37x11-P2", *OPTIONS, *SINGLE_PORT_LONG])
+@pytest.mark.parametrize("name", [n if n in LONG_IN_CI else pytest.param(n, marks=pytest.mark.heavy)
+                                  for n in ["37x11-P2", *OPTIONS, *SINGLE_PORT_LONG]])
 def test_core_matches_golden_long(build_dir, tmp_path, name):
     p, lanes, info = run(build_dir, tmp_path, {**CONFIGS, **OPTIONS, **SINGLE_PORT}[name],
                          "step_lockstep",

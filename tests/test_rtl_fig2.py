@@ -13,7 +13,7 @@ from spikeloop.sim.rtl_runner import build_and_test, default_build_dir
 TRIALS = int(__import__("os").environ.get("FIG2_TRIALS", 50))
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_fig2_training_through_core_matches_golden(tmp_path):
     p = fig2_params()
     stats = tmp_path / "stats.json"

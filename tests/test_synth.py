@@ -45,7 +45,7 @@ def test_synth_cli_core_100x1_fits_up5k(tmp_path, capsys):
 UP5K_CONFIG = __import__("pathlib").Path(__file__).parent.parent / "configs" / "up5k-100x32x100.toml"
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_synth_cli_core_100x32x100_fits_up5k_with_spram(tmp_path, capsys):
     """The two-layer 100-32-100 core with its synapse and q words in the four SPRAMs
     (``--single-port``, the narrow formats of ``configs/up5k-100x32x100.toml``) places and
