@@ -236,6 +236,13 @@ class SoCConfig:
         return pr.max_steps_per_frame(self.core.params, self.max_payload)
 
     @cached_property
+    def rx_fifo_bytes(self) -> int:
+        """The SoC's receive FIFO: one largest request on the wire (worst-case COBS), so the
+        next frame waits in it, whole, while the engine executes one."""
+        from spikeloop import protocol as pr
+        return pr.frame_wire_size(self.max_payload)
+
+    @cached_property
     def identity(self):
         """What IDENTIFY reports (:class:`spikeloop.protocol.Identity`)."""
         from spikeloop import protocol as pr

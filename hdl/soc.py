@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .config import SoCConfig
@@ -111,7 +112,10 @@ class SoC(wiring.Component):
         m = Module()
         m.submodules.uart = uart = UART(self.clock_hz, self.baud)
         m.submodules.link = link = self.link
-        wiring.connect(m, uart.rx_data, link.rx)
+        # the engine takes no bytes while it checks and executes a frame: the next ones wait here
+        m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=self.config.rx_fifo_bytes)
+        wiring.connect(m, uart.rx_data, fifo.w_stream)
+        wiring.connect(m, fifo.r_stream, link.rx)
         wiring.connect(m, link.tx, uart.tx_data)
         m.d.comb += [
             uart.rx.eq(self.rx), self.tx.eq(uart.tx),
