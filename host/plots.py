@@ -150,6 +150,25 @@ def plot_raster(path, inputs, targets, before: dict, after: dict, *, dt_ms: floa
     return _save(fig, path)
 
 
+def _seed_bands(ax, runs: dict, what: str, rows: str, floor: float | None = None, **plot_kw) -> int:
+    """Each run's mean ± sd over its seeds (columns) as a line in a band; the most rows drawn."""
+    n_max = 1
+    for k, (label, a) in enumerate(runs.items()):
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim != 2:
+            raise ValueError(f"{what} of {label!r} must be shaped ({rows}, seeds), not {a.shape}")
+        x = np.arange(a.shape[0])
+        n_max = max(n_max, a.shape[0])
+        with np.errstate(invalid="ignore"):
+            mean, sd = np.nanmean(a, axis=1), np.nanstd(a, axis=1)
+        lo, hi = mean - sd, mean + sd
+        if floor is not None:
+            lo, hi, mean = np.maximum(lo, floor), np.maximum(hi, floor), np.maximum(mean, floor)
+        ax.fill_between(x, lo, hi, color=f"C{k}", alpha=0.18, lw=0)
+        ax.plot(x, mean, color=f"C{k}", lw=1.4, label=f"{label}: mean ± sd over {a.shape[1]} seeds", **plot_kw)
+    return n_max
+
+
 def plot_compare_curves(runs: dict, path, *, success_level=0.1, title: str | None = None) -> Path:
     """Mean ± sd relative cost of several runs (e.g. golden model vs float reference) on one axis.
 
@@ -157,19 +176,7 @@ def plot_compare_curves(runs: dict, path, *, success_level=0.1, title: str | Non
     """
     fig = Figure(figsize=(7.0, 4.2))
     ax = fig.add_subplot()
-    n_max = 1
-    for k, (label, rc) in enumerate(runs.items()):
-        rc = np.asarray(rc, dtype=np.float64)
-        if rc.ndim != 2:
-            raise ValueError(f"rel_cost of {label!r} must be shaped (trials, seeds), not {rc.shape}")
-        trial = np.arange(rc.shape[0])
-        n_max = max(n_max, rc.shape[0])
-        with np.errstate(invalid="ignore"):
-            mean, sd = np.nanmean(rc, axis=1), np.nanstd(rc, axis=1)
-        ax.fill_between(trial, np.maximum(mean - sd, REL_COST_FLOOR), np.maximum(mean + sd, REL_COST_FLOOR),
-                        color=f"C{k}", alpha=0.18, lw=0)
-        ax.plot(trial, np.maximum(mean, REL_COST_FLOOR), color=f"C{k}", lw=1.4,
-                label=f"{label}: mean ± sd over {rc.shape[1]} seeds")
+    n_max = _seed_bands(ax, runs, "rel_cost", "trials", floor=REL_COST_FLOOR)
     ax.axhline(success_level, color="0.3", ls=":", lw=1, label=f"success level ({success_level:g})")
     ax.set_yscale("log")
     ax.set_xlabel("trial")
@@ -203,18 +210,7 @@ def plot_compare_accuracy(runs: dict, path, *, unit: str, ylabel: str, chance: f
     """
     fig = Figure(figsize=(7.0, 4.2))
     ax = fig.add_subplot()
-    n_max = 1
-    for k, (label, acc) in enumerate(runs.items()):
-        acc = np.asarray(acc, dtype=np.float64)
-        if acc.ndim != 2:
-            raise ValueError(f"accuracy of {label!r} must be shaped ({unit}s, seeds), not {acc.shape}")
-        x = np.arange(acc.shape[0])
-        n_max = max(n_max, acc.shape[0])
-        with np.errstate(invalid="ignore"):
-            mean, sd = np.nanmean(acc, axis=1), np.nanstd(acc, axis=1)
-        ax.fill_between(x, mean - sd, mean + sd, color=f"C{k}", alpha=0.18, lw=0)
-        ax.plot(x, mean, color=f"C{k}", lw=1.4, marker="o" if unit == "epoch" else None, ms=3,
-                label=f"{label}: mean ± sd over {acc.shape[1]} seeds")
+    n_max = _seed_bands(ax, runs, "accuracy", unit + "s", marker="o" if unit == "epoch" else None, ms=3)
     if chance:
         ax.axhline(chance, color="0.3", ls="--", lw=1, label=f"chance ({chance:.3g})")
     ax.set_ylim(-0.03, 1.03)
