@@ -181,13 +181,14 @@ class Board:
         mod, cls = self.top.split(":")
         return getattr(importlib.import_module(mod), cls)
 
-    def soc_config(self, core, clock_hz: int | None = None):
+    def soc_config(self, core, clock_hz: int | None = None, rx_fifo: int | None = None):
         """The SoC configuration of ``core`` on this board at ``clock_hz`` (default: the board's
-        default clock) and the fastest link rate that clock divides."""
+        default clock) and the fastest link rate that clock divides; ``rx_fifo`` as in
+        :class:`~spikeloop.hdl.config.SoCConfig`."""
         from spikeloop.hdl.config import SoCConfig
         clock = self.clock_hz if clock_hz is None else int(clock_hz)
         baud = self.baud if clock == self.clock_hz else self.baud_for(clock)
-        return SoCConfig(core, clock_hz=clock, baud=baud)
+        return SoCConfig(core, clock_hz=clock, baud=baud, rx_fifo=rx_fifo)
 
 
 def _family(platform) -> str:

@@ -96,7 +96,7 @@ def _toolchain_missing(board: Board) -> str | None:
 
 
 def build_board(board: Board, core=None, *, out: str | Path, seed: int | None = None,
-                clock_mhz: float | None = None, seeds: int = 1) -> dict[str, Any]:
+                clock_mhz: float | None = None, seeds: int = 1, rx_fifo: int | None = None) -> dict[str, Any]:
     """Check, build and report the SoC for ``board`` (``core``: a CoreConfig, default the
     board's preset); writes ``out/report.json`` and returns what it holds.
 
@@ -117,7 +117,7 @@ def build_board(board: Board, core=None, *, out: str | Path, seed: int | None = 
     clock_hz = board.clock_hz if clock_mhz is None else round(clock_mhz * 1e6)
     try:
         pll = board.pll(clock_hz)
-        soc = board.soc_config(core, clock_hz)
+        soc = board.soc_config(core, clock_hz, rx_fifo)
     except (PLLError, ValueError) as e:
         raise BuildError(f"--clock-mhz {clock_hz / 1e6:g}: {board.name}: {e}") from None
     osc = clock_hz / 1e6

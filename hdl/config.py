@@ -177,6 +177,10 @@ class SoCConfig:
         The system clock and the UART's bit rate (reported by IDENTIFY).
     max_payload : int
         Largest request and reply payload, 64..65535; one RUN_STEPS step must fit.
+    rx_fifo : int, optional
+        Bytes of the SoC's receive FIFO (block RAM) where frames sent while one executes wait;
+        default one largest request on the wire (``frame_wire_size(max_payload)``), 0 for none
+        (the engine then drops what arrives while it executes, counted in ``UART_OVERRUNS``).
 
     Raises
     ------
@@ -188,6 +192,7 @@ class SoCConfig:
     clock_hz: int = 12_000_000
     baud: int = 3_000_000
     max_payload: int = 1024
+    rx_fifo: int | None = None
 
     def __post_init__(self):
         from spikeloop import protocol as pr
@@ -205,6 +210,9 @@ class SoCConfig:
             raise ParamError(f"max_payload must be an integer from 64 to 65535, not {mp!r}")
         if pr.max_steps_per_frame(self.core.params, mp) < 1:
             raise ParamError(f"max_payload must fit one RUN_STEPS step, not {mp}")
+        f = self.rx_fifo
+        if f is not None and (not isinstance(f, int) or isinstance(f, bool) or not (f == 0 or 16 <= f <= 0xFFFF)):
+            raise ParamError(f"rx_fifo must be 0 (none) or 16..65535 bytes, not {f!r}")
 
     @classmethod
     def build(cls, params: Params, lanes: int = 1, in_width: int | None = None, *,
@@ -237,10 +245,10 @@ class SoCConfig:
 
     @cached_property
     def rx_fifo_bytes(self) -> int:
-        """The SoC's receive FIFO: one largest request on the wire (worst-case COBS), so the
-        next frame waits in it, whole, while the engine executes one."""
+        """The SoC's receive FIFO (``rx_fifo``): by default one largest request on the wire
+        (worst-case COBS), so the next frame waits in it, whole, while the engine executes one."""
         from spikeloop import protocol as pr
-        return pr.frame_wire_size(self.max_payload)
+        return pr.frame_wire_size(self.max_payload) if self.rx_fifo is None else self.rx_fifo
 
     @cached_property
     def identity(self):
@@ -250,14 +258,17 @@ class SoCConfig:
                            self.max_payload, self.max_steps)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"core": self.core.to_dict(), "clock_hz": self.clock_hz, "baud": self.baud,
-                "max_payload": self.max_payload}
+        d = {"core": self.core.to_dict(), "clock_hz": self.clock_hz, "baud": self.baud,
+             "max_payload": self.max_payload}
+        if self.rx_fifo is not None:
+            d["rx_fifo"] = self.rx_fifo
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SoCConfig":
         if not isinstance(d, dict) or "core" not in d:
             raise ParamError(f"a SoCConfig dict must have 'core', not {d!r}")
-        extra = set(d) - {"core", "clock_hz", "baud", "max_payload"}
+        extra = set(d) - {"core", "clock_hz", "baud", "max_payload", "rx_fifo"}
         if extra:
             raise ParamError(f"unknown SoCConfig keys {sorted(extra)}")
         return cls(CoreConfig.from_dict(d["core"]), **{k: v for k, v in d.items() if k != "core"})

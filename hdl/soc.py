@@ -113,9 +113,12 @@ class SoC(wiring.Component):
         m.submodules.uart = uart = UART(self.clock_hz, self.baud)
         m.submodules.link = link = self.link
         # the engine takes no bytes while it checks and executes a frame: the next ones wait here
-        m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=self.config.rx_fifo_bytes)
-        wiring.connect(m, uart.rx_data, fifo.w_stream)
-        wiring.connect(m, fifo.r_stream, link.rx)
+        if self.config.rx_fifo_bytes:
+            m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=self.config.rx_fifo_bytes)
+            wiring.connect(m, uart.rx_data, fifo.w_stream)
+            wiring.connect(m, fifo.r_stream, link.rx)
+        else:
+            wiring.connect(m, uart.rx_data, link.rx)
         wiring.connect(m, link.tx, uart.tx_data)
         m.d.comb += [
             uart.rx.eq(self.rx), self.tx.eq(uart.tx),

@@ -527,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nextpnr placement seed (with --seeds: the first)")
     p.add_argument("--seeds", type=_positive_int, default=1, metavar="N",
                    help="place and route with N seeds and keep the fastest build (N whole builds)")
+    p.add_argument("--rx-fifo", type=_non_negative_int, metavar="BYTES",
+                   help="receive FIFO of the SoC, where frames sent while one executes wait "
+                        "(default: one largest request; 0: none, saves its block RAM)")
     p.add_argument("--out", type=Path, default=Path("build/board"), metavar="DIR",
                    help="where report.json and the build go (default build/board)")
     p.set_defaults(func=_cmd_build)
@@ -1685,7 +1688,7 @@ def _cmd_build(args) -> int:
         print(f"building for the {b.title}, {core.params.n_in}x{core.params.n_hidden}x"
               f"{core.params.n_out} (several minutes) ...", file=sys.stderr)
         rep = build_board(b, core, out=args.out, seed=args.seed, clock_mhz=args.clock_mhz,
-                          seeds=args.seeds)
+                          seeds=args.seeds, rx_fifo=args.rx_fifo)
     except (BuildError, ValueError, OSError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
