@@ -327,7 +327,7 @@ class Board:
         except NakError as e:
             if e.reason == Nak.IN_USE:
                 raise BoardInUse(f"{self._who}the board is in use: another host holds its session "
-                                 f"(open it with takeover=True to take it over)") from None
+                                 f"(open it with takeover=True, or spikeloop train --takeover, to take it over)") from None
             raise
         ident = self._identity(raw)
         if ident.nonce != nonce or ident.session == 0:

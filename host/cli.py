@@ -193,6 +193,9 @@ def _add_training_options(p: argparse.ArgumentParser, task: str | None,
                    help="besides the first and last trial, record the membrane every step of "
                         "every N-th trial (one round trip per step; default 0)")
     h.add_argument("--record-link", type=Path, metavar="FILE", help=_RECORD_HELP)
+    h.add_argument("--takeover", action="store_true", default=None,
+                   help="open the board even if another host holds its session (e.g. a run that "
+                        "was killed before it could release it)")
     h.add_argument("--resume", type=Path, metavar="DIR",
                    help="continue the interrupted run recorded in DIR from its last snapshot "
                         "(a board run: everything else comes from DIR's manifest; --trials may "
@@ -811,7 +814,8 @@ def _cmd_demo(args) -> int:
 
 
 #: Options only the board backends (host in the loop) take.
-HIL_OPTIONS = ("error_mode", "feedback_latency", "snapshot_every", "trace_every", "resume", "record_link")
+HIL_OPTIONS = ("error_mode", "feedback_latency", "snapshot_every", "trace_every", "resume", "record_link",
+               "takeover")
 #: Options a resumed run takes from its record instead.
 _RESUME_FIXED = ("input", "target", "duration_ms", "seed", "seeds", "out", "r0_drop", "tol_ms",
                  "checkpoint_every", "config", "hidden", "feedback", "rate_hz", "n_in",
@@ -848,7 +852,7 @@ def _resolve(args) -> dict:
                              "run takes --trials")
         return dict(resume=args.resume, trials=getattr(args, "trials", None),
                     epochs=getattr(args, "epochs", None), in_process=in_process,
-                    record_link=getattr(args, "record_link", None),
+                    record_link=getattr(args, "record_link", None), takeover=getattr(args, "takeover", None),
                     backend=getattr(args, "backend", None), progress=_progress(getattr(args, "progress", None)))
     if getattr(args, "epochs", None) is not None:
         raise UsageError("--epochs applies to 'train braille' and 'train randman', or with --resume "
@@ -890,6 +894,7 @@ def _resolve(args) -> dict:
         checkpoint_every=get("checkpoint_every", 10 if board else 50),
         progress=_progress(getattr(args, "progress", None)),
         record_link=get("record_link", None),
+        takeover=get("takeover", None),
     )
     return d
 
@@ -1116,7 +1121,11 @@ def _interrupted_in_process(out: Path) -> str:
 
 
 def _link(o: dict) -> dict:
-    return {} if o.get("record_link") is None else {"record_link": o["record_link"]}
+    """Board.open's keywords from the options: a link recording, a session takeover."""
+    kw = {} if o.get("record_link") is None else {"record_link": o["record_link"]}
+    if o.get("takeover"):
+        kw["takeover"] = True
+    return kw
 
 
 def _run_board(out: Path, go) -> int:
@@ -1234,7 +1243,7 @@ def _cmd_xor(args) -> int:
     args = argparse.Namespace(**{k: getattr(args, k, None) for k in (
         "n_in", "rate_hz", "feedback_latency", "configs", "hidden", "feedback", "regulariser",
         "config", "trials", "seed", "seeds", "backend", "out", "r0_drop", "checkpoint_every",
-        "progress", "snapshot_every", "trace_every", "record_link")})
+        "progress", "snapshot_every", "trace_every", "record_link", "takeover")})
     args.seed = args.seed or 0
     args.out = args.out or Path("spikeloop-xor")
     backend = args.backend or "model"
@@ -1337,7 +1346,7 @@ def _xor_board(args, backend, params, task, seed, trials, r0_drop, out, progress
     from spikeloop.host.hil import hil_train, open_board
     from spikeloop.host.xor import stimulus_from_task
     x, w = stimulus_from_task(task).trial(0)
-    o = dict(record_link=args.record_link)
+    o = dict(record_link=args.record_link, takeover=args.takeover)
 
     def go():
         with open_board(backend, params, **_link(o)) as board:

@@ -241,6 +241,8 @@ SMALL = ["--n-in", "30", "--duration-ms", "40", "--n-target-spikes", "2", "--pro
      "--error-mode applies to the board backends (rtl, board-model, serial:PORT), not to --backend float"),
     (["train", "fig2", "--snapshot-every", "3"],
      "--snapshot-every applies to the board backends (rtl, board-model, serial:PORT), not to --backend model"),
+    (["train", "fig2", "--takeover"],
+     "--takeover applies to the board backends (rtl, board-model, serial:PORT), not to --backend model"),
     (["train", "fig2", "--backend", "board-model", "--seeds", "3"],
      "a board backend trains one network per run: --seeds must be 1, not 3"),
     (["train", "fig2", "--backend", "board-model", "--feedback-latency", "2"],
@@ -347,3 +349,18 @@ def test_transcript_then_replay_on_board_model(tmp_path, capsys):
     assert "exchange 3 of" in capsys.readouterr().out
     assert main(["replay", str(tmp_path / "none.json"), "--backend", "board-model"]) == 2
     assert "no such transcript" in capsys.readouterr().err
+
+
+def test_train_takeover_opens_the_board_with_a_takeover(monkeypatch, tmp_path):
+    """--takeover reaches Board.open (a board another host's killed run still holds)."""
+    from spikeloop.host.board import Board
+    seen = []
+    real = Board.open
+
+    def spy(*a, **kw):
+        seen.append(kw.get("takeover"))
+        return real(*a, **kw)
+    monkeypatch.setattr(Board, "open", spy)
+    assert main(["train", "fig2", "--backend", "board-model", "--takeover", "--trials", "1",
+                 "--out", str(tmp_path / "r"), *SMALL]) == 0
+    assert seen and all(seen)
